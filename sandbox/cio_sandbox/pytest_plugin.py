@@ -1,0 +1,45 @@
+"""pytest fixtures that start the sandbox for a test session or a single test and always stop it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from .sandbox import Sandbox
+from .world import World
+
+DEFAULT_SEED = 7
+DEFAULT_PEOPLE = 3000
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    """One shared sandbox over the default world; tests that change faults must reset them."""
+    with Sandbox(World(seed=DEFAULT_SEED, people=DEFAULT_PEOPLE)) as sb:
+        yield sb
+
+
+@pytest.fixture
+def sandbox_faults_reset(sandbox: Sandbox) -> Iterator[Sandbox]:
+    """The shared sandbox with faults and counters reset before and after the test."""
+    sandbox.obs.reset_faults()
+    sandbox.obs.reset_counters()
+    yield sandbox
+    sandbox.obs.reset_faults()
+
+
+@pytest.fixture
+def make_sandbox() -> Iterator[Callable[..., Sandbox]]:
+    """Start sandboxes with their own world: ``make_sandbox(world=None, **world_kwargs)``."""
+    started: list[Sandbox] = []
+
+    def make(world: World | None = None, **world_kwargs: Any) -> Sandbox:
+        sb = Sandbox(world or World(**world_kwargs)).start()
+        started.append(sb)
+        return sb
+
+    yield make
+    for sb in started:
+        sb.stop()

@@ -1,0 +1,562 @@
+"""A deterministic world of People, domains, DNS records and mail hosts, generated from a seed.
+
+Everything is derived from ``(seed, index)`` on demand, so a world of a million People costs no more memory than
+one of a thousand: the servers look a Person up by index, by ``cio_id``, by ``id`` or by address in O(1). Each
+Person carries its ground truth (the verdict DESIGN.md's precedence gives for its address), so accuracy can be
+measured against what the pipeline writes.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from disposable_email_domains import blocklist as _DISPOSABLE_BLOCKLIST
+
+VALID, INVALID, CATCH_ALL, DISPOSABLE, UNKNOWN = "Valid", "Invalid", "Catch-All", "Disposable", "Unknown"
+
+CIO_ID_OFFSET = 0x3000000
+ID_OFFSET = 100000
+DNS_TTL = 300
+SLOW_DNS_SECONDS = 0.4
+DAY = 86400
+
+# Mailboxes that exist on every domain whose mail host answers honestly (RFC 2142 and common role names).
+ROLE_MAILBOXES = ("info", "support", "admin", "sales", "contact", "billing", "noreply", "hello")
+
+_FIRST = (
+    "maria", "john", "aiko", "omar", "lena", "carlos", "priya", "noah", "fatima", "liam", "sofia", "chen",
+    "amara", "lucas", "ingrid", "mateo", "zara", "ivan", "yuki", "emma", "kwame", "elena", "raj", "nora",
+)
+_LAST = (
+    "garcia", "smith", "tanaka", "haddad", "muller", "silva", "patel", "brown", "khan", "oconnor", "rossi",
+    "wang", "okafor", "dubois", "larsen", "lopez", "ahmed", "petrov", "sato", "jones", "mensah", "novak",
+)
+_WORDS = (
+    "north", "wind", "blue", "harbor", "acme", "pine", "river", "stone", "bright", "cedar", "maple", "summit",
+    "orbit", "lumen", "delta", "falcon", "copper", "meadow", "atlas", "nimbus", "quartz", "ember", "tidal",
+    "willow", "granite", "vertex", "aurora", "sparrow", "beacon", "cobalt",
+)
+_BAD_SYNTAX = (
+    "{l}@", "@{d}", "{l}..{l}@{d}", "{l} {l}@{d}", "{l}@@{d}", "{l}@{d}.", "{l}(at){d}", "{l}@-{d}",
+    ".{l}@{d}", "{l}@{d}..example", "{l}@localhost", "{l}@[300.1.1.1]", "{l}\"@{d}",
+)
+_TYPO_DOMAINS = ("gmial.com", "gmai.com", "hotmial.com", "yaho.com", "outlok.com", "gmail.con")
+
+# SMTP reply texts for "no such user", as real servers word them (reference/email_verification.md 5.8-5.10).
+USER_UNKNOWN_REPLIES = (
+    "550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown in virtual mailbox table",
+    "550 5.1.1 The email account that you tried to reach does not exist. NoSuchUser",
+    "550 Requested action not taken: mailbox unavailable",
+    "550 5.5.0 Requested action not taken: mailbox unavailable (S2017062302)",
+    "550 5.4.1 Recipient address rejected: Access denied. AS(201806281)",
+    "550 No such user here",
+    "550 5.1.1 Recipient unknown",
+)
+
+# World behaviours. Weights are shares of People (per mille) for the default mix.
+_CASE_WEIGHTS = (
+    ("normal", 330), ("gmail", 60), ("outlook", 40), ("m365", 25), ("idn", 10), ("no_mx_a", 20),
+    ("starttls", 30), ("too_many_rcpt", 30), ("busy_421", 20), ("dead_first_mx", 20), ("slow_dns", 20),
+    ("catch_all", 40), ("greylist", 20), ("tarpit", 10), ("policy_block", 20), ("drop_after_banner", 10),
+    ("provider_yahoo", 30), ("disposable", 30), ("typo", 20), ("nxdomain", 10), ("null_mx", 10),
+    ("no_mx_no_a", 10), ("servfail", 10), ("bad_syntax", 20), ("no_email", 20),
+)
+# Cases whose mail host answers RCPT honestly, so the mailbox state decides the verdict.
+MAILBOX_CASES = frozenset(
+    {"normal", "gmail", "outlook", "m365", "idn", "no_mx_a", "starttls", "too_many_rcpt", "busy_421",
+     "dead_first_mx", "slow_dns", "hard_bounce"}
+)
+_MAILBOX_WEIGHTS = (("exists", 84), ("unknown", 10), ("disabled", 3), ("full", 3))
+
+
+@dataclass(frozen=True)
+class SmtpHost:
+    """One mail server: an address on 127.0.0.0/8 with a behaviour the SMTP server reproduces."""
+
+    ip: str
+    hostname: str
+    behavior: str  # normal, catch_all, accept_all, greylist, tarpit, policy_block, drop_after_banner,
+    #                too_many_rcpt, busy_421, starttls
+    unknown_reply: str = USER_UNKNOWN_REPLIES[0]
+    max_connections: int | None = None  # busy_421: more concurrent connections get "421 4.7.0"
+    max_rcpt_per_session: int | None = None  # too_many_rcpt: later RCPTs get "452 4.5.3"
+    require_starttls: bool = False
+    esmtp: bool = True  # False: EHLO gets "502 5.5.2", only HELO works
+    latency: float = 0.0  # seconds before each reply
+    tarpit_seconds: float = 120.0
+    greylist_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str  # ASCII (punycode) form
+    kind: str
+    mx: tuple[tuple[int, str], ...] = ()  # (preference, hostname); (0, ".") is a null MX
+    a: tuple[str, ...] = ()  # A records of the domain itself (implicit MX)
+    display: str | None = None  # Unicode form for IDN domains
+
+
+@dataclass(frozen=True)
+class Truth:
+    status: str
+    substatus: str
+    case: str
+    accepted: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+
+    @property
+    def is_invalid(self) -> bool:
+        return self.status == INVALID
+
+
+@dataclass(frozen=True)
+class Person:
+    index: int
+    cio_id: str
+    id: str | None
+    email: str | None
+    attributes: dict[str, str]
+    unsubscribed: bool
+    segments: tuple[int, ...]
+    truth: Truth
+    mailbox: str | None  # exists / unknown / disabled / full, when the address reaches an honest mail host
+
+
+@dataclass(frozen=True)
+class Keys:
+    app_api_key: str
+    pipelines_api_key: str
+    track_site_id: str
+    track_api_key: str
+    emailverify_api_key: str
+
+
+def _truth(status: str, substatus: str, case: str, *also: tuple[str, str]) -> Truth:
+    return Truth(status, substatus, case, frozenset({(status, substatus), *also}))
+
+
+def _pick(rng: random.Random, weights: tuple[tuple[str, int], ...]) -> str:
+    total = sum(w for _, w in weights)
+    roll = rng.randrange(total)
+    for name, weight in weights:
+        roll -= weight
+        if roll < 0:
+            return name
+    raise AssertionError("unreachable")
+
+
+class World:
+    """The sandbox's ground truth: People, segments, suppressions, DNS zone and mail hosts."""
+
+    SEGMENTS = (
+        # id, name, type, state, progress, membership rule on the person index
+        (1, "Signed up last 30 days", "dynamic", "finished", None, lambda i: i % 3 == 0),
+        (2, "Paying customers", "manual", "finished", None, lambda i: i % 5 == 1),
+        (3, "Newsletter readers", "dynamic", "finished", None, lambda i: i % 7 in (2, 3)),
+        (4, "EU visitors", "dynamic", "build", 40, lambda i: i % 11 == 4),
+        (5, "Nobody yet", "manual", "finished", None, lambda i: False),
+    )
+    # Suppression lists (Customer.io as ESP). Bounces and invalid emails are hard bounces.
+    SUPPRESSION_RULES = {
+        "bounces": (50, 7),
+        "invalid_emails": (199, 11),
+        "spam_reports": (97, 3),
+        "blocks": (89, 4),
+    }
+    HARD_BOUNCE_KINDS = ("bounces", "invalid_emails")
+
+    def __init__(
+        self,
+        seed: int = 7,
+        people: int = 3000,
+        *,
+        region: str = "us",
+        domains: int = 40,
+        now: float | None = None,
+        case_weights: tuple[tuple[str, int], ...] | None = None,
+        smtp_latency: float = 0.0,
+    ) -> None:
+        if region not in ("us", "eu"):
+            raise ValueError("region must be 'us' or 'eu'")
+        self.seed = seed
+        self.people_count = people
+        self.region = region
+        self.now = time.time() if now is None else now
+        self.case_weights = case_weights or _CASE_WEIGHTS
+        self.keys = Keys(
+            app_api_key=f"sbx_app_{region}_{seed}_k3y",
+            pipelines_api_key=f"sbx_cdp_{seed}_wr1te",
+            track_site_id=f"sbx_site_{seed}",
+            track_api_key=f"sbx_track_{seed}_k3y",
+            emailverify_api_key=f"sbx_ev_{seed}_k3y",
+        )
+        self.smtp_hosts: dict[str, SmtpHost] = {}
+        self.dead_ips: set[str] = set()
+        self.domains: dict[str, Domain] = {}
+        self.zone: dict[str, dict[str, list[str]]] = {}
+        self.dns_servfail: set[str] = set()
+        self.dns_delay: dict[str, float] = {}
+        self._ip_counter = 0
+        self._rng = random.Random(seed)
+        self._by_case: dict[str, list[str]] = {}
+        self._build_domains(domains, smtp_latency)
+
+    # ------------------------------------------------------------------ domains, DNS and mail hosts
+    def _next_ip(self) -> str:
+        n = self._ip_counter
+        self._ip_counter += 1
+        return f"127.0.{1 + n // 250}.{1 + n % 250}"
+
+    def _host(self, hostname: str, behavior: str, latency: float, **kw: object) -> SmtpHost:
+        ip = self._next_ip()
+        reply = kw.pop("unknown_reply", None) or self._rng.choice(USER_UNKNOWN_REPLIES)
+        host = SmtpHost(ip=ip, hostname=hostname, behavior=behavior, unknown_reply=reply,
+                        latency=latency, **kw)  # type: ignore[arg-type]
+        self.smtp_hosts[ip] = host
+        self._record(hostname, "A", ip)
+        return host
+
+    def _record(self, name: str, rdtype: str, value: str) -> None:
+        self.zone.setdefault(name.lower().rstrip("."), {}).setdefault(rdtype, []).append(value)
+
+    def _add_domain(self, domain: Domain) -> None:
+        self.domains[domain.name] = domain
+        self._by_case.setdefault(domain.kind, []).append(domain.name)
+        if domain.kind in ("nxdomain", "typo"):
+            return  # not in the zone: NXDOMAIN
+        self.zone.setdefault(domain.name, {})
+        for pref, host in domain.mx:
+            self._record(domain.name, "MX", f"{pref} {host.rstrip('.')}.")
+        for ip in domain.a:
+            self._record(domain.name, "A", ip)
+        self._record(domain.name, "TXT", '"v=spf1 -all"' if not domain.mx and not domain.a
+                     else '"v=spf1 mx -all"')
+
+    def _mail_domain(self, name: str, kind: str, behavior: str, latency: float, **kw: object) -> None:
+        host = self._host(f"mx1.{name}", behavior, latency, **kw)
+        self._add_domain(Domain(name, kind, mx=((10, host.hostname),)))
+
+    def _word_domain(self, k: int) -> str:
+        w = _WORDS
+        return f"{w[k % len(w)]}{w[(k // len(w) + 7 * k) % len(w)]}-{k}.example"
+
+    def _build_domains(self, normal_count: int, latency: float) -> None:
+        for k in range(normal_count):
+            self._mail_domain(self._word_domain(k), "normal", "normal", latency)
+        behaviours = {
+            "catch_all": {},
+            "greylist": {},
+            "tarpit": {},
+            "policy_block": {},
+            "drop_after_banner": {},
+            "too_many_rcpt": {"max_rcpt_per_session": 3},
+            "busy_421": {"max_connections": 2},
+            "starttls": {"require_starttls": True},
+        }
+        for kind, kw in behaviours.items():
+            for k in range(2):
+                name = f"{kind.replace('_', '-')}-{k}.example"
+                self._mail_domain(name, kind, kind, latency, **kw)
+        # Big providers, with their real MX host names so provider rules can be exercised.
+        google = self._host("gmail-smtp-in.l.google.com", "normal", latency,
+                            unknown_reply=USER_UNKNOWN_REPLIES[1])
+        self._add_domain(Domain("gmail.com", "gmail", mx=((5, google.hostname),)))
+        outlook = self._host("outlook-com.olc.protection.outlook.com", "normal", latency,
+                             unknown_reply=USER_UNKNOWN_REPLIES[3])
+        self._add_domain(Domain("outlook.com", "outlook", mx=((10, outlook.hostname),)))
+        for k in range(2):
+            name = f"contoso-{k}.example"
+            m365 = self._host(f"contoso-{k}-example.mail.protection.outlook.com", "normal", latency,
+                              unknown_reply=USER_UNKNOWN_REPLIES[4])
+            self._add_domain(Domain(name, "m365", mx=((0, m365.hostname),)))
+        yahoo = self._host("mta5.am0.yahoodns.net", "accept_all", latency)
+        self._add_domain(Domain("yahoo.com", "provider_yahoo", mx=((1, yahoo.hostname),)))
+        # DNS-level behaviours.
+        for k in range(2):
+            idn_unicode = f"bücher-{k}.example"
+            idn_ascii = idn_unicode.encode("idna").decode("ascii")
+            host = self._host(f"mx1.{idn_ascii}", "normal", latency)
+            self._add_domain(Domain(idn_ascii, "idn", mx=((10, host.hostname),), display=idn_unicode))
+            implicit = self._host(f"no-mx-a-{k}.example", "normal", latency, esmtp=False)
+            self.zone[implicit.hostname]["A"].clear()  # the domain's own A record is added below
+            self._add_domain(Domain(implicit.hostname, "no_mx_a", a=(implicit.ip,)))
+            dead_ip = self._next_ip()
+            self.dead_ips.add(dead_ip)
+            name = f"dead-first-mx-{k}.example"
+            self._record(f"mx1.{name}", "A", dead_ip)
+            second = self._host(f"mx2.{name}", "normal", latency)
+            self._add_domain(Domain(name, "dead_first_mx", mx=((10, f"mx1.{name}"), (20, second.hostname))))
+            slow = f"slow-dns-{k}.example"
+            self._mail_domain(slow, "slow_dns", "normal", latency)
+            self.dns_delay[slow] = SLOW_DNS_SECONDS
+            self._add_domain(Domain(f"null-mx-{k}.example", "null_mx", mx=((0, "."),)))
+            self._add_domain(Domain(f"no-mail-{k}.example", "no_mx_no_a"))
+            broken = f"broken-dns-{k}.example"
+            self._add_domain(Domain(broken, "servfail"))
+            self.dns_servfail.add(broken)
+            self._add_domain(Domain(f"expired-startup-{k}.example", "nxdomain"))
+        for typo in _TYPO_DOMAINS:
+            self._add_domain(Domain(typo, "typo"))
+        # Real disposable domains from the list (and a subdomain of one); the pipeline must not probe them.
+        disposable = sorted(d for d in _DISPOSABLE_BLOCKLIST if d.count(".") == 1)
+        picks = [d for d in random.Random(self.seed).sample(disposable, 5) if d != "mailinator.com"][:4]
+        for name in [*picks, "mailinator.com", "inbox.mailinator.com"]:
+            host = self._host(f"mx.{name}", "accept_all", latency)
+            self._add_domain(Domain(name, "disposable", mx=((10, host.hostname),)))
+
+    # ------------------------------------------------------------------ People
+    def iter_people(self) -> Iterator[Person]:
+        for i in range(self.people_count):
+            yield self.person(i)
+
+    def person(self, i: int) -> Person:
+        if not 0 <= i < self.people_count:
+            raise IndexError(i)
+        return self._person(i)
+
+    @functools.lru_cache(maxsize=65536)  # noqa: B019 - the world lives as long as the process
+    def _person(self, i: int) -> Person:
+        rng = random.Random(self.seed * 1_000_003 + i)
+        hard_bounce = any(i % m == r for k, (m, r) in self.SUPPRESSION_RULES.items()
+                          if k in self.HARD_BOUNCE_KINDS)
+        case = "hard_bounce" if hard_bounce else _pick(rng, self.case_weights)
+        first, last = rng.choice(_FIRST), rng.choice(_LAST)
+        mailbox: str | None = None
+        duplicate_of = None
+        if case in ("normal", "gmail", "outlook") and i > 20 and rng.random() < 0.03:
+            duplicate_of = self._person(rng.randrange(i))
+        if duplicate_of is not None and duplicate_of.email is not None:
+            email, truth, mailbox = duplicate_of.email, duplicate_of.truth, duplicate_of.mailbox
+        else:
+            email, truth, mailbox = self._address(i, rng, case, first, last)
+        person_id = None if (case != "no_email" and rng.random() < 0.1) else str(ID_OFFSET + i)
+        cio_id = f"{CIO_ID_OFFSET + i:x}"
+        created = int(self.now) - rng.randrange(400 * DAY)
+        attrs = {"cio_id": cio_id, "created_at": str(created), "first_name": first.title(),
+                 "last_name": last.title(), "plan": rng.choice(("free", "pro", "enterprise"))}
+        if person_id is not None:
+            attrs["id"] = person_id
+        if email is not None:
+            attrs["email"] = email
+        roll = rng.random()
+        if email is not None and roll < 0.12:
+            days = rng.randrange(1, 60) if roll < 0.07 else rng.randrange(120, 400)
+            attrs["EV_Status"] = truth.status
+            attrs["EV_SubStatus"] = truth.substatus
+            attrs["EV_Validation_Timestamp"] = str(int(self.now) - days * DAY - rng.randrange(DAY))
+        segments = tuple(sid for sid, *_rest, rule in self.SEGMENTS if rule(i))
+        return Person(index=i, cio_id=cio_id, id=person_id, email=email, attributes=attrs,
+                      unsubscribed=rng.random() < 0.05, segments=segments, truth=truth, mailbox=mailbox)
+
+    def _domain_for(self, rng: random.Random, case: str) -> Domain:
+        kind = {"hard_bounce": "normal"}.get(case, case)
+        return self.domains[rng.choice(self._by_case[kind])]
+
+    def _address(
+        self, i: int, rng: random.Random, case: str, first: str, last: str
+    ) -> tuple[str | None, Truth, str | None]:
+        local = rng.choice((f"{first}.{last}{i}", f"{first[0]}{last}{i}", f"{first}_{last}{i}"))
+        if case == "no_email":
+            return None, _truth(UNKNOWN, "no_email", case), None
+        if case == "bad_syntax":
+            domain = self._domain_for(rng, "normal").name
+            return rng.choice(_BAD_SYNTAX).format(l=local, d=domain), _truth(INVALID, "invalid_syntax", case), None
+        domain = self._domain_for(rng, case)
+        shown = domain.display or domain.name
+        if case in MAILBOX_CASES:
+            mailbox = _pick(rng, _MAILBOX_WEIGHTS)
+            if mailbox == "exists" and case != "hard_bounce" and rng.random() < 0.06:
+                local = rng.choice(ROLE_MAILBOXES)
+            address = self._disguise(rng, f"{local}@{shown}")
+            if case == "hard_bounce":
+                return address, _truth(INVALID, "hard_bounce_history", case), mailbox
+            truth = self._mailbox_truth(case, mailbox, local)
+            return address, truth, mailbox
+        address = self._disguise(rng, f"{local}@{shown}")
+        return address, _truth(*_FIXED_VERDICTS[case], case), None
+
+    @staticmethod
+    def _mailbox_truth(case: str, mailbox: str, local: str) -> Truth:
+        verdict = {
+            "exists": (VALID, "role_based" if local in ROLE_MAILBOXES else "mailbox_exists"),
+            "unknown": (INVALID, "mailbox_not_found"),
+            "disabled": (INVALID, "mailbox_disabled"),
+            "full": (INVALID, "mailbox_full"),
+        }[mailbox]
+        if case == "busy_421":  # a verifier that exceeds the host's connection limit gets 421s
+            return _truth(*verdict, case, (UNKNOWN, "smtp_connection_failed"), (UNKNOWN, "smtp_blocked"))
+        return _truth(*verdict, case)
+
+    @staticmethod
+    def _disguise(rng: random.Random, address: str) -> str:
+        """Some addresses arrive as users typed them: mixed case or padded with whitespace."""
+        roll = rng.random()
+        if roll < 0.03:
+            local, _, domain = address.partition("@")
+            return f"{local}@{domain.upper()}"
+        if roll < 0.05:
+            return f"  {address} "
+        return address
+
+    # ------------------------------------------------------------------ lookups used by the servers
+    def person_by_cio_id(self, cio_id: str) -> Person | None:
+        try:
+            i = int(cio_id, 16) - CIO_ID_OFFSET
+        except (TypeError, ValueError):
+            return None
+        if not 0 <= i < self.people_count:
+            return None
+        p = self._person(i)
+        return p if p.cio_id == cio_id else None
+
+    def person_by_id(self, person_id: str) -> Person | None:
+        try:
+            i = int(person_id) - ID_OFFSET
+        except (TypeError, ValueError):
+            return None
+        if not 0 <= i < self.people_count or str(ID_OFFSET + i) != person_id:
+            return None
+        p = self._person(i)
+        return p if p.id == person_id else None
+
+    def person_by_email(self, address: str) -> Person | None:
+        """The first Person whose address normalizes to ``address`` (case-insensitive)."""
+        wanted = normalize_address(address)
+        match = re.search(r"(\d+)@", wanted)
+        if match is None:
+            return None
+        i = int(match.group(1))
+        if not 0 <= i < self.people_count:
+            return None
+        p = self._person(i)
+        if p.email is None or normalize_address(p.email) != wanted:
+            return None
+        return p
+
+    def mailbox_state(self, address: str) -> str:
+        """What an honest mail host says of this mailbox: exists, unknown, disabled or full."""
+        wanted = normalize_address(address)
+        local, _, domain = wanted.rpartition("@")
+        if domain not in self.domains:
+            return "unknown"
+        if local in ROLE_MAILBOXES:
+            return "exists"
+        person = self.person_by_email(wanted)
+        if person is None or person.mailbox is None:
+            return "unknown"
+        return person.mailbox
+
+    def truth_for_address(self, address: str) -> Truth | None:
+        """The verdict an ideal verifier gives any address on this world (None when it is not an address)."""
+        person = self.person_by_email(address)
+        if person is not None:
+            return person.truth
+        wanted = normalize_address(address)
+        local, at, name = wanted.rpartition("@")
+        if not at or not local:
+            return None
+        domain = self.domains.get(name)
+        if domain is None:
+            return _truth(INVALID, "domain_not_found", "nxdomain")
+        if domain.kind in MAILBOX_CASES:
+            return self._mailbox_truth(domain.kind, self.mailbox_state(wanted), local)
+        fixed = _FIXED_VERDICTS.get(domain.kind)
+        return _truth(*fixed, domain.kind) if fixed else None
+
+    def address_for(self, case: str, mailbox: str = "exists") -> str:
+        """A Person's address of the given behaviour (and mailbox state, where it matters), for tests."""
+        for person in self.iter_people():
+            if person.truth.case != case or person.email is None:
+                continue
+            if case in MAILBOX_CASES and person.mailbox != mailbox:
+                continue
+            if person.email != person.email.strip() or person.truth.substatus == "role_based":
+                continue
+            return person.email
+        raise LookupError(f"no person with case={case!r} mailbox={mailbox!r} in this world")
+
+    # ------------------------------------------------------------------ segments and suppressions
+    @property
+    def segments(self) -> list[dict[str, object]]:
+        created = int(self.now) - 200 * DAY
+        return [
+            {"id": sid, "deduplicate_id": f"{sid}:{created}", "name": name, "description": "",
+             "state": state, "progress": progress, "type": kind, "tags": None,
+             "created_at": created, "updated_at": created + sid * 3600}
+            for sid, name, kind, state, progress, _rule in self.SEGMENTS
+        ]
+
+    def segment_rule(self, segment_id: int):  # noqa: ANN201 - a predicate on the person index
+        for sid, *_rest, rule in self.SEGMENTS:
+            if sid == segment_id:
+                return rule
+        return None
+
+    def suppressions(self, kind: str) -> list[dict[str, object]]:
+        """ESP suppressions of one kind, oldest first (as Mailgun recorded them)."""
+        if kind not in self.SUPPRESSION_RULES:
+            raise KeyError(kind)
+        modulus, rest = self.SUPPRESSION_RULES[kind]
+        rows = []
+        for i in range(rest, self.people_count, modulus):
+            p = self._person(i)
+            if p.email is None or normalize_address(p.email).count("@") != 1:
+                continue
+            status = "550" if kind in self.HARD_BOUNCE_KINDS else "554"
+            rows.append({"created": int(self.now) - (self.people_count - i) * 60,
+                         "email": normalize_address(p.email), "reason": _SUPPRESSION_REASON[kind],
+                         "status": status})
+        return rows
+
+    def stats(self) -> dict[str, object]:
+        """A summary of the world for `cio-sandbox serve` and the demo."""
+        by_status: dict[str, int] = {}
+        by_case: dict[str, int] = {}
+        email_only = 0
+        for p in self.iter_people():
+            by_status[p.truth.status] = by_status.get(p.truth.status, 0) + 1
+            by_case[p.truth.case] = by_case.get(p.truth.case, 0) + 1
+            email_only += p.id is None
+        return {"people": self.people_count, "email_only": email_only, "domains": len(self.domains),
+                "mail_hosts": len(self.smtp_hosts), "by_status": by_status, "by_case": by_case}
+
+
+# Behaviours whose verdict does not depend on the mailbox.
+_FIXED_VERDICTS = {
+    "catch_all": (CATCH_ALL, "catch_all"),
+    "greylist": (UNKNOWN, "greylisted"),
+    "tarpit": (UNKNOWN, "smtp_timeout"),
+    "policy_block": (UNKNOWN, "smtp_blocked"),
+    "drop_after_banner": (UNKNOWN, "smtp_connection_failed"),
+    "provider_yahoo": (UNKNOWN, "provider_unverifiable"),
+    "disposable": (DISPOSABLE, "disposable_domain"),
+    "typo": (INVALID, "domain_not_found"),
+    "nxdomain": (INVALID, "domain_not_found"),
+    "null_mx": (INVALID, "null_mx"),
+    "no_mx_no_a": (INVALID, "no_mx_record"),
+    "servfail": (UNKNOWN, "dns_error"),
+}
+
+_SUPPRESSION_REASON = {
+    "bounces": "smtp; 550 5.1.1 The email account that you tried to reach does not exist",
+    "invalid_emails": "Invalid recipient address",
+    "spam_reports": "Recipient marked the message as spam",
+    "blocks": "smtp; 554 5.7.1 Service unavailable; client host blocked",
+}
+
+
+def normalize_address(address: str) -> str:
+    """Lower-case, trimmed, with the domain in ASCII (punycode) form."""
+    address = address.strip().lower()
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return address
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass
+    return f"{local}@{domain}"
