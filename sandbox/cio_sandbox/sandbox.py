@@ -134,10 +134,10 @@ class Sandbox:
         self.smtp_port = smtp.port
 
     async def _serve(self, app: web.Application, port: int) -> str:
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
         sock = bind_socket(self.host, port)
-        site = web.SockSite(runner, sock, shutdown_timeout=0.5)
+        site = web.SockSite(runner, sock)
         await site.start()
         self._closers.append(runner.cleanup)
         return f"http://{self.host}:{sock.getsockname()[1]}"

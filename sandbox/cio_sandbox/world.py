@@ -424,18 +424,20 @@ class World:
         return p if p.id == person_id else None
 
     def person_by_email(self, address: str) -> Person | None:
-        """The first Person whose address normalizes to ``address`` (case-insensitive)."""
+        """The first Person whose address normalizes to ``address`` (case-insensitive).
+
+        Local parts end with the Person's index, so the candidates are the digit runs of the string (a malformed
+        address still carries its index somewhere).
+        """
         wanted = normalize_address(address)
-        match = re.search(r"(\d+)@", wanted)
-        if match is None:
-            return None
-        i = int(match.group(1))
-        if not 0 <= i < self.people_count:
-            return None
-        p = self._person(i)
-        if p.email is None or normalize_address(p.email) != wanted:
-            return None
-        return p
+        for digits in re.findall(r"\d+", wanted.rpartition("@")[0] or wanted):
+            i = int(digits)
+            if not 0 <= i < self.people_count:
+                continue
+            p = self._person(i)
+            if p.email is not None and normalize_address(p.email) == wanted:
+                return p
+        return None
 
     def mailbox_state(self, address: str) -> str:
         """What an honest mail host says of this mailbox: exists, unknown, disabled or full."""

@@ -1,0 +1,420 @@
+"""The Customer.io App API (read side): people, attributes, segments, suppressions, workspaces.
+
+People are read from the lazily generated World by index, a page at a time, so a million-Person
+world costs no more per request than a small one. Cursors are opaque and signed: a tampered one is
+a 400.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from .http_faults import (
+    ApiError,
+    FaultProfile,
+    Handler,
+    bearer_token,
+    count_middleware,
+    errors_body,
+    fault_middleware,
+    json_errors_middleware,
+    json_response,
+    meta_errors_body,
+    seeded_rng,
+    shared_limiter,
+    window_for_rate,
+)
+from .observe import Observatory
+from .world import Person, World
+
+WORKSPACE_ID = "912346"
+WORKSPACE_NAME = "Sandbox workspace"
+UNAUTHORIZED = "Unauthorized request. Make sure that you provided the right credentials."
+SEARCH_LIMIT = (50, 1000)  # default, maximum
+MEMBERSHIP_LIMIT = (1000, 30000)
+SUPPRESSION_LIMIT = (1000, 1000)
+MAX_ATTRIBUTE_IDS = 100
+DEFAULT_RATE_LIMIT = 10.0
+ID_TYPES = ("id", "cio_id", "email")
+SUPPRESSION_TYPES = ("bounces", "blocks", "spam_reports", "invalid_emails")
+# Indexes a page may scan before it answers with what it found so far (when it found something),
+# so sparse filters over a huge world stay responsive. Reading attributes costs far more per step.
+SCAN_BUDGET_INDEX_ONLY = 200_000
+SCAN_BUDGET_ATTRIBUTES = 5_000
+
+Predicate = Callable[[int], bool]
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, meta_errors_body(message))
+
+
+def not_found(detail: str) -> ApiError:
+    return ApiError(404, errors_body(detail, 404))
+
+
+# --- audience filters ----------------------------------------------------------------------------
+class AudienceFilter:
+    """A compiled ``audienceFilter``: and/or, not, segment id, attribute eq/exists."""
+
+    def __init__(self, world: World, node: Any) -> None:
+        self._world = world
+        self.reads_attributes = False
+        self.matches: Predicate = self._compile(node, "filter")
+
+    def _compile(self, node: Any, where: str) -> Predicate:
+        if not isinstance(node, dict) or len(node) != 1:
+            raise bad_request(
+                f"{where}: expected an object with exactly one of and, or, not, segment, attribute"
+            )
+        ((kind, value),) = node.items()
+        if kind in ("and", "or"):
+            if not isinstance(value, list) or not value:
+                raise bad_request(f"{where}.{kind}: expected a non-empty list of filters")
+            parts = [self._compile(item, f"{where}.{kind}[{k}]") for k, item in enumerate(value)]
+            combine = all if kind == "and" else any
+            return lambda i: combine(part(i) for part in parts)
+        if kind == "not":
+            inner = self._compile(value, f"{where}.not")
+            return lambda i: not inner(i)
+        if kind == "segment":
+            return self._segment(value, where)
+        if kind == "attribute":
+            return self._attribute(value, where)
+        raise bad_request(f"{where}: unknown filter {kind!r}")
+
+    def _segment(self, value: Any, where: str) -> Predicate:
+        segment_id = value.get("id") if isinstance(value, dict) else None
+        if isinstance(segment_id, bool) or not isinstance(segment_id, int | str):
+            raise bad_request(f'{where}.segment: expected {{"id": <segment id>}}')
+        try:
+            rule = self._world.segment_rule(int(segment_id))
+        except ValueError:
+            raise bad_request(f"{where}.segment.id: not a segment id") from None
+        return rule if rule is not None else (lambda i: False)
+
+    def _attribute(self, value: Any, where: str) -> Predicate:
+        if (
+            not isinstance(value, dict)
+            or not isinstance(value.get("field"), str)
+            or not value["field"]
+        ):
+            raise bad_request(f'{where}.attribute: expected {{"field", "operator", "value"}}')
+        field, operator = value["field"], value.get("operator")
+        if operator == "exists":
+            if field == "cio_id":
+                return lambda i: True
+            self.reads_attributes = True
+            return lambda i: field in self._world.person(i).attributes
+        if operator == "eq":
+            wanted = value.get("value")
+            if isinstance(wanted, bool) or not isinstance(wanted, str | int | float):
+                raise bad_request(f"{where}.attribute.value: expected a string or a number")
+            wanted = str(wanted)
+            self.reads_attributes = True
+            return lambda i: self._world.person(i).attributes.get(field) == wanted
+        raise bad_request(f"{where}.attribute.operator: expected eq or exists")
+
+
+def scan(
+    world: World, matches: Predicate, start: int, limit: int, budget: int
+) -> tuple[list[int], int | None]:
+    """Up to ``limit`` matching indexes from ``start``, and where the next page starts (or None)."""
+    found: list[int] = []
+    end = world.people_count
+    i = start
+    while i < end:
+        if matches(i):
+            if len(found) == limit:
+                return found, i  # the next page starts at a match, so it is never empty
+            found.append(i)
+        i += 1
+        budget -= 1
+        if budget <= 0 and found and i < end:
+            return found, i
+    return found, None
+
+
+# --- cursors -------------------------------------------------------------------------------------
+class Cursors:
+    """Opaque, signed page cursors: base64 of ``scope.index.mac``."""
+
+    def __init__(self, world: World) -> None:
+        self._secret = f"{world.seed}:{world.people_count}:{world.region}".encode()
+
+    def _mac(self, scope: str, index: int) -> str:
+        return hashlib.sha256(self._secret + f"|{scope}|{index}".encode()).hexdigest()[:12]
+
+    def encode(self, scope: str, index: int | None) -> str:
+        if index is None:
+            return ""
+        raw = f"{index}.{self._mac(scope, index)}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    def decode(self, scope: str, token: str | None) -> int:
+        if not token:
+            return 0
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+            index_text, mac = raw.split(".")
+            index = int(index_text)
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raise bad_request("start: not a cursor this API returned") from None
+        if index < 0 or not secrets.compare_digest(mac, self._mac(scope, index)):
+            raise bad_request("start: not a cursor this API returned")
+        return index
+
+
+# --- shapes --------------------------------------------------------------------------------------
+def identifiers(p: Person) -> dict[str, str | None]:
+    return {"id": p.id, "email": p.email, "cio_id": p.cio_id}
+
+
+def identifier_page(world: World, indexes: list[int], next_cursor: str) -> dict[str, Any]:
+    people = [world.person(i) for i in indexes]
+    return {
+        "identifiers": [identifiers(p) for p in people],
+        "ids": [p.id or "" for p in people],
+        "next": next_cursor,
+    }
+
+
+def customer_object(p: Person) -> dict[str, Any]:
+    created = int(p.attributes["created_at"])
+    verified = int(p.attributes.get("EV_Validation_Timestamp", created))
+    timestamps = {name: (verified if name.startswith("EV_") else created) for name in p.attributes}
+    return {
+        "id": p.id,
+        "identifiers": identifiers(p),
+        "attributes": dict(p.attributes),
+        "timestamps": timestamps,
+        "unsubscribed": p.unsubscribed,
+        "devices": [],
+    }
+
+
+def int_param(request: web.Request, name: str, default: int, maximum: int, minimum: int = 1) -> int:
+    text = request.query.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise bad_request(f"{name}: expected an integer") from None
+    if not minimum <= value <= maximum:
+        raise bad_request(f"{name}: must be between {minimum} and {maximum}")
+    return value
+
+
+async def json_body(request: web.Request) -> Any:
+    try:
+        return json.loads(await request.read() or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("request body is not valid JSON") from None
+
+
+# --- the API -------------------------------------------------------------------------------------
+class AppApi:
+    """Handlers over one World; one instance per region server."""
+
+    def __init__(self, world: World, obs: Observatory, region: str) -> None:
+        self.world = world
+        self.obs = obs
+        self.region = region
+        self.cursors = Cursors(world)
+        self.limiter = shared_limiter(obs, "app")
+        self._segment_counts: dict[int, int] = {}
+        self._suppressions: dict[str, list[dict[str, object]]] = {}
+
+    # --- gate: rate limit, then credentials ------------------------------------------------------
+    def rate_limit_detail(self) -> tuple[int, float, str]:
+        """The limit in force (the default one while it is off, for 429 storms) and its message."""
+        count, period = window_for_rate(self.obs.faults.app_rate_limit or DEFAULT_RATE_LIMIT)
+        detail = (
+            f"rate limited to {count} requests per {period:g}s (reference {secrets.token_hex(6)})"
+        )
+        return count, period, detail
+
+    def too_many(self) -> dict[str, Any]:
+        return errors_body(self.rate_limit_detail()[2], 429)
+
+    @web.middleware
+    async def gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        token = bearer_token(request)
+        if token is not None and self.obs.faults.app_rate_limit > 0:
+            count, period, detail = self.rate_limit_detail()
+            if not self.limiter.allow(token, count, period):
+                self.obs.count_rate_limited("app")
+                return json_response(
+                    errors_body(detail, 429), status=429, headers={"Retry-After": "1"}
+                )
+        key = self.world.keys.app_api_key
+        if (
+            self.region != self.world.region
+            or token is None
+            or not secrets.compare_digest(token, key)
+        ):
+            return json_response(errors_body(UNAUTHORIZED, 401), status=401)
+        return await handler(request)
+
+    # --- people ----------------------------------------------------------------------------------
+    async def search(self, request: web.Request) -> web.Response:
+        limit = int_param(request, "limit", *SEARCH_LIMIT)
+        start = self.cursors.decode("customers", request.query.get("start"))
+        body = await json_body(request)
+        if not isinstance(body, dict) or "filter" not in body:
+            raise bad_request('filter: required, e.g. {"filter":{"attribute":{...}}}')
+        audience = AudienceFilter(self.world, body["filter"])
+        budget = SCAN_BUDGET_ATTRIBUTES if audience.reads_attributes else SCAN_BUDGET_INDEX_ONLY
+        found, after = scan(self.world, audience.matches, start, limit, budget)
+        return json_response(
+            identifier_page(self.world, found, self.cursors.encode("customers", after))
+        )
+
+    async def by_email(self, request: web.Request) -> web.Response:
+        email = request.query.get("email")
+        if not email:
+            raise bad_request("email: required")
+        person = self.world.person_by_email(email)
+        results = (
+            []
+            if person is None
+            else [{"email": person.email, "id": person.id, "cio_id": person.cio_id}]
+        )
+        return json_response({"results": results})
+
+    def lookup(self, id_type: str, value: str) -> Person | None:
+        if id_type == "cio_id":
+            return self.world.person_by_cio_id(value)
+        if id_type == "email":
+            return self.world.person_by_email(value)
+        return self.world.person_by_id(value)
+
+    @staticmethod
+    def id_type(request: web.Request) -> str:
+        id_type = request.query.get("id_type", "id")
+        if id_type not in ID_TYPES:
+            raise bad_request(f"id_type: expected one of {', '.join(ID_TYPES)}")
+        return id_type
+
+    async def attributes_batch(self, request: web.Request) -> web.Response:
+        id_type = self.id_type(request)
+        body = await json_body(request)
+        ids = body.get("ids") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_ATTRIBUTE_IDS:
+            raise bad_request(f"ids: expected a list of 1 to {MAX_ATTRIBUTE_IDS} identifiers")
+        if any(isinstance(v, bool) or not isinstance(v, str | int) for v in ids):
+            raise bad_request("ids: every identifier must be a string")
+        people = (self.lookup(id_type, str(v)) for v in ids)
+        return json_response(
+            {"customers": [{"customer": customer_object(p)} for p in people if p is not None]}
+        )
+
+    async def attributes_one(self, request: web.Request) -> web.Response:
+        person = self.lookup(self.id_type(request), request.match_info["customer_id"])
+        if person is None:
+            raise not_found("The customer_id does not exist.")
+        return json_response({"customer": customer_object(person)})
+
+    # --- segments --------------------------------------------------------------------------------
+    def segment(self, request: web.Request) -> dict[str, Any]:
+        wanted = request.match_info["segment_id"]
+        for segment in self.world.segments:
+            if str(segment["id"]) == wanted:
+                return segment
+        raise not_found("segment not found")
+
+    async def segments(self, request: web.Request) -> web.Response:
+        return json_response({"segments": self.world.segments})
+
+    async def segment_one(self, request: web.Request) -> web.Response:
+        return json_response({"segment": self.segment(request)})
+
+    async def segment_count(self, request: web.Request) -> web.Response:
+        segment_id = int(self.segment(request)["id"])
+        if segment_id not in self._segment_counts:
+            rule = self.world.segment_rule(segment_id)
+            self._segment_counts[segment_id] = sum(
+                1 for i in range(self.world.people_count) if rule(i)
+            )
+        return json_response({"count": self._segment_counts[segment_id], "segment_id": segment_id})
+
+    async def membership(self, request: web.Request) -> web.Response:
+        segment_id = int(self.segment(request)["id"])
+        limit = int_param(request, "limit", *MEMBERSHIP_LIMIT)
+        scope = f"segment:{segment_id}"
+        start = self.cursors.decode(scope, request.query.get("start"))
+        rule = self.world.segment_rule(segment_id)
+        found, after = scan(self.world, rule, start, limit, SCAN_BUDGET_INDEX_ONLY)
+        return json_response(identifier_page(self.world, found, self.cursors.encode(scope, after)))
+
+    # --- suppressions and workspaces -------------------------------------------------------------
+    async def suppressions(self, request: web.Request) -> web.Response:
+        kind = request.match_info["suppression_type"]
+        if kind not in SUPPRESSION_TYPES:
+            raise not_found(f"unknown suppression type; use one of {', '.join(SUPPRESSION_TYPES)}")
+        limit = int_param(request, "limit", *SUPPRESSION_LIMIT)
+        offset = int_param(request, "offset", 0, 10**9, minimum=0)
+        if kind not in self._suppressions:
+            self._suppressions[kind] = self.world.suppressions(kind)
+        rows = self._suppressions[kind]
+        domain = request.query.get("domain", "").strip().lower()
+        if domain:
+            rows = [r for r in rows if str(r["email"]).rpartition("@")[2] == domain]
+        return json_response({"category": kind, "suppressions": rows[offset : offset + limit]})
+
+    async def workspaces(self, request: web.Request) -> web.Response:
+        return json_response(
+            {
+                "workspaces": [
+                    {
+                        "id": WORKSPACE_ID,
+                        "name": WORKSPACE_NAME,
+                        "messages_sent": 0,
+                        "billable_messages_sent": 0,
+                        "people": self.world.people_count,
+                        "object_types": 0,
+                        "objects": 0,
+                    }
+                ]
+            }
+        )
+
+
+def build_app_api(world: World, obs: Observatory, region: str | None = None) -> web.Application:
+    """The App API as served for ``region``; a region other than the world's 401s every key."""
+    api = AppApi(world, obs, region or world.region)
+    profile = FaultProfile(
+        service="app",
+        error_status=503,
+        error_body=lambda status: errors_body("Service Unavailable", status),
+        storm_body=api.too_many,
+        hang="stall",
+    )
+    app = web.Application(
+        middlewares=[
+            count_middleware(obs, "app"),
+            fault_middleware(obs, profile, seeded_rng(world.seed, "app", api.region)),
+            json_errors_middleware(errors_body),
+            api.gate,
+        ]
+    )
+    app.router.add_post("/v1/customers", api.search)
+    app.router.add_get("/v1/customers", api.by_email)
+    app.router.add_post("/v1/customers/attributes", api.attributes_batch)
+    app.router.add_get("/v1/customers/{customer_id}/attributes", api.attributes_one)
+    app.router.add_get("/v1/segments", api.segments)
+    app.router.add_get("/v1/segments/{segment_id}", api.segment_one)
+    app.router.add_get("/v1/segments/{segment_id}/customer_count", api.segment_count)
+    app.router.add_get("/v1/segments/{segment_id}/membership", api.membership)
+    app.router.add_get("/v1/esp/suppression/{suppression_type}", api.suppressions)
+    app.router.add_get("/v1/workspaces", api.workspaces)
+    return app

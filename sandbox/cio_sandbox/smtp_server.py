@@ -1,0 +1,343 @@
+"""The world's mail servers: one listening socket per mail host address (127.0.x.y), one port.
+
+Each host answers the way its real-world counterpart does (reference/email_verification.md
+section 5): honest RCPT replies per mailbox, catch-all, greylisting, tarpits, policy blocks at RCPT
+or at the banner, dropped connections, per-session recipient limits, connection limits, required
+STARTTLS and HELO-only servers. aiosmtpd speaks the protocol; ``MailSession`` adds what it has no
+hook for (connect-time refusals, reply delays, DATA refusal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import ssl
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException, syntax
+
+from .observe import Observatory
+from .sandbox import bind_socket
+from .tls import server_tls_context
+from .world import SmtpHost, World
+
+log = logging.getLogger(__name__)
+
+BIND_ATTEMPTS = 20
+BACKLOG = 1024
+IDLE_TIMEOUT = 300.0  # RFC 5321 4.5.3.2.7: servers wait at least 5 minutes for a command
+
+OK = "250 2.1.5 OK"
+MAIL_OK = "250 2.1.0 OK"
+DISABLED = "550 5.2.1 The email account that you tried to reach is disabled"
+FULL = "552 5.2.2 Mailbox full: user is over quota"
+GREYLISTED = "451 4.7.1 Greylisted, please try again later"
+TOO_MANY_RCPT = "452 4.5.3 Too many recipients"
+BUSY = "421 4.7.0 Too many concurrent connections, try again later"
+STARTTLS_FIRST = "530 5.7.0 Must issue a STARTTLS command first"
+NO_EHLO = "502 5.5.2 Error: command not recognized"
+NO_MESSAGES = "554 5.7.1 This sandbox accepts no messages"
+ENHANCED_CODES = "250-ENHANCEDSTATUSCODES"
+# Spamhaus-listed client, refused at RCPT (Postfix reject_rbl_client wording).
+RBL_BLOCK = "550 5.7.1 Service unavailable; Client host [{client}] blocked using zen.spamhaus.org"
+# Block-listed client, refused at the banner (GMX/web.de "Nemesis" wording, Reacher's tests).
+BANNER_BLOCK = (
+    "554 5.7.1 {hostname} Nemesis ESMTP Service not available; No SMTP service; "
+    "IP address is block listed"
+)
+
+
+@dataclass
+class MailWorld:
+    """What every session of one ``start_smtp`` shares."""
+
+    world: World
+    obs: Observatory
+    tls_context: ssl.SSLContext | None
+    banner_block: frozenset[str]  # policy_block hosts that refuse at the banner rather than at RCPT
+    # (client ip, sender, recipient) -> when first seen (time.monotonic)
+    greylist: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    # open connections per host ip; our own count, as obs counters may be reset mid-session
+    open_now: Counter[str] = field(default_factory=Counter)
+    sessions: set[MailSession] = field(default_factory=set)
+
+    def mailbox_state(self, address: str) -> str:
+        """A Person whose mailbox the world left undecided (greylist, tarpit ...) exists."""
+        state = self.world.mailbox_state(address)
+        if state == "unknown":
+            person = self.world.person_by_email(address)
+            if person is not None and person.mailbox is None:
+                return "exists"
+        return state
+
+
+class MailHost:
+    """aiosmtpd handler for one SmtpHost: decides every EHLO, MAIL and RCPT reply."""
+
+    def __init__(self, host: SmtpHost, mail: MailWorld) -> None:
+        self.host = host
+        self.mail = mail
+
+    async def handle_EHLO(
+        self,
+        server: MailSession,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        if not self.host.esmtp:
+            session.extended_smtp = False
+            return [NO_EHLO]
+        session.host_name = hostname
+        # A receiving MX offers no submission (AUTH), and says its replies carry enhanced codes.
+        lines = [r for r in responses if not r[4:].startswith("AUTH")]
+        return [*lines[:-1], ENHANCED_CODES, lines[-1]]
+
+    async def handle_MAIL(
+        self,
+        server: MailSession,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
+    ) -> str:
+        if self.host.require_starttls and session.ssl is None:
+            return STARTTLS_FIRST
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return MAIL_OK
+
+    async def handle_RCPT(
+        self,
+        server: MailSession,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
+    ) -> str:
+        address = address.lower()
+        self.mail.obs.count_rcpt(address)
+        server.rcpt_count += 1
+        reply = self._rcpt_reply(server, envelope, address)
+        if reply.startswith("250"):
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(options)
+        return reply
+
+    def _rcpt_reply(self, server: MailSession, envelope: Envelope, address: str) -> str:
+        host = self.host
+        if host.max_rcpt_per_session is not None and server.rcpt_count > host.max_rcpt_per_session:
+            return TOO_MANY_RCPT  # counted per connection: RSET does not reset it
+        if host.behavior in ("catch_all", "accept_all"):
+            return OK
+        if host.behavior == "policy_block":
+            return RBL_BLOCK.format(client=server.peer_ip)
+        if host.behavior == "greylist" and self._greylisted(
+            server.peer_ip, envelope.mail_from or "", address
+        ):
+            return GREYLISTED
+        state = self.mail.mailbox_state(address)
+        if state == "exists":
+            return OK
+        if state == "disabled":
+            return DISABLED
+        if state == "full":
+            return FULL
+        return host.unknown_reply.format(rcpt=address)
+
+    async def handle_exception(self, error: Exception) -> str:
+        """A client's failed TLS handshake is routine; anything else is a sandbox bug to show."""
+        if isinstance(error, TLSSetupException):
+            log.debug("STARTTLS handshake failed on %s", self.host.hostname)
+        else:
+            log.exception("mail host %s failed", self.host.hostname)
+        return "451 4.3.0 Error: local error in processing"
+
+    def _greylisted(self, client: str, sender: str, rcpt: str) -> bool:
+        """True until ``greylist_seconds`` after a (client, sender, recipient) was first seen."""
+        now = time.monotonic()
+        first = self.mail.greylist.setdefault((client, sender.lower(), rcpt), now)
+        return now - first < self.host.greylist_seconds
+
+
+class MailSession(SMTP):
+    """One SMTP connection to one mail host."""
+
+    def __init__(self, handler: MailHost) -> None:
+        host = handler.host
+        super().__init__(
+            handler,
+            hostname=host.hostname,
+            ident="ESMTP Postfix" if host.esmtp else "SMTP ready",
+            tls_context=handler.mail.tls_context if host.require_starttls else None,
+            enable_SMTPUTF8=host.esmtp,
+            timeout=IDLE_TIMEOUT,
+            loop=asyncio.get_running_loop(),
+        )
+        self.host = host
+        self.mail = handler.mail
+        self.peer_ip = ""
+        self.rcpt_count = 0
+        self._counted = False
+        self._continuing = False  # inside a multi-line reply: delay only before its first line
+
+    # ------------------------------------------------------------------ connection accounting
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = not self._counted
+        super().connection_made(transport)  # also called again when STARTTLS swaps the transport
+        if first:
+            self._counted = True
+            peer = transport.get_extra_info("peername")
+            self.peer_ip = peer[0] if peer else ""
+            self.mail.open_now[self.host.ip] += 1
+            self.mail.sessions.add(self)
+            self.mail.obs.smtp_opened(self.host.ip)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._counted:
+            self._counted = False
+            self.mail.open_now[self.host.ip] -= 1
+            self.mail.sessions.discard(self)
+            self.mail.obs.smtp_closed(self.host.ip)
+        super().connection_lost(error)
+
+    # ------------------------------------------------------ behaviour at connect and per reply
+    async def _handle_client(self) -> None:
+        host = self.host
+        try:
+            if (
+                host.max_connections is not None
+                and self.mail.open_now[host.ip] > host.max_connections
+            ):
+                await self._refuse(BUSY)
+            elif host.ip in self.mail.banner_block:
+                await self._refuse(BANNER_BLOCK.format(hostname=host.hostname))
+            elif host.behavior == "drop_after_banner":
+                await self._refuse(f"220 {self.hostname} {self.__ident__}")
+            else:
+                await super()._handle_client()
+        except ConnectionError:
+            pass  # the client went away mid-reply; connection_lost does the accounting
+        finally:
+            # aiosmtpd leaves a half-closed socket open when the client hangs up during the banner.
+            if self.transport is not None:
+                self.transport.close()
+
+    async def _refuse(self, reply: str) -> None:
+        await self.push(reply)
+        if self.transport is not None:
+            self.transport.close()
+
+    async def push(self, status: Any) -> None:
+        if not self._continuing:
+            delay = self._reply_delay()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        marker = status[3:4]
+        self._continuing = marker in ("-", b"-")
+        await super().push(status)
+
+    def _reply_delay(self) -> float:
+        latency = self.mail.obs.faults.smtp_latency
+        delay = self.host.latency if latency is None else latency
+        if self.host.behavior == "tarpit":
+            delay += self.host.tarpit_seconds
+        return delay
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        """A verifier never sends DATA; the sandbox delivers nothing."""
+        if await self.check_helo_needed():
+            return
+        await self.push(NO_MESSAGES)
+
+
+class SmtpServers:
+    """Every mail host's listener: ``port`` (shared by all hosts) and ``close()``."""
+
+    def __init__(self, mail: MailWorld) -> None:
+        self.mail = mail
+        self.port = 0
+        self._servers: list[asyncio.base_events.Server] = []
+
+    async def start(self, port: int) -> SmtpServers:
+        hosts = list(self.mail.world.smtp_hosts.values())
+        if not hosts:
+            self.port = port
+            return self
+        loop = asyncio.get_running_loop()
+        socks = _bind_all([h.ip for h in hosts], port)
+        self.port = socks[0].getsockname()[1]
+        try:
+            for host, sock in zip(hosts, socks, strict=True):
+                handler = MailHost(host, self.mail)
+                server = await loop.create_server(
+                    lambda h=handler: MailSession(h), sock=sock, backlog=BACKLOG
+                )
+                self._servers.append(server)
+        except BaseException:
+            for sock in socks:
+                sock.close()
+            await self.close()
+            raise
+        return self
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        tasks = []
+        for session in list(self.mail.sessions):
+            if session.transport is not None:
+                session.transport.abort()
+            if session._handler_coroutine is not None:
+                tasks.append(session._handler_coroutine)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+
+def _bind_all(ips: list[str], port: int) -> list[socket.socket]:
+    """One socket per address, all on one port; port 0 retries until one is free on them all."""
+    for _ in range(BIND_ATTEMPTS):
+        socks: list[socket.socket] = []
+        try:
+            socks.append(bind_socket(ips[0], port))
+            chosen = socks[0].getsockname()[1]
+            socks.extend(bind_socket(ip, chosen) for ip in ips[1:])
+            return socks
+        except OSError as exc:
+            for sock in socks:
+                sock.close()
+            if port or exc.errno != errno.EADDRINUSE:
+                raise
+    raise OSError(
+        errno.EADDRINUSE, "no port is free on every mail host address; pass an explicit free port"
+    )
+
+
+async def start_smtp(world: World, obs: Observatory, *, port: int = 0) -> SmtpServers:
+    """Serve every ``world.smtp_hosts`` address on one port (0 picks one free on all of them)."""
+    # aiosmtpd logs every recipient at INFO; addresses are personal data and stay out of INFO logs.
+    aiosmtpd_log = logging.getLogger("mail.log")
+    if aiosmtpd_log.level == logging.NOTSET:
+        aiosmtpd_log.setLevel(logging.WARNING)
+    tls_names = [h.hostname for h in world.smtp_hosts.values() if h.require_starttls]
+    policy_ips = sorted(
+        (h.ip for h in world.smtp_hosts.values() if h.behavior == "policy_block"),
+        key=lambda ip: tuple(int(part) for part in ip.split(".")),
+    )
+    mail = MailWorld(
+        world=world,
+        obs=obs,
+        tls_context=server_tls_context(tls_names) if tls_names else None,
+        banner_block=frozenset(policy_ips[1::2]),  # every other policy host refuses at the banner
+    )
+    return await SmtpServers(mail).start(port)
