@@ -187,14 +187,15 @@ def identifier_page(world: World, indexes: list[int], next_cursor: str) -> dict[
     }
 
 
-def customer_object(p: Person) -> dict[str, Any]:
-    created = int(p.attributes["created_at"])
-    verified = int(p.attributes.get("EV_Validation_Timestamp", created))
-    timestamps = {name: (verified if name.startswith("EV_") else created) for name in p.attributes}
+def customer_object(p: Person, attributes: dict[str, str]) -> dict[str, Any]:
+    created = int(attributes["created_at"])
+    stamp = attributes.get("EV_Validation_Timestamp", "")
+    verified = int(stamp) if stamp.isdigit() else created
+    timestamps = {name: (verified if name.startswith("EV_") else created) for name in attributes}
     return {
         "id": p.id,
         "identifiers": identifiers(p),
-        "attributes": dict(p.attributes),
+        "attributes": attributes,
         "timestamps": timestamps,
         "unsubscribed": p.unsubscribed,
         "devices": [],
@@ -315,14 +316,15 @@ class AppApi:
             raise bad_request("ids: every identifier must be a string")
         people = (self.lookup(id_type, str(v)) for v in ids)
         return json_response(
-            {"customers": [{"customer": customer_object(p)} for p in people if p is not None]}
+            {"customers": [{"customer": customer_object(p, self.obs.current_attributes(p))}
+                           for p in people if p is not None]}
         )
 
     async def attributes_one(self, request: web.Request) -> web.Response:
         person = self.lookup(self.id_type(request), request.match_info["customer_id"])
         if person is None:
             raise not_found("The customer_id does not exist.")
-        return json_response({"customer": customer_object(person)})
+        return json_response({"customer": customer_object(person, self.obs.current_attributes(person))})
 
     # --- segments --------------------------------------------------------------------------------
     def segment(self, request: web.Request) -> dict[str, Any]:

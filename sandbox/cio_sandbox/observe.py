@@ -39,6 +39,12 @@ class Faults:
         setattr(self, f"{service}_429_storm_until", time.monotonic() + seconds)
 
 
+def _as_attribute(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
 class Observatory:
     """Thread-safe counters and records shared by every sandbox server."""
 
@@ -102,6 +108,17 @@ class Observatory:
             self.landed.setdefault(person_key, {}).update(traits)
             self.writes[person_key] += 1
             return True
+
+    def current_attributes(self, person: Any) -> dict[str, str]:
+        """The Person's attributes as the workspace holds them now: the world's, updated by what landed.
+
+        Customer.io stores every attribute value as a string, so landed values are read back as strings.
+        """
+        with self._lock:
+            landed = self.landed.get(person.cio_id)
+            if not landed:
+                return dict(person.attributes)
+            return {**person.attributes, **{k: _as_attribute(v) for k, v in landed.items()}}
 
     # ------------------------------------------------------------------ mail world
     def smtp_opened(self, ip: str) -> None:

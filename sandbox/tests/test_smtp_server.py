@@ -144,11 +144,9 @@ def test_banner_ehlo_and_data_refusal(sandbox: Sandbox) -> None:
 
 
 def test_catch_all_and_accept_all_take_every_recipient(sandbox: Sandbox) -> None:
-    random_local = "zq8v0k3x9w2m1t7"
-    assert _probe(sandbox, f"{random_local}@{_domain_of(sandbox.world, 'catch_all')}") == (
-        250,
-        b"2.1.5 OK",
-    )
+    random_local = "zq8v0k3x9w2m1t7"  # the random probe verifiers use to detect catch-all
+    catch_all = _domain_of(sandbox.world, "catch_all")
+    assert _probe(sandbox, f"{random_local}@{catch_all}") == (250, b"2.1.5 OK")
     assert _probe(sandbox, f"{random_local}@yahoo.com") == (250, b"2.1.5 OK")
 
 
@@ -168,9 +166,8 @@ def test_greylisting_defers_the_first_try_then_accepts(make_sandbox: MakeSandbox
     assert _probe(sb, address, sender="other@verifier.sandbox.example")[0] == 451  # a new triple
     time.sleep(0.6)
     assert _probe(sb, address) == (250, b"2.1.5 OK")
-    assert (
-        _probe(sb, address, source="127.0.0.2")[0] == 451
-    )  # another client address is a new triple
+    # Another client address makes a new triple.
+    assert _probe(sb, address, source="127.0.0.2")[0] == 451
 
 
 def test_tarpit_holds_the_banner(make_sandbox: MakeSandbox) -> None:
@@ -196,9 +193,8 @@ def test_default_tarpit_outlasts_a_verifier_timeout(sandbox: Sandbox) -> None:
 def test_policy_block_at_rcpt(sandbox: Sandbox) -> None:
     code, text = _probe(sandbox, f"info@{_domain_of(sandbox.world, 'policy_block', 0)}")
     assert code == 550
-    assert (
-        text == b"5.7.1 Service unavailable; Client host [127.0.0.1] blocked using zen.spamhaus.org"
-    )
+    assert text.startswith(b"5.7.1 Service unavailable; Client host [127.0.0.1] blocked")
+    assert text.endswith(b"using zen.spamhaus.org")
 
 
 def test_policy_block_at_the_banner(sandbox: Sandbox) -> None:
