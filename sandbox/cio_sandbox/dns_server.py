@@ -33,9 +33,7 @@ log = logging.getLogger(__name__)
 
 SOA_TEXT = f"ns1.sandbox.invalid. hostmaster.sandbox.invalid. 1 3600 600 86400 {DNS_TTL}"
 CLASSIC_UDP_SIZE = 512  # RFC 1035 limit for a query without EDNS
-TCP_IDLE_SECONDS = (
-    10.0  # RFC 7766 asks servers to close idle connections after seconds, not minutes
-)
+TCP_IDLE_SECONDS = 10.0  # RFC 7766: servers close idle connections after seconds, not minutes
 BIND_ATTEMPTS = 20
 
 

@@ -51,6 +51,7 @@ class Observatory:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self.faults = Faults()
+        self._smtp_open: Counter[str] = Counter()  # a gauge of open sessions: counter resets leave it be
         self.reset_counters()
 
     # ------------------------------------------------------------------ resets
@@ -68,7 +69,6 @@ class Observatory:
             self.dropped_calls = 0
             self.smtp_connections: Counter[str] = Counter()
             self.smtp_peak_concurrency: Counter[str] = Counter()
-            self._smtp_open: Counter[str] = Counter()
             self.rcpt: Counter[str] = Counter()
             self.dns_queries: Counter[tuple[str, str]] = Counter()
             self.landed: dict[str, dict[str, Any]] = {}

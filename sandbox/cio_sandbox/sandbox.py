@@ -26,7 +26,8 @@ def ensure_loopback(host: str) -> str:
 
 
 def bind_socket(host: str, port: int = 0, kind: int = socket.SOCK_STREAM) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, kind)
+    # IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections (it skips sockets made with proto 0).
+    sock = socket.socket(socket.AF_INET, kind, socket.IPPROTO_TCP if kind == socket.SOCK_STREAM else 0)
     if kind == socket.SOCK_STREAM:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((ensure_loopback(host), port))

@@ -66,15 +66,6 @@ class MailWorld:
     open_now: Counter[str] = field(default_factory=Counter)
     sessions: set[MailSession] = field(default_factory=set)
 
-    def mailbox_state(self, address: str) -> str:
-        """A Person whose mailbox the world left undecided (greylist, tarpit ...) exists."""
-        state = self.world.mailbox_state(address)
-        if state == "unknown":
-            person = self.world.person_by_email(address)
-            if person is not None and person.mailbox is None:
-                return "exists"
-        return state
-
 
 class MailHost:
     """aiosmtpd handler for one SmtpHost: decides every EHLO, MAIL and RCPT reply."""
@@ -142,7 +133,7 @@ class MailHost:
             server.peer_ip, envelope.mail_from or "", address
         ):
             return GREYLISTED
-        state = self.mail.mailbox_state(address)
+        state = self.mail.world.mailbox_state(address)
         if state == "exists":
             return OK
         if state == "disabled":
@@ -193,6 +184,12 @@ class MailSession(SMTP):
         super().connection_made(transport)  # also called again when STARTTLS swaps the transport
         if first:
             self._counted = True
+            # Multi-line replies go out one write per line: without TCP_NODELAY, Nagle's algorithm
+            # and the client's delayed ACK add ~40 ms to every EHLO (asyncio only sets it on
+            # sockets created with proto=IPPROTO_TCP, which pre-bound sockets are not).
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             peer = transport.get_extra_info("peername")
             self.peer_ip = peer[0] if peer else ""
             self.mail.open_now[self.host.ip] += 1

@@ -377,6 +377,10 @@ class World:
             truth = self._mailbox_truth(case, mailbox, local)
             return address, truth, mailbox
         address = self._disguise(rng, f"{local}@{shown}")
+        if case == "greylist":  # a verifier that waits out the window gets the honest answer
+            mailbox = _pick(rng, _MAILBOX_WEIGHTS)
+            honest = self._mailbox_truth(case, mailbox, local)
+            return address, _truth(UNKNOWN, "greylisted", case, (honest.status, honest.substatus)), mailbox
         return address, _truth(*_FIXED_VERDICTS[case], case), None
 
     @staticmethod
