@@ -1,0 +1,142 @@
+"""The tap's streams: People (search + concurrent hydration), segments and ESP suppressions."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from singer_sdk import typing as th
+from singer_sdk.pagination import OffsetPaginator
+
+from . import errors, settings
+from .client import CustomerIOStream
+from .people import HYDRATION_BATCH, Hydrator, PeopleSearch, search_filter
+from .pipeline import run_ahead
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    import requests
+    from singer_sdk.helpers.types import Context
+
+SEGMENT_READY_STATES = frozenset({"finished"})
+SUPPRESSION_TYPES = ("bounces", "blocks", "spam_reports", "invalid_emails")
+SUPPRESSION_PAGE_SIZE = 1000
+PAGES_AHEAD = 3  # search pages whose hydration may be queued ahead of the consumer
+
+
+class PeopleStream(CustomerIOStream):
+    """Every Person (or the People of ``segment_ids``), with its current attributes."""
+
+    name = "people"
+    path = "/customers"
+    primary_keys = ("cio_id",)
+    replication_key = None
+    schema = th.PropertiesList(
+        th.Property("cio_id", th.StringType(nullable=False), required=True,
+                    description="Customer.io's own id of the Person; stable, never null."),
+        th.Property("id", th.StringType(nullable=True), description="Your id of the Person; null if email-only."),
+        th.Property("email", th.StringType(nullable=True), description="The email address, as stored."),
+        th.Property("attributes", th.ObjectType(additional_properties=th.StringType(nullable=True)),
+                    description="Every attribute as Customer.io returns it (strings), EV_* ones included."),
+        th.Property("unsubscribed", th.BooleanType, description="Unsubscribed from all messages."),
+    ).to_dict()
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        segment_ids = settings.segment_ids(self.config)
+        if segment_ids:
+            self.check_segments(segment_ids)
+        page_size = int(self.config.get("page_size", settings.MAX_PAGE_SIZE))
+        workers = int(self.config.get("hydration_concurrency", 8))
+        search = PeopleSearch(self, search_filter(segment_ids), page_size)
+        self.cancelled = threading.Event()
+        started, emitted = time.monotonic(), 0
+        batches_per_page = math.ceil(page_size / HYDRATION_BATCH)
+        for records in run_ahead(search.chunks(), Hydrator(self), workers=workers,
+                                 max_pending=max(workers, PAGES_AHEAD * batches_per_page),
+                                 cancelled=self.cancelled):
+            emitted += len(records)
+            yield from records
+        elapsed = max(time.monotonic() - started, 1e-9)
+        stats = self._tap.stats.snapshot()
+        self.logger.info(
+            "people: %d records from %d search pages in %.1f s (%.0f/s); %d requests, %d rate limited (429), "
+            "%d retries, %d duplicates skipped, %d vanished before hydration",
+            emitted, search.cursor.pages, elapsed, emitted / elapsed, stats.get("requests", 0),
+            stats.get("rate_limited", 0), stats.get("retries", 0), search.duplicates, stats.get("vanished", 0))
+
+    def check_segments(self, segment_ids: list[int]) -> None:
+        """Fail fast on a segment that does not exist; warn about one still building (People may be missing)."""
+        for segment_id in segment_ids:
+            try:
+                segment = self.send("GET", f"/segments/{segment_id}").json().get("segment") or {}
+            except errors.NotFoundError:
+                raise errors.SegmentNotFoundError(errors.segment_not_found_message(segment_id)) from None
+            state = segment.get("state")
+            if state is not None and state not in SEGMENT_READY_STATES:
+                progress = segment.get("progress")
+                self.logger.warning(
+                    "segment %d is still building (state %s%s): People who join it later are read on the next run",
+                    segment_id, state, f", {progress}%" if progress is not None else "")
+
+
+class SegmentsStream(CustomerIOStream):
+    """The workspace's segments (ids, names, build state)."""
+
+    name = "segments"
+    path = "/segments"
+    primary_keys = ("id",)
+    replication_key = None
+    records_jsonpath = "$.segments[*]"
+    schema = th.PropertiesList(
+        th.Property("id", th.IntegerType(nullable=False), required=True),
+        th.Property("deduplicate_id", th.StringType),
+        th.Property("name", th.StringType),
+        th.Property("description", th.StringType),
+        th.Property("state", th.StringType, description="events, build, events_queued, build_queued or finished"),
+        th.Property("progress", th.IntegerType(nullable=True)),
+        th.Property("type", th.StringType, description="dynamic or manual"),
+        th.Property("tags", th.ArrayType(th.StringType)),
+        th.Property("created_at", th.IntegerType, description="Unix seconds"),
+        th.Property("updated_at", th.IntegerType, description="Unix seconds"),
+    ).to_dict()
+
+
+class SuppressionOffsetPaginator(OffsetPaginator):
+    """Offset paging that ends on a short page."""
+
+    def has_more(self, response: requests.Response) -> bool:
+        return len(response.json().get("suppressions") or []) >= self._page_size
+
+
+class SuppressionsStream(CustomerIOStream):
+    """Addresses Customer.io (as the sender) suppresses: bounces, blocks, spam reports, invalid emails."""
+
+    name = "suppressions"
+    path = "/esp/suppression/{type}"
+    primary_keys = ("type", "email")
+    replication_key = None
+    records_jsonpath = "$.suppressions[*]"
+    schema = th.PropertiesList(
+        th.Property("type", th.StringType(nullable=False), required=True,
+                    allowed_values=list(SUPPRESSION_TYPES)),
+        th.Property("email", th.StringType(nullable=False), required=True),
+        th.Property("created", th.IntegerType, description="Unix seconds"),
+        th.Property("reason", th.StringType),
+        th.Property("status", th.StringType, description="SMTP status as recorded by the sender, e.g. 550"),
+    ).to_dict()
+
+    @property
+    def partitions(self) -> list[dict[str, Any]]:
+        return [{"type": kind} for kind in SUPPRESSION_TYPES]
+
+    def get_new_paginator(self) -> SuppressionOffsetPaginator:  # type: ignore[override]
+        return SuppressionOffsetPaginator(start_value=0, page_size=SUPPRESSION_PAGE_SIZE)
+
+    def get_url_params(self, context: Context | None, next_page_token: Any) -> dict[str, Any]:  # noqa: ANN401
+        return {"limit": SUPPRESSION_PAGE_SIZE, "offset": next_page_token or 0}
+
+    def post_process(self, row: dict[str, Any], context: Context | None = None) -> dict[str, Any] | None:
+        return {**row, "type": (context or {})["type"]}
