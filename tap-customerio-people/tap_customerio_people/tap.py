@@ -60,7 +60,8 @@ class TapCustomerIOPeople(Tap):
         return settings.api_origin(self.config, self.region)
 
     def discover_streams(self) -> list[Any]:
-        return [PeopleStream(self), SegmentsStream(self), SuppressionsStream(self)]
+        # Suppressions first: the mapper's hard-bounce check needs them before it verifies People.
+        return [SuppressionsStream(self), SegmentsStream(self), PeopleStream(self)]
 
 
 if __name__ == "__main__":
