@@ -180,7 +180,7 @@ class Sandbox:
             "mapper-emailverify": self.mapper_config(),
             "target-customerio-ev": {
                 **self.target_config(),
-                "track_url": self.track_url,
+                "track_api_url": self.track_url,
                 "track_site_id": self.keys.track_site_id,
                 "track_api_key": self.keys.track_api_key,
             },

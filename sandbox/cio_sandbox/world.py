@@ -333,7 +333,10 @@ class World:
             email, truth, mailbox = duplicate_of.email, duplicate_of.truth, duplicate_of.mailbox
         else:
             email, truth, mailbox = self._address(i, rng, case, first, last)
-        person_id = None if (case != "no_email" and rng.random() < 0.1) else str(ID_OFFSET + i)
+        # Email-only People: the address is then the Person's identifier, so it is unique in the workspace
+        # (never a duplicate nor a shared role mailbox).
+        own_address = email is not None and duplicate_of is None and f"{i}@" in normalize_address(email)
+        person_id = None if (own_address and rng.random() < 0.1) else str(ID_OFFSET + i)
         cio_id = f"{CIO_ID_OFFSET + i:x}"
         created = int(self.now) - rng.randrange(400 * DAY)
         attrs = {"cio_id": cio_id, "created_at": str(created), "first_name": first.title(),

@@ -1,0 +1,115 @@
+"""One BatchSink per stream: records become Person writes as they arrive; a drain sends them."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from singer_sdk.sinks import BatchSink
+
+from .identify import SKIPPED_UNCHANGED, Rejected, Write, WriteBuilder
+from .validation import RecordValidator
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .target import TargetCustomerIOEV
+
+
+class DrainInterrupted(RuntimeError):
+    """A drain re-entered a sink whose batch is being sent (meltano/sdk#3775): refuse, no STATE."""
+
+
+class CustomerIOSink(BatchSink):
+    """Writes each record's traits onto its Person; streams without any trait are ignored.
+
+    A drain hands its batch to the sender and returns, so the next batch is read while this one is
+    sent; the target waits for every send before it emits STATE (`_write_state_message`).
+    """
+
+    # A full batch drains as max_in_flight (4) requests of max_batch_messages (500) sent together.
+    MAX_SIZE_DEFAULT = 2000
+    # A record that does not match its schema is dead-lettered with the reason; the run goes on.
+    fail_on_record_validation_exception = False
+
+    def __init__(
+        self,
+        target: TargetCustomerIOEV,
+        stream_name: str,
+        schema: dict,
+        key_properties: Sequence[str] | None,
+    ) -> None:
+        super().__init__(target, stream_name, schema, key_properties)
+        settings = target.settings
+        self.settings = settings
+        self.stats = target.stats
+        self.sender = target.sender
+        self.dead_letters = target.dead_letters
+        self.builder = WriteBuilder.for_schema(
+            schema,
+            identify_by=settings.identify_by,
+            traits=settings.traits,
+            timestamp_format=settings.timestamp_format,
+            skip_unchanged=settings.skip_unchanged,
+        )
+        properties = schema.get("properties") or {}
+        self.ignored = not any(name in properties for name in settings.traits)
+        if self.ignored:
+            self.logger.info(
+                "Stream '%s' carries none of the traits %s: its records are not sent.",
+                stream_name,
+                ", ".join(settings.traits),
+            )
+        self._sending = threading.Lock()
+
+    def get_validator(self) -> RecordValidator | None:
+        return RecordValidator(self.schema) if self.validate_schema else None
+
+    def start_batch(self, context: dict) -> None:
+        context["writes"] = []
+
+    def process_record(self, record: dict, context: dict) -> None:
+        invalid = (
+            self._validator.take_rejection(record)
+            if isinstance(self._validator, RecordValidator)
+            else None
+        )
+        if self.ignored:
+            return
+        outcome = Rejected(invalid, record.get("cio_id")) if invalid else self.builder.build(record)
+        if isinstance(outcome, Write):
+            context["writes"].append(outcome)
+        elif isinstance(outcome, Rejected):
+            self.stats.add("dead_lettered")
+            self.dead_letters.add(
+                stream=self.stream_name, reason=outcome.reason, cio_id=outcome.cio_id
+            )
+        elif outcome == SKIPPED_UNCHANGED:
+            self.stats.add("skipped_unchanged")
+        else:
+            self.stats.add("skipped_empty")
+
+    def process_batch(self, context: dict) -> None:
+        if not self._sending.acquire(blocking=False):
+            raise DrainInterrupted(
+                f"Stream '{self.stream_name}': a drain started while its batch was still "
+                "being sent (termination signal); STATE is not advanced."
+            )
+        try:
+            if "writes" not in context and self.current_size > 0:
+                raise DrainInterrupted(
+                    f"Stream '{self.stream_name}': asked to drain a batch it no longer "
+                    "holds; STATE is not advanced."
+                )
+            writes: list[Write] = context.get("writes", [])
+            if not writes:
+                return
+            if self.settings.dry_run:
+                self.stats.add("would_send", len(writes))
+                self.logger.info(
+                    "Dry run: stream '%s' would send %d identifies.", self.stream_name, len(writes)
+                )
+                return
+            self.sender.submit(writes, self.stream_name)
+        finally:
+            self._sending.release()
