@@ -45,7 +45,9 @@ _BAD_SYNTAX = (
     "{l}@", "@{d}", "{l}..{l}@{d}", "{l} {l}@{d}", "{l}@@{d}", "{l}@{d}.", "{l}(at){d}", "{l}@-{d}",
     ".{l}@{d}", "{l}@{d}..example", "{l}@localhost", "{l}@[300.1.1.1]", "{l}\"@{d}",
 )
-_TYPO_DOMAINS = ("gmial.com", "gmai.com", "hotmial.com", "yaho.com", "outlok.com", "gmail.con")
+# Typos of big providers that do not resolve (some typo domains, gmial.com among them, are on the disposable
+# list; those would rightly be Disposable, so they are not used here).
+_TYPO_DOMAINS = ("gmai.com", "gamil.com", "gnail.com", "yaho.com", "outlok.com", "gmail.con")
 
 # SMTP reply texts for "no such user", as real servers word them (reference/email_verification.md 5.8-5.10).
 USER_UNKNOWN_REPLIES = (

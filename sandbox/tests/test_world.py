@@ -122,3 +122,10 @@ def test_a_million_people_cost_nothing_up_front() -> None:
     last = big.person(999_999)
     assert big.person_by_cio_id(last.cio_id) == last
     assert len(big.smtp_hosts) > 500
+
+
+def test_typo_domains_are_not_disposable(world: World) -> None:
+    from disposable_email_domains import blocklist
+
+    typos = [name for name, domain in world.domains.items() if domain.kind == "typo"]
+    assert typos and not any(name in blocklist for name in typos)

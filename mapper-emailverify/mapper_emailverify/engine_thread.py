@@ -1,0 +1,108 @@
+"""The async engine behind the synchronous SDK reader: one event loop in one background thread.
+
+The loop is started only when the first address needs a real verification, so a run whose verdicts
+are all fresh or cached never pays for it. The reader hands work over with `call_soon_threadsafe`;
+verdicts come back through a callback that runs on the loop thread and must not block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+Done = Callable[[str, str], None]
+
+
+class Engine(Protocol):
+    """What the mapper needs from `mapper_emailverify.verifier.Verifier`."""
+
+    def add_hard_bounces(self, addresses: Iterable[str]) -> None: ...
+
+    async def verify(self, address: object) -> Any: ...  # .status, .substatus
+
+    async def aclose(self) -> None: ...
+
+
+class EngineThread:
+    def __init__(self, make_engine: Callable[[], Engine], logger: logging.Logger) -> None:
+        self._make_engine = make_engine
+        self.logger = logger
+        self.engine: Engine | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def started(self) -> bool:
+        return self._loop is not None
+
+    def start(self) -> None:
+        if self._loop is not None:
+            return
+        self.engine = self._make_engine()
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="emailverify-engine", daemon=True)
+        self._thread.start()
+        ready.wait()
+        self._loop = loop
+
+    def submit(self, address: str, bounced: bool, done: Done) -> None:
+        """Verify `address` (telling the engine first when it is known to have hard-bounced)."""
+        if self._loop is None:
+            self.start()
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._spawn, address, bounced, done)
+
+    def close(self, *, cancel: bool = False, timeout: float = 30.0) -> None:
+        """Stop the loop; `cancel` abandons verifications still in flight (SIGTERM)."""
+        loop, self._loop = self._loop, None
+        if loop is None or self._thread is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(cancel), loop).result(timeout)
+        except Exception as exc:  # closing must not turn a finished run into a failure
+            self.logger.debug("Engine shutdown was not clean: %r", exc)
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            loop.close()
+
+    # -- loop thread -----------------------------------------------------------------------------
+
+    def _spawn(self, address: str, bounced: bool, done: Done) -> None:
+        task = asyncio.get_running_loop().create_task(self._verify(address, bounced, done))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _verify(self, address: str, bounced: bool, done: Done) -> None:
+        assert self.engine is not None
+        if bounced:
+            self.engine.add_hard_bounces([address])
+        try:
+            result = await self.engine.verify(address)
+            status, substatus = str(result.status), str(result.substatus)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the engine promises not to raise; a bug must not stop the run
+            self.logger.debug("Verification raised %r", exc)
+            status, substatus = "Unknown", "smtp_connection_failed"
+        done(status, substatus)
+
+    async def _shutdown(self, cancel: bool) -> None:
+        if cancel:
+            for task in list(self._tasks):
+                task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        assert self.engine is not None
+        await self.engine.aclose()

@@ -1,0 +1,89 @@
+"""Recognise a verification a record already carries, so a recent one is passed on without a probe.
+
+Two places are read, first match wins: the record's own `{prefix}*` fields (an upstream mapper or an
+earlier run's output), then `attributes.{prefix}*` as the tap reads them from Customer.io, where
+every value is a string and the timestamp is Unix seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from mapper_emailverify.results_cache import Verdict
+from mapper_emailverify.taxonomy import Status
+
+STATUSES = frozenset(str(status) for status in Status)
+_CLOCK_SKEW = 86400.0  # a timestamp further in the future than this is not trusted
+
+
+@dataclass(frozen=True)
+class FieldNames:
+    """The three output fields for one `field_prefix`."""
+
+    status: str
+    substatus: str
+    timestamp: str
+
+    @classmethod
+    def for_prefix(cls, prefix: str) -> FieldNames:
+        return cls(f"{prefix}Status", f"{prefix}SubStatus", f"{prefix}Validation_Timestamp")
+
+
+def parse_timestamp(value: Any) -> float | None:
+    """Unix seconds (number or digit string; milliseconds are recognised) or ISO 8601, else None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float | Decimal):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        try:
+            seconds = float(text)
+        except ValueError:
+            try:
+                parsed = dt.datetime.fromisoformat(
+                    text.replace("Z", "+00:00").replace("z", "+00:00")
+                )
+            except ValueError:
+                return None
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=dt.UTC)
+            return parsed.timestamp()
+    elif isinstance(value, dt.datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
+    else:
+        return None
+    if seconds > 1e11:  # milliseconds since the epoch
+        seconds /= 1000.0
+    return seconds if seconds > 0 else None
+
+
+def _carried(source: Mapping[str, Any], names: FieldNames) -> Verdict | None:
+    status = source.get(names.status)
+    if status not in STATUSES:
+        return None
+    substatus = source.get(names.substatus)
+    if not isinstance(substatus, str) or not substatus:
+        return None
+    seconds = parse_timestamp(source.get(names.timestamp))
+    return None if seconds is None else Verdict(status, substatus, seconds)
+
+
+def carried_verdict(
+    record: Mapping[str, Any], names: FieldNames, now: float, max_age: float
+) -> Verdict | None:
+    """The verification the record carries when it is younger than `max_age` seconds, else None."""
+    verdict = _carried(record, names)
+    if verdict is None:
+        attributes = record.get("attributes")
+        if isinstance(attributes, Mapping):
+            verdict = _carried(attributes, names)
+    if verdict is None or not (now - max_age <= verdict.validated_at <= now + _CLOCK_SKEW):
+        return None
+    return verdict

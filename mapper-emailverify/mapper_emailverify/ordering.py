@@ -1,0 +1,130 @@
+"""The reorder buffer: verdicts finish out of order, but STATE never gets ahead of the records
+before it.
+
+Input is cut into intervals by barrier messages (STATE, and also SCHEMA and ACTIVATE_VERSION, which
+must keep their place relative to records). Inside the interval at the head, a record is written the
+moment its verdict is known, so one slow mail server does not hold back the others. Records of later
+intervals wait until every earlier interval is written, then its barrier, then they follow.
+Therefore a STATE message is written only after every record read before it, and a resumed run never
+skips an unverified record.
+
+Records waiting for a verdict or held behind a barrier count against `window`; the reader blocks
+when it is full, so memory stays bounded whatever the input size.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+Message = dict[str, Any]
+
+
+class Interval:
+    """Records between two barriers: how many await a verdict, and finished ones held back."""
+
+    __slots__ = ("barrier", "held", "pending")
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.held: list[Message] = []
+        self.barrier: Message | None = None
+
+
+class ReorderBuffer:
+    """Thread-safe: the reader adds, the engine thread completes; `emit` runs under the lock."""
+
+    def __init__(self, emit: Callable[[Message], None], window: int) -> None:
+        self._emit = emit
+        self.window = max(1, window)
+        self._cond = threading.Condition(threading.Lock())
+        self._intervals: deque[Interval] = deque([Interval()])
+        self._closed = False
+        #: Records pending a verdict or held behind a barrier (read without the lock as a hint).
+        self.size = 0
+
+    # -- reader side -------------------------------------------------------------------------------
+
+    def ready(self, message: Message) -> None:
+        """A record whose output is known now."""
+        with self._cond:
+            if len(self._intervals) == 1:
+                self._emit(message)
+            else:
+                self._intervals[-1].held.append(message)
+                self.size += 1
+
+    def reserve(self) -> Interval:
+        """A record whose verdict will come later; pass the ticket to `complete`."""
+        with self._cond:
+            tail = self._intervals[-1]
+            tail.pending += 1
+            self.size += 1
+            return tail
+
+    def barrier(self, message: Message) -> None:
+        """A message that no record may cross (STATE, SCHEMA, ACTIVATE_VERSION)."""
+        with self._cond:
+            if len(self._intervals) == 1 and self._intervals[0].pending == 0:
+                self._emit(message)
+                return
+            self._intervals[-1].barrier = message
+            self._intervals.append(Interval())
+
+    def wait_for_room(self, stop: Callable[[], bool] = lambda: False) -> None:
+        """Backpressure: block the reader while the window is full."""
+        with self._cond:
+            while self.size >= self.window and not stop():
+                self._cond.wait(0.5)
+
+    def drain(self, stop: Callable[[], bool] = lambda: False, timeout: float | None = None) -> bool:
+        """Wait until everything read has been written (end of input). False on stop or timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self.size or len(self._intervals) > 1:
+                if stop() or (deadline is not None and time.monotonic() >= deadline):
+                    return False
+                self._cond.wait(0.5)
+        return True
+
+    # -- engine side -------------------------------------------------------------------------------
+
+    def complete(self, ticket: Interval, message: Message) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            ticket.pending -= 1
+            if ticket is self._intervals[0]:
+                self._emit(message)
+                self.size -= 1
+                self._advance()
+            else:
+                ticket.held.append(message)
+            self._cond.notify_all()
+
+    def close(self) -> tuple[int, int]:
+        """Stop for good (SIGTERM): later completions are dropped, held barriers never written.
+
+        Returns (records not written, barriers not written).
+        """
+        with self._cond:
+            self._closed = True
+            barriers = sum(1 for interval in self._intervals if interval.barrier is not None)
+            unwritten = self.size
+            self._cond.notify_all()
+            return unwritten, barriers
+
+    def _advance(self) -> None:
+        intervals = self._intervals
+        while len(intervals) > 1 and intervals[0].pending == 0:
+            done = intervals.popleft()
+            assert done.barrier is not None
+            self._emit(done.barrier)
+            head = intervals[0]
+            for message in head.held:
+                self._emit(message)
+            self.size -= len(head.held)
+            head.held.clear()

@@ -1,0 +1,385 @@
+"""Unit tests of the mapper's own parts: reorder buffer, freshness, results cache, and the mapper's
+record flow driven in-process with a tiny fake engine (the integration tests use the real engine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import sqlite3
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+from mapper_emailverify.freshness import FieldNames, carried_verdict, parse_timestamp
+from mapper_emailverify.mapper import EmailVerifyMapper
+from mapper_emailverify.ordering import ReorderBuffer
+from mapper_emailverify.results_cache import (
+    DAY,
+    MemoryResultsCache,
+    SqliteResultsCache,
+    Verdict,
+    address_key,
+    normalize_address,
+)
+from mapper_emailverify.singer_io import BufferedMsgSpecWriter
+
+NAMES = FieldNames.for_prefix("EV_")
+
+
+# -- reorder buffer
+# -----------------------------------------------------------------------------------
+
+
+def rec(n: int) -> dict:
+    return {"type": "RECORD", "stream": "s", "record": {"n": n}}
+
+
+def state(n: int) -> dict:
+    return {"type": "STATE", "value": {"n": n}}
+
+
+def test_state_waits_for_every_earlier_record_and_later_records_wait_for_state():
+    out: list[dict] = []
+    buf = ReorderBuffer(out.append, window=100)
+    slow = buf.reserve()  # record 0, verdict pending
+    buf.ready(rec(1))  # same interval: may overtake record 0
+    buf.barrier(state(1))
+    later = buf.reserve()  # record 2 (after the STATE)
+    buf.ready(rec(3))
+    assert out == [rec(1)]
+    buf.complete(later, rec(2))  # finished, but must not cross the STATE
+    assert out == [rec(1)]
+    buf.complete(slow, rec(0))
+    assert out == [rec(1), rec(0), state(1), rec(3), rec(2)]
+    assert buf.size == 0
+    buf.barrier(state(2))  # nothing pending: written at once
+    assert out[-1] == state(2)
+
+
+def test_consecutive_barriers_keep_their_order():
+    out: list[dict] = []
+    buf = ReorderBuffer(out.append, window=10)
+    t = buf.reserve()
+    buf.barrier({"type": "SCHEMA", "stream": "x"})
+    buf.barrier(state(1))
+    buf.barrier(state(2))
+    assert out == []
+    buf.complete(t, rec(0))
+    assert [m["type"] for m in out] == ["RECORD", "SCHEMA", "STATE", "STATE"]
+
+
+def test_window_blocks_the_reader_until_a_verdict_frees_room():
+    out: list[dict] = []
+    buf = ReorderBuffer(out.append, window=2)
+    first = buf.reserve()
+    buf.reserve()
+    unblocked = threading.Event()
+
+    def reader():
+        buf.wait_for_room()
+        unblocked.set()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert not unblocked.wait(0.3)
+    buf.complete(first, rec(0))
+    assert unblocked.wait(2)
+    thread.join()
+
+
+def test_close_drops_unfinished_records_and_their_state():
+    out: list[dict] = []
+    buf = ReorderBuffer(out.append, window=10)
+    t = buf.reserve()
+    buf.barrier(state(1))
+    assert buf.close() == (1, 1)
+    buf.complete(t, rec(0))
+    assert out == []
+
+
+# -- freshness
+# ----------------------------------------------------------------------------------------
+
+
+def test_parse_timestamp_forms():
+    assert parse_timestamp("1700000000") == 1700000000
+    assert parse_timestamp(1700000000000) == 1700000000
+    assert parse_timestamp("2023-11-14T22:13:20Z") == 1700000000
+    assert parse_timestamp("2023-11-14T22:13:20+00:00") == 1700000000
+    for bad in ("", "soon", None, True, [], "0"):
+        assert parse_timestamp(bad) is None
+
+
+def test_fresh_verdict_from_customerio_attributes_and_from_top_level_fields():
+    now = time.time()
+    attrs = {
+        "EV_Status": "Valid",
+        "EV_SubStatus": "mailbox_exists",
+        "EV_Validation_Timestamp": str(int(now - 10 * DAY)),
+    }
+    verdict = carried_verdict({"attributes": attrs}, NAMES, now, 90 * DAY)
+    assert verdict == Verdict("Valid", "mailbox_exists", int(now - 10 * DAY))
+    top = {
+        "EV_Status": "Invalid",
+        "EV_SubStatus": "mailbox_not_found",
+        "EV_Validation_Timestamp": "2020-01-01T00:00:00Z",
+        "attributes": attrs,
+    }
+    assert carried_verdict(top, NAMES, now, 90 * DAY) is None  # top-level wins, and it is stale
+    stale = {**attrs, "EV_Validation_Timestamp": str(int(now - 200 * DAY))}
+    assert carried_verdict({"attributes": stale}, NAMES, now, 90 * DAY) is None
+    assert (
+        carried_verdict({"attributes": {**attrs, "EV_Status": "Maybe"}}, NAMES, now, 90 * DAY)
+        is None
+    )
+    future = {**attrs, "EV_Validation_Timestamp": str(int(now + 10 * DAY))}
+    assert carried_verdict({"attributes": future}, NAMES, now, 90 * DAY) is None
+
+
+# -- results cache
+# ------------------------------------------------------------------------------------
+
+
+def test_normalization_matches_spellings_of_one_mailbox():
+    assert normalize_address("  Maria.Garcia@EXAMPLE.com ") == "maria.garcia@example.com"
+    assert (
+        normalize_address("A@Bücher-0.example") == "a@" + "bücher-0.example".encode("idna").decode()
+    )
+    assert address_key("X@Example.com") == address_key(" x@example.COM")
+    assert address_key("x@example.com") != address_key("y@example.com")
+
+
+def test_sqlite_cache_survives_reopen_expires_and_holds_no_address(tmp_path):
+    path = tmp_path / "cache.sqlite"
+    cache = SqliteResultsCache(path, ttl_days=30)
+    now = time.time()
+    cache.put(address_key("keep@example.com"), Verdict("Valid", "mailbox_exists", now))
+    cache.put(address_key("old@example.com"), Verdict("Valid", "mailbox_exists", now - 31 * DAY))
+    cache.put(address_key("grey@example.com"), Verdict("Unknown", "greylisted", now - 2 * DAY))
+    cache.close()
+    again = SqliteResultsCache(path, ttl_days=30)
+    assert again.get(address_key("KEEP@example.com")) == Verdict("Valid", "mailbox_exists", now)
+    assert again.get(address_key("old@example.com")) is None  # past cache_ttl_days
+    assert again.get(address_key("grey@example.com")) is None  # transient: retried after a day
+    again.add_bounce(address_key("keep@example.com"))
+    assert again.get(address_key("keep@example.com")) is None  # a bounce voids the cached verdict
+    assert again.is_bounce(address_key("Keep@Example.com")) and again.has_bounces()
+    again.close()
+    blob = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert b"example" not in blob and b"keep" not in blob
+    rows = sqlite3.connect(path).execute("SELECT key FROM results").fetchall()
+    assert all(len(key) == 64 for (key,) in rows)
+
+
+def test_memory_cache_is_bounded():
+    cache = MemoryResultsCache(ttl_days=30, max_entries=10)
+    for i in range(50):
+        cache.put(address_key(f"u{i}@example.com"), Verdict("Valid", "mailbox_exists", time.time()))
+    assert len(cache._results) == 10
+    assert cache.get(address_key("u49@example.com")) is not None
+    assert cache.get(address_key("u0@example.com")) is None
+
+
+# -- the mapper with a fake engine
+# ---------------------------------------------------------------------
+
+
+class FakeEngine:
+    """Answers after a per-address delay: `slow@` addresses take longer, `bad@` ones are Invalid."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.bounces: set[str] = set()
+
+    def add_hard_bounces(self, addresses):
+        self.bounces.update(a.strip().lower() for a in addresses)
+
+    async def verify(self, address):
+        self.calls.append(address)
+        await asyncio.sleep(0.3 if address.startswith("slow") else 0.01)
+        if address.strip().lower() in self.bounces:
+            return SimpleNamespace(status="Invalid", substatus="hard_bounce_history")
+        if address.startswith("bad"):
+            return SimpleNamespace(status="Invalid", substatus="mailbox_not_found")
+        return SimpleNamespace(status="Valid", substatus="mailbox_exists")
+
+    async def aclose(self):
+        pass
+
+
+def run_mapper(lines: list[dict], config: dict | None = None, engine: FakeEngine | None = None):
+    engine = engine or FakeEngine()
+    out = io.BytesIO()
+    mapper = EmailVerifyMapper(
+        config=config or {},
+        engine_factory=lambda: engine,
+        message_writer=BufferedMsgSpecWriter(out),
+    )
+    mapper.listen(io.StringIO("".join(json.dumps(line) + "\n" for line in lines)))
+    return [json.loads(line) for line in out.getvalue().splitlines()], engine
+
+
+SCHEMA = {
+    "type": "SCHEMA",
+    "stream": "people",
+    "key_properties": ["id"],
+    "bookmark_properties": ["id"],
+    "schema": {
+        "type": "object",
+        "required": ["id"],
+        "properties": {"id": {"type": "integer"}, "email": {"type": ["string", "null"]}},
+    },
+}
+
+
+def person(i: int, email):
+    return {
+        "type": "RECORD",
+        "stream": "people",
+        "record": {"id": i, "email": email},
+        "time_extracted": "2026-01-02T03:04:05.123456+00:00",
+    }
+
+
+def test_mapper_flow_with_fake_engine():
+    lines = [
+        SCHEMA,
+        person(0, "slow@a.example"),
+        person(1, "fast@a.example"),
+        person(2, None),
+        person(3, 42),
+        state(1),
+        person(4, "bad@b.example"),
+        person(5, "fast@a.example"),
+        state(2),
+    ]
+    out, engine = run_mapper(lines)
+    schema = out[0]
+    assert schema["key_properties"] == ["id"] and schema["bookmark_properties"] == ["id"]
+    assert schema["schema"]["required"] == ["id"]
+    assert schema["schema"]["properties"]["EV_Validation_Timestamp"] == {
+        "type": ["string", "null"],
+        "format": "date-time",
+    }
+    kinds = [
+        (m["type"], m.get("record", m.get("value", {})).get("id", m.get("value", {}).get("n")))
+        for m in out[1:]
+    ]
+    # the slow record is overtaken inside its interval, never across the STATE
+    assert kinds.index(("RECORD", 0)) > kinds.index(("RECORD", 1))
+    assert kinds.index(("STATE", 1)) == 4
+    assert set(kinds[:4]) == {("RECORD", i) for i in range(4)}
+    records = {m["record"]["id"]: m for m in out if m["type"] == "RECORD"}
+    assert (records[2]["record"]["EV_Status"], records[2]["record"]["EV_SubStatus"]) == (
+        "Unknown",
+        "no_email",
+    )
+    assert (records[3]["record"]["EV_Status"], records[3]["record"]["EV_SubStatus"]) == (
+        "Invalid",
+        "invalid_syntax",
+    )
+    assert records[4]["record"]["EV_SubStatus"] == "mailbox_not_found"
+    assert all(m["time_extracted"] == "2026-01-02T03:04:05.123456+00:00" for m in records.values())
+    assert records[5]["record"]["EV_SubStatus"] == "mailbox_exists"
+    assert out[-1] == state(2)
+
+
+def test_bounce_stream_feeds_the_check_and_passes_through_untouched():
+    bounce_schema = {
+        "type": "SCHEMA",
+        "stream": "suppressions",
+        "key_properties": [],
+        "schema": {"properties": {"type": {"type": "string"}, "email": {"type": "string"}}},
+    }
+    lines = [
+        bounce_schema,
+        {
+            "type": "RECORD",
+            "stream": "suppressions",
+            "record": {"type": "bounces", "email": "Gone@A.example"},
+        },
+        {
+            "type": "RECORD",
+            "stream": "suppressions",
+            "record": {"type": "spam_reports", "email": "spam@a.example"},
+        },
+        SCHEMA,
+        person(1, "gone@a.example"),
+        person(2, "spam@a.example"),
+    ]
+    out, _ = run_mapper(lines)
+    suppressions = [m for m in out if m.get("stream") == "suppressions" and m["type"] == "RECORD"]
+    assert [m["record"] for m in suppressions] == [lines[1]["record"], lines[2]["record"]]
+    people = {
+        m["record"]["id"]: m["record"]
+        for m in out
+        if m.get("stream") == "people" and m["type"] == "RECORD"
+    }
+    assert people[1]["EV_SubStatus"] == "hard_bounce_history"
+    assert people[2]["EV_SubStatus"] == "mailbox_exists"  # a spam report is not a bounce
+
+
+def test_invalid_engine_setting_is_a_one_line_config_error():
+    from singer_sdk.exceptions import ConfigValidationError
+
+    with pytest.raises(ConfigValidationError, match="emailverify_api_key"):
+        EmailVerifyMapper(config={"backend": "emailverify"})
+
+
+# -- progress
+# ------------------------------------------------------------------------------------------
+
+
+def test_progress_line_summary_and_report(tmp_path, caplog):
+    import logging
+
+    from mapper_emailverify.progress import Progress
+
+    logger = logging.getLogger("test-progress")
+    progress = Progress(logger, log_every=0)
+    progress.count("cache", "Valid", "mailbox_exists")
+    progress.count("local", "Unknown", "no_email")
+    for _ in range(3):
+        progress.count_engine("Invalid", "mailbox_not_found")
+    with caplog.at_level(logging.INFO, logger="test-progress"):
+        progress.maybe_log()
+        progress.log_summary()
+    text = caplog.text
+    assert "Progress: 5 records done" in text and "3 verifications" in text and "Invalid 3" in text
+    assert "mailbox_not_found" in text and "total" in text
+    progress.write_report(tmp_path / "r" / "report.json")
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["records"] == 5 and report["verified"] == 3 and report["completed"] is True
+    assert report["by_status"]["Invalid"] == 3 and report["by_source"]["cache"] == 1
+    assert report["by_substatus"]["Unknown"] == {"no_email": 1}
+
+
+def test_cached_and_fresh_records_never_start_the_engine(tmp_path):
+    cache = SqliteResultsCache(tmp_path / "c.sqlite", ttl_days=30)
+    cache.put(address_key("known@a.example"), Verdict("Catch-All", "catch_all", time.time() - 60))
+    cache.close()
+    now = int(time.time())
+    carried = {"EV_Status": "Valid", "EV_SubStatus": "role_based", "EV_Validation_Timestamp": str(now)}
+
+    def no_engine():
+        raise AssertionError("the engine was started for a cached or fresh record")
+
+    out = io.BytesIO()
+    mapper = EmailVerifyMapper(
+        config={"cache_path": str(tmp_path / "c.sqlite")},
+        engine_factory=no_engine,
+        message_writer=BufferedMsgSpecWriter(out),
+    )
+    lines = [SCHEMA, person(1, " Known@A.example"), person(2, "other@a.example"), person(3, None)]
+    lines[2]["record"]["attributes"] = carried
+    mapper.listen(io.StringIO("".join(json.dumps(line) + "\n" for line in lines)))
+    records = [json.loads(x)["record"] for x in out.getvalue().splitlines()[1:]]
+    assert [(r["EV_Status"], r["EV_SubStatus"]) for r in records] == [
+        ("Catch-All", "catch_all"),
+        ("Valid", "role_based"),
+        ("Unknown", "no_email"),
+    ]
+    assert not mapper._engine.started
