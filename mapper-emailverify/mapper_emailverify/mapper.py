@@ -405,14 +405,10 @@ class EmailVerifyMapper(InlineMapper):
             return
         value = plan.email(record)
         if value is None or (isinstance(value, str) and not value.strip()):
-            self._finish_now(
-                message_dict, record, "local", Verdict("Unknown", "no_email", time.time())
-            )
+            self._finish_local(message_dict, record, Verdict("Unknown", "no_email", time.time()))
             return
         if not isinstance(value, str):
-            self._finish_now(
-                message_dict, record, "local", Verdict("Invalid", "invalid_syntax", time.time())
-            )
+            self._finish_local(message_dict, record, Verdict("Invalid", "invalid_syntax", time.time()))
             return
         key = address_key(value)
         if self.max_age > 0:
@@ -429,6 +425,15 @@ class EmailVerifyMapper(InlineMapper):
         self._engine.submit(
             value, self._is_bounce(key), partial(self._on_verdict, ticket, message_dict, key)
         )
+
+    def _finish_local(self, message_dict: dict, record: dict, verdict: Verdict) -> None:
+        """A verdict that needs no lookup; a fresh carried copy of it keeps its timestamp (no rewrite)."""
+        if self.max_age > 0:
+            fresh = carried_verdict(record, self.names, time.time(), self.max_age)
+            if fresh is not None and (fresh.status, fresh.substatus) == (verdict.status, verdict.substatus):
+                self._finish_now(message_dict, record, "fresh", fresh)
+                return
+        self._finish_now(message_dict, record, "local", verdict)
 
     def _is_bounce(self, key: str) -> bool:
         return self._bounce_known and self._cache.is_bounce(key)

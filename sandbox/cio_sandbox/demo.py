@@ -96,7 +96,7 @@ def run_demo(world: World) -> int:
 
         print("\nRunning the same job again (fresh People are skipped, unchanged People are not rewritten) ...",
               flush=True)
-        sb.obs.reset_counters()
+        sb.obs.reset_traffic()
         env["MAPPER_EMAILVERIFY_REPORT_PATH"] = str(work / "mapper-report-2.json")
         second = meltano(JOB, env, root, log)
         snap = sb.obs.snapshot()

@@ -11,6 +11,7 @@ import asyncio
 import errno
 import functools
 import logging
+import random
 import socket
 import struct
 
@@ -50,6 +51,7 @@ class ZoneAnswers:
         self.obs = obs
         self._ancestors: set[str] = set()  # every proper ancestor of a zone name
         self._ancestors_of = -1  # the zone size they were computed for
+        self._fault_rng = random.Random(f"{world.seed}:dns-faults")  # repeatable per world
 
     def answer(self, wire: bytes, *, udp: bool) -> tuple[bytes | None, float]:
         """The wire answer (None: stay silent, as for garbage) and the seconds to wait first."""
@@ -61,6 +63,8 @@ class ZoneAnswers:
             return None, 0.0
         try:
             response, delay = self._respond(query)
+            if response is None:  # the drop fault: no answer at all
+                return None, 0.0
             limit = (query.payload if query.edns >= 0 else CLASSIC_UDP_SIZE) if udp else 65535
             try:
                 return response.to_wire(max_size=max(limit, CLASSIC_UDP_SIZE)), delay
@@ -73,7 +77,7 @@ class ZoneAnswers:
             log.debug("DNS query could not be answered", exc_info=True)
             return None, 0.0
 
-    def _respond(self, query: dns.message.Message) -> tuple[dns.message.Message, float]:
+    def _respond(self, query: dns.message.Message) -> tuple[dns.message.Message | None, float]:
         response = dns.message.make_response(query)
         if query.opcode() != dns.opcode.QUERY:
             response.set_rcode(dns.rcode.NOTIMP)
@@ -89,6 +93,12 @@ class ZoneAnswers:
             response.set_rcode(dns.rcode.REFUSED)
             return response, delay
         if self._under(name, self.world.dns_servfail):
+            response.set_rcode(dns.rcode.SERVFAIL)
+            return response, delay
+        fault = self._fault(name)
+        if fault == "drop":
+            return None, 0.0
+        if fault == "servfail":
             response.set_rcode(dns.rcode.SERVFAIL)
             return response, delay
         response.flags |= dns.flags.AA
@@ -111,6 +121,24 @@ class ZoneAnswers:
             response.set_rcode(dns.rcode.NXDOMAIN)
         response.authority.append(dns.rrset.from_rdata_list(apex, DNS_TTL, [soa]))
         return response, delay
+
+    def _fault(self, name: str) -> str | None:
+        """The fault switches' verdict for one query: "drop", "servfail" or None."""
+        faults = self.obs.faults
+        drop, servfail = faults.dns_drop_rate, faults.dns_servfail_rate
+        if drop <= 0 and servfail <= 0:
+            return None  # no dice drawn: switching DNS faults on never shifts another server's
+        if faults.dns_fault_names and not self._under(
+            name, {n.lower().rstrip(".") for n in faults.dns_fault_names}
+        ):
+            return None
+        if drop > 0 and (drop >= 1 or self._fault_rng.random() < drop):
+            self.obs.count_fault("dns_drop")
+            return "drop"
+        if servfail > 0 and (servfail >= 1 or self._fault_rng.random() < servfail):
+            self.obs.count_fault("dns_servfail")
+            return "servfail"
+        return None
 
     def _delay(self, name: str) -> float:
         """A slow zone is slow for every name in it; the latency fault adds to every answer."""

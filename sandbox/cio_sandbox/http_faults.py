@@ -172,9 +172,42 @@ def fault_middleware(obs: Observatory, profile: FaultProfile, rng: random.Random
             return json_response(
                 profile.error_body(profile.error_status), status=profile.error_status
             )
+        reject_ids = getattr(obs.faults, f"{svc}_reject_ids", None)
+        if reject_ids:
+            named = await rejected_calls(request, reject_ids)
+            if named:
+                obs.count_fault(f"{svc}_reject")
+                obs.record_rejection("; ".join(named))
+                return json_response(meta_errors_body(*named), status=400)
+        if roll(getattr(obs.faults, f"{svc}_lost_answer_rate", 0.0)):
+            obs.count_fault(f"{svc}_lost_answer")
+            response = await handler(request)
+            await asyncio.sleep(switch(f"{profile.hang}_seconds"))
+            return response
         return await handler(request)
 
     return faults
+
+
+async def rejected_calls(request: web.Request, ids: frozenset[str]) -> list[str]:
+    """``batch[i]: ...`` for each identify call of the body whose userId or email is in ``ids``."""
+    try:
+        payload = await request.json()
+    except ValueError:
+        return []
+    calls = payload.get("batch") if isinstance(payload, dict) else None
+    if not isinstance(calls, list):
+        calls = [payload]
+    wanted = {i.lower() for i in ids}
+    named = []
+    for index, call in enumerate(calls):
+        if not isinstance(call, dict):
+            continue
+        traits = call.get("traits") if isinstance(call.get("traits"), dict) else {}
+        who = {str(call.get("userId") or "").lower(), str(traits.get("email") or "").lower()}
+        if who & wanted:
+            named.append(f"batch[{index}]: rejected (fault injection)")
+    return named
 
 
 async def drop_connection(request: web.Request) -> web.StreamResponse:

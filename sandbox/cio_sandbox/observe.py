@@ -33,6 +33,21 @@ class Faults:
     smtp_latency: float | None = None  # seconds before each SMTP reply; None keeps each host's own latency
     dns_latency: float = 0.0  # seconds added to every DNS answer
     emailverify_credits: int | None = None  # EmailVerify.io credits left; None is unlimited
+    # A request that is processed (it lands) but whose answer is held for pipelines_timeout_seconds,
+    # so the client times out and sends it again: what messageId dedupe is for.
+    pipelines_lost_answer_rate: float = 0.0
+    # Strict-mode 400 for every batch holding an identify whose userId or traits.email (any case)
+    # is in this set; the answer names each such call (``batch[i]``), as Customer.io does.
+    pipelines_reject_ids: frozenset[str] = frozenset()
+    dns_servfail_rate: float = 0.0  # share of queries answered SERVFAIL
+    dns_drop_rate: float = 0.0  # share of queries never answered (the resolver times out)
+    dns_fault_names: frozenset[str] = frozenset()  # DNS faults only under these names; empty: all
+    # Faults of mail hosts that are otherwise healthy, rolled once per SMTP session:
+    # "greylist" (451 at every RCPT), "tarpit" (smtp_tarpit_seconds before each reply),
+    # "disconnect" (connection dropped at RCPT) or "busy_421" (421 at the banner).
+    smtp_fault: str | None = None
+    smtp_fault_rate: float = 0.0
+    smtp_tarpit_seconds: float = 30.0
 
     def storm(self, service: str, seconds: float) -> None:
         """Answer every request of ``service`` ("app" or "pipelines") with 429 for ``seconds``."""
@@ -62,6 +77,14 @@ class Observatory:
                 setattr(self.faults, f.name, getattr(defaults, f.name))
 
     def reset_counters(self) -> None:
+        """Zero every counter and forget what landed: a blank workspace."""
+        with self._lock:
+            self.reset_traffic()
+            self.landed: dict[str, dict[str, Any]] = {}
+            self.messages_seen: set[str] = set()
+
+    def reset_traffic(self) -> None:
+        """Zero the traffic counters but keep the workspace (what landed): the start of a re-run."""
         with self._lock:
             self.requests: Counter[tuple[str, str]] = Counter()
             self.rate_limited: Counter[str] = Counter()
@@ -71,9 +94,7 @@ class Observatory:
             self.smtp_peak_concurrency: Counter[str] = Counter()
             self.rcpt: Counter[str] = Counter()
             self.dns_queries: Counter[tuple[str, str]] = Counter()
-            self.landed: dict[str, dict[str, Any]] = {}
             self.writes: Counter[str] = Counter()
-            self.messages_seen: set[str] = set()
             self.rejected: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ HTTP services

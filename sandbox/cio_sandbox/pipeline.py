@@ -65,9 +65,9 @@ def run_piped(
         state_path = workdir / "state.json"
         state_path.write_text(json.dumps(state))
         tap_cmd += ["--state", str(state_path)]
-    mapper_cfg = sb.mapper_config(cache_path=str(workdir / "cache.sqlite"), **(mapper or {}))
+    mapper_cfg = sb.mapper_config(**{"cache_path": str(workdir / "cache.sqlite"), **(mapper or {})})
     mapper_cmd = [executable(MAPPER), "--config", str(write_config(workdir, MAPPER, mapper_cfg))]
-    target_cfg = sb.target_config(dead_letter_path=str(workdir / "dead-letter.jsonl"), **(target or {}))
+    target_cfg = sb.target_config(**{"dead_letter_path": str(workdir / "dead-letter.jsonl"), **(target or {})})
     target_cmd = [executable(TARGET), "--config", str(write_config(workdir, TARGET, target_cfg))]
     run_env = {**os.environ, **(env or {})}
     logs = {name: (workdir / f"{name}.log").open("w") for name in (TAP, MAPPER, TARGET)}

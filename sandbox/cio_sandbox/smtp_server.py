@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import random
 import socket
 import ssl
 import time
@@ -65,6 +66,10 @@ class MailWorld:
     # open connections per host ip; our own count, as obs counters may be reset mid-session
     open_now: Counter[str] = field(default_factory=Counter)
     sessions: set[MailSession] = field(default_factory=set)
+    fault_rng: random.Random = field(default_factory=random.Random)  # seeded by start_smtp
+
+
+SESSION_FAULTS = frozenset({"greylist", "tarpit", "disconnect", "busy_421"})
 
 
 class MailHost:
@@ -115,6 +120,9 @@ class MailHost:
         address = address.lower()
         self.mail.obs.count_rcpt(address)
         server.rcpt_count += 1
+        if server.fault == "disconnect" and server.transport is not None:
+            server.transport.abort()  # mid-conversation, without a reply
+            return GREYLISTED  # never sent: the connection is gone
         reply = self._rcpt_reply(server, envelope, address)
         if reply.startswith("250"):
             envelope.rcpt_tos.append(address)
@@ -125,6 +133,8 @@ class MailHost:
         host = self.host
         if host.max_rcpt_per_session is not None and server.rcpt_count > host.max_rcpt_per_session:
             return TOO_MANY_RCPT  # counted per connection: RSET does not reset it
+        if server.fault == "greylist":
+            return GREYLISTED
         if host.behavior in ("catch_all", "accept_all"):
             return OK
         if host.behavior == "policy_block":
@@ -175,6 +185,7 @@ class MailSession(SMTP):
         self.mail = handler.mail
         self.peer_ip = ""
         self.rcpt_count = 0
+        self.fault: str | None = None  # a session fault from obs.faults, rolled at connect
         self._counted = False
         self._continuing = False  # inside a multi-line reply: delay only before its first line
 
@@ -207,8 +218,11 @@ class MailSession(SMTP):
     # ------------------------------------------------------ behaviour at connect and per reply
     async def _handle_client(self) -> None:
         host = self.host
+        self.fault = self._roll_fault()
         try:
-            if (
+            if self.fault == "busy_421":
+                await self._refuse(BUSY)
+            elif (
                 host.max_connections is not None
                 and self.mail.open_now[host.ip] > host.max_connections
             ):
@@ -225,6 +239,18 @@ class MailSession(SMTP):
             # aiosmtpd leaves a half-closed socket open when the client hangs up during the banner.
             if self.transport is not None:
                 self.transport.close()
+
+    def _roll_fault(self) -> str | None:
+        faults = self.mail.obs.faults
+        kind, rate = faults.smtp_fault, faults.smtp_fault_rate
+        if kind is None or rate <= 0:
+            return None
+        if kind not in SESSION_FAULTS:
+            raise ValueError(f"smtp_fault must be one of {sorted(SESSION_FAULTS)}, not {kind!r}")
+        if rate >= 1 or self.mail.fault_rng.random() < rate:
+            self.mail.obs.count_fault(f"smtp_{kind}")
+            return kind
+        return None
 
     async def _refuse(self, reply: str) -> None:
         await self.push(reply)
@@ -245,6 +271,8 @@ class MailSession(SMTP):
         delay = self.host.latency if latency is None else latency
         if self.host.behavior == "tarpit":
             delay += self.host.tarpit_seconds
+        if self.fault == "tarpit":
+            delay += self.mail.obs.faults.smtp_tarpit_seconds
         return delay
 
     @syntax("DATA")
@@ -336,5 +364,6 @@ async def start_smtp(world: World, obs: Observatory, *, port: int = 0) -> SmtpSe
         obs=obs,
         tls_context=server_tls_context(tls_names) if tls_names else None,
         banner_block=frozenset(policy_ips[1::2]),  # every other policy host refuses at the banner
+        fault_rng=random.Random(f"{world.seed}:smtp-faults"),
     )
     return await SmtpServers(mail).start(port)

@@ -63,6 +63,10 @@ class TapCustomerIOPeople(Tap):
         # Suppressions first: the mapper's hard-bounce check needs them before it verifies People.
         return [SuppressionsStream(self), SegmentsStream(self), PeopleStream(self)]
 
+    def load_streams(self) -> list[Any]:
+        """Sync in discovery order (the SDK sorts by name, which would put People before suppressions)."""
+        return self.discover_streams()
+
 
 if __name__ == "__main__":
     TapCustomerIOPeople.cli()

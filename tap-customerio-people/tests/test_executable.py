@@ -76,3 +76,17 @@ def test_401_is_one_line_in_the_log(make_sandbox, tmp_path: Path) -> None:  # no
     assert "check that app_api_key is an App API key" in line and "region 'us'" in line
     assert "Traceback" not in done.stderr
     assert sb.keys.app_api_key not in done.stderr
+
+
+def test_suppressions_are_emitted_before_people(sandbox: Sandbox, tmp_path: Path) -> None:
+    """The mapper's hard-bounce check needs the bounce history before it verifies People."""
+    sandbox.obs.faults.app_rate_limit = 0
+    try:
+        cfg = tmp_path / "config.json"
+        cfg.write_text(json.dumps(sandbox.tap_config(requests_per_second=500)))
+        exe = Path(sys.executable).parent / "tap-customerio-people"
+        out = subprocess.run([str(exe), "--config", str(cfg)], capture_output=True, text=True, check=True).stdout
+    finally:
+        sandbox.obs.reset_faults()
+    streams = [m["stream"] for m in map(json.loads, out.splitlines()) if m["type"] == "RECORD"]
+    assert streams.index("people") > max(i for i, s in enumerate(streams) if s == "suppressions")
