@@ -93,7 +93,9 @@ def _schema_declares(schema: Any, path: tuple[str, ...]) -> bool | None:
                 if isinstance(alt, dict) and isinstance(alt.get("properties"), dict)
             ]
             if not alternatives:
-                return None if node is schema else False
+                # An object that lists no properties (e.g. a tap's {"type": "object",
+                # "additionalProperties": true}) does not say whether the field is there.
+                return None if node.get("additionalProperties", True) is not False else False
             properties = {k: v for alt in alternatives for k, v in alt["properties"].items()}
         if part not in properties:
             return False

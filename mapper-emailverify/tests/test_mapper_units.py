@@ -383,3 +383,16 @@ def test_cached_and_fresh_records_never_start_the_engine(tmp_path):
         ("Unknown", "no_email"),
     ]
     assert not mapper._engine.started
+
+
+def test_schema_declares_dotted_paths() -> None:
+    from mapper_emailverify.mapper import _schema_declares
+
+    nested = {"properties": {"contact": {"type": "object", "properties": {"email": {"type": "string"}}}}}
+    assert _schema_declares(nested, ("contact", "email")) is True
+    assert _schema_declares(nested, ("contact", "phone")) is False
+    open_object = {"properties": {"contact": {"type": ["null", "object"], "additionalProperties": True}}}
+    assert _schema_declares(open_object, ("contact", "email")) is None  # the tap did not say: may be there
+    closed = {"properties": {"contact": {"type": "object", "additionalProperties": False}}}
+    assert _schema_declares(closed, ("contact", "email")) is False
+    assert _schema_declares({"properties": {"name": {"type": "string"}}}, ("email",)) is False

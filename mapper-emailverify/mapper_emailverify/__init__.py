@@ -1,0 +1,32 @@
+"""Email verification engine (usable without Singer) and the `mapper-emailverify` Singer mapper.
+
+    from mapper_emailverify import Verifier
+
+    async with Verifier({"dns_nameservers": ["127.0.0.1:5353"], "smtp_timeout": 5}) as verifier:
+        result = await verifier.verify("someone@example.com")
+        result.status, result.substatus  # "Valid", "mailbox_exists"
+        result.evidence  # the trail: DNS records, MX hosts tried, SMTP replies, flags, timings
+        results = await verifier.verify_many(addresses)  # input order; one check per address
+
+Settings are the mapper's (DESIGN.md names), see `VerifierConfig`. `emailverify-check ADDRESS...`
+prints verdicts and their trail.
+"""
+
+from __future__ import annotations
+
+from mapper_emailverify.config import ConfigError, VerifierConfig
+from mapper_emailverify.result import Evidence, Result, SmtpReply
+from mapper_emailverify.taxonomy import PAIRS, Status, SubStatus
+from mapper_emailverify.verifier import Verifier
+
+__all__ = [
+    "PAIRS",
+    "ConfigError",
+    "Evidence",
+    "Result",
+    "SmtpReply",
+    "Status",
+    "SubStatus",
+    "Verifier",
+    "VerifierConfig",
+]

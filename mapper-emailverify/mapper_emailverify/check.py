@@ -1,0 +1,107 @@
+"""`emailverify-check ADDRESS...`: verdicts and the trail behind them, for support and debugging."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mapper_emailverify.config import ConfigError, VerifierConfig
+from mapper_emailverify.result import Result
+from mapper_emailverify.verifier import Verifier
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emailverify-check",
+        description="Verify email addresses and show the checks behind each verdict.",
+    )
+    parser.add_argument("addresses", nargs="+", metavar="ADDRESS")
+    parser.add_argument("--config", type=Path, help="a JSON file with mapper-emailverify settings")
+    parser.add_argument(
+        "--dns-nameserver",
+        action="append",
+        metavar="HOST[:PORT]",
+        help="ask this DNS server (repeatable)",
+    )
+    parser.add_argument("--smtp-port", type=int, help="SMTP port of the mail servers (default 25)")
+    parser.add_argument("--smtp-timeout", type=float, help="seconds to wait for each SMTP reply")
+    parser.add_argument("--backend", choices=("builtin", "emailverify"))
+    parser.add_argument("--no-smtp", action="store_true", help="stop after DNS (no mailbox probe)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per address")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    if args.config:
+        try:
+            settings = json.loads(args.config.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read --config {args.config}: {exc}") from None
+        if not isinstance(settings, dict):
+            raise ConfigError(f"--config {args.config} must hold a JSON object of settings")
+    overrides = {
+        "dns_nameservers": args.dns_nameserver,
+        "smtp_port": args.smtp_port,
+        "smtp_timeout": args.smtp_timeout,
+        "backend": args.backend,
+        "smtp_check": False if args.no_smtp else None,
+    }
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return settings
+
+
+def render(result: Result) -> str:
+    """A verdict line and an indented trail."""
+    ev = result.evidence
+    shown = ev.normalized or (repr(ev.input) if ev.input is not None else "(no address)")
+    lines = [f"{shown}: {result.status}/{result.substatus}"]
+    if ev.input is not None and ev.input != ev.normalized:
+        lines.append(f"    input: {ev.input!r}")
+    flags = [name for name in ("role", "free", "disposable") if getattr(ev, name)]
+    if flags:
+        lines.append(f"    flags: {', '.join(flags)}")
+    if ev.did_you_mean:
+        lines.append(f"    did you mean: @{ev.did_you_mean}")
+    lines.extend(f"    {step}" for step in ev.steps if not step.startswith("smtp:"))
+    lines.extend(f"    mx tried: {host}" for host in ev.mx_tried)
+    lines.extend(f"    smtp: {reply}" for reply in ev.smtp_replies)
+    lines.extend(f"    {step}" for step in ev.steps if step.startswith("smtp:"))
+    if ev.catch_all is not None:
+        lines.append(f"    catch-all domain: {'yes' if ev.catch_all else 'no'}")
+    if ev.timings:
+        lines.append("    timings: " + ", ".join(f"{k}={v:.3f}" for k, v in ev.timings.items()))
+    return "\n".join(lines)
+
+
+async def _run(config: VerifierConfig, addresses: Sequence[str]) -> list[Result]:
+    async with Verifier(config) as verifier:
+        return await verifier.verify_many(addresses)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = VerifierConfig.from_settings(_settings(args))
+    except (ConfigError, ValueError, TypeError) as exc:
+        print(f"emailverify-check: {exc}", file=sys.stderr)
+        return 2
+    for result in asyncio.run(_run(config, args.addresses)):
+        print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else render(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

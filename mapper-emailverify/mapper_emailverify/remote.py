@@ -1,0 +1,201 @@
+"""The `emailverify` backend: the EmailVerify.io API instead of our own DNS/SMTP probing.
+
+Answers are mapped onto our taxonomy. A bad key or an empty account stops further calls for the run
+(each address then gets Unknown) and is logged once, in one line that says what to do; the key
+itself never reaches a log or an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+
+import httpx
+
+from mapper_emailverify.config import VerifierConfig
+from mapper_emailverify.taxonomy import SubStatus
+
+log = logging.getLogger(__name__)
+
+_QUERY_SECRET = re.compile(r"([?&](?:key|email)=)[^&\s\"']*")
+
+
+class _RedactQuery(logging.Filter):
+    """httpx logs request URLs at INFO; ours carry the API key and the address in the query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "key=" in message or "email=" in message:
+            record.msg, record.args = _QUERY_SECRET.sub(r"\1***", message), ()
+        return True
+
+
+for _name in ("httpx", "httpcore"):
+    if not any(isinstance(f, _RedactQuery) for f in logging.getLogger(_name).filters):
+        logging.getLogger(_name).addFilter(_RedactQuery())
+
+MAX_TRIES = 4
+MAX_RETRY_AFTER = 30.0
+
+#: (status, sub_status) -> our substatus; `None` as sub_status is the fallback for the status.
+#: None as the value means "accepted" (Valid; our role list picks role_based or mailbox_exists).
+_MAPPING: dict[tuple[str, str | None], SubStatus | None] = {
+    ("valid", None): None,
+    ("role_based", None): SubStatus.ROLE_BASED,
+    ("valid", "role_based"): SubStatus.ROLE_BASED,
+    ("invalid", None): SubStatus.MAILBOX_NOT_FOUND,
+    ("invalid", "failed_syntax_check"): SubStatus.INVALID_SYNTAX,
+    ("invalid", "no_dns_entries"): SubStatus.DOMAIN_NOT_FOUND,
+    ("invalid", "null_mx"): SubStatus.NULL_MX,
+    ("invalid", "mailbox_disabled"): SubStatus.MAILBOX_DISABLED,
+    ("invalid", "mailbox_quota_exceeded"): SubStatus.MAILBOX_FULL,
+    ("invalid", "global_suppression"): SubStatus.HARD_BOUNCE_HISTORY,
+    ("catch-all", None): SubStatus.CATCH_ALL,
+    ("unknown", None): SubStatus.SMTP_CONNECTION_FAILED,
+    ("unknown", "greylisted"): SubStatus.GREYLISTED,
+    ("unknown", "timeout_exceeded"): SubStatus.SMTP_TIMEOUT,
+    ("unknown", "antispam_system"): SubStatus.SMTP_BLOCKED,
+    ("unknown", "mail_server_did_not_respond"): SubStatus.SMTP_CONNECTION_FAILED,
+    ("unknown", "provider_unverifiable"): SubStatus.PROVIDER_UNVERIFIABLE,
+    ("unknown", "no_dns_entries"): SubStatus.DNS_ERROR,
+    ("do_not_mail", None): SubStatus.SMTP_BLOCKED,
+    ("do_not_mail", "disposable"): SubStatus.DISPOSABLE_DOMAIN,
+    ("do_not_mail", "role_based"): SubStatus.ROLE_BASED,
+    ("do_not_mail", "global_suppression"): SubStatus.HARD_BOUNCE_HISTORY,
+    ("skipped", None): SubStatus.SMTP_UNAVAILABLE,
+}
+# Sub-statuses that mean the same whatever the status says.
+_BY_SUBSTATUS: dict[str, SubStatus | None] = {
+    "permitted": None,
+    "mailbox_not_found": SubStatus.MAILBOX_NOT_FOUND,
+    "accept_all": SubStatus.CATCH_ALL,
+    "disposable": SubStatus.DISPOSABLE_DOMAIN,
+    "null_mx": SubStatus.NULL_MX,
+    "failed_syntax_check": SubStatus.INVALID_SYNTAX,
+    "provider_unverifiable": SubStatus.PROVIDER_UNVERIFIABLE,
+    "greylisted": SubStatus.GREYLISTED,
+    "timeout_exceeded": SubStatus.SMTP_TIMEOUT,
+}
+_INVALID_ONLY = {
+    SubStatus.MAILBOX_NOT_FOUND,
+    SubStatus.INVALID_SYNTAX,
+    SubStatus.NULL_MX,
+    SubStatus.DOMAIN_NOT_FOUND,
+    SubStatus.MAILBOX_DISABLED,
+    SubStatus.MAILBOX_FULL,
+}
+
+
+def map_answer(status: str, sub_status: str | None) -> SubStatus | None:
+    """Our substatus for an EmailVerify.io (status, sub_status); None means accepted (Valid)."""
+    status = (status or "").strip().lower()
+    sub = (sub_status or "").strip().lower() or None
+    if (status, sub) in _MAPPING:
+        return _MAPPING[status, sub]
+    if sub in _BY_SUBSTATUS:
+        mapped = _BY_SUBSTATUS[sub]
+        # An Invalid reason under a non-invalid status would be a false Invalid: trust the status.
+        if not (mapped in _INVALID_ONLY and status != "invalid"):
+            return mapped
+    return _MAPPING.get((status, None), SubStatus.SMTP_CONNECTION_FAILED)
+
+
+@dataclass
+class RemoteAnswer:
+    substatus: SubStatus | None
+    trail: str
+
+
+class EmailVerifyClient:
+    """Asks EmailVerify.io about one address at a time."""
+
+    def __init__(self, config: VerifierConfig) -> None:
+        self._url = f"{config.emailverify_api_url.rstrip('/')}/api/v1/validate"
+        self._key = config.emailverify_api_key or ""
+        self._timeout = config.emailverify_timeout
+        self._client: httpx.AsyncClient | None = None
+        self._dead: SubStatus | None = (
+            None  # set after a bad key / no credits: no more calls this run
+        )
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def reset_loop(self) -> None:
+        self._client = None  # an AsyncClient belongs to the loop it was used on
+
+    async def check(self, address: str) -> RemoteAnswer:
+        if self._dead is not None:
+            return RemoteAnswer(self._dead, "EmailVerify.io not asked (earlier fatal API error)")
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self._timeout)
+        error = "no answer"
+        for attempt in range(MAX_TRIES):
+            try:
+                response = await self._client.get(
+                    self._url, params={"key": self._key, "email": address}
+                )
+            except httpx.HTTPError as exc:
+                error = type(exc).__name__
+                await asyncio.sleep(min(2**attempt * 0.5, 4))
+                continue
+            if response.status_code == 200:
+                return self._answer(response)
+            if response.status_code == 429 or response.status_code >= 500:
+                error = f"HTTP {response.status_code}"
+                await asyncio.sleep(self._retry_after(response, attempt))
+                continue
+            return self._fatal(response)
+        log.warning(
+            "EmailVerify.io did not answer (%s after %d tries); the address gets Unknown.",
+            error,
+            MAX_TRIES,
+        )
+        return RemoteAnswer(SubStatus.SMTP_UNAVAILABLE, f"EmailVerify.io: {error}")
+
+    @staticmethod
+    def _retry_after(response: httpx.Response, attempt: int) -> float:
+        try:
+            return min(float(response.headers.get("Retry-After", "")), MAX_RETRY_AFTER)
+        except ValueError:
+            return min(2**attempt * 0.5, MAX_RETRY_AFTER)
+
+    @staticmethod
+    def _answer(response: httpx.Response) -> RemoteAnswer:
+        try:
+            body = response.json()
+            status, sub = str(body.get("status", "")), body.get("sub_status")
+        except (ValueError, AttributeError):
+            return RemoteAnswer(SubStatus.SMTP_UNAVAILABLE, "EmailVerify.io: unreadable answer")
+        return RemoteAnswer(
+            map_answer(status, sub if isinstance(sub, str) else None),
+            f"EmailVerify.io: status={status} sub_status={sub}",
+        )
+
+    def _fatal(self, response: httpx.Response) -> RemoteAnswer:
+        try:
+            message = str(response.json().get("error", ""))[:100]
+        except (ValueError, AttributeError):
+            message = ""
+        if response.status_code == 401:
+            hint = "EmailVerify.io rejected the API key: check `emailverify_api_key`."
+        elif response.status_code == 402:
+            hint = (
+                "EmailVerify.io account is out of credits: add credits or set `backend: builtin`."
+            )
+        else:
+            # 400 is about this one request; do not stop the run for it.
+            return RemoteAnswer(
+                SubStatus.SMTP_UNAVAILABLE,
+                f"EmailVerify.io: HTTP {response.status_code} {message}".rstrip(),
+            )
+        if self._dead is None:
+            log.error("%s Remaining addresses get Unknown/smtp_unavailable.", hint)
+        self._dead = SubStatus.SMTP_UNAVAILABLE
+        return RemoteAnswer(
+            self._dead, f"EmailVerify.io: HTTP {response.status_code} {message}".rstrip()
+        )

@@ -1,0 +1,476 @@
+"""Mailbox probing over SMTP, shaped for throughput and politeness.
+
+Per domain, recipients waiting for an answer are queued and drained by a few workers; each worker
+holds one session (MX failover, EHLO, STARTTLS, MAIL FROM) and asks several RCPTs in it,
+reconnecting on "too many recipients". The first session of a domain first asks about a random
+mailbox: a domain that accepts it is catch-all, cached for the run, and its other recipients need no
+RCPT at all. Each mail host (by IP) gets at most `max_connections_per_mx` sessions at once, whatever
+the global concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import secrets
+import string
+import time
+from dataclasses import dataclass, field
+
+from mapper_emailverify.config import VerifierConfig
+from mapper_emailverify.dns_lookup import DomainRoute
+from mapper_emailverify.replies import VERDICT_OF, Outcome, Reply, classify_rcpt, classify_refusal
+from mapper_emailverify.result import SmtpReply
+from mapper_emailverify.smtp_client import SmtpFailure, SmtpSession, Timeouts
+from mapper_emailverify.taxonomy import Status, SubStatus
+
+log = logging.getLogger(__name__)
+
+#: Sessions one recipient may need (reconnects after a 452, a dropped connection, a busy host).
+MAX_ATTEMPTS = 3
+
+
+@dataclass
+class Probe:
+    """What SMTP said about one recipient. `substatus` None means accepted."""
+
+    substatus: SubStatus | None
+    catch_all: bool | None = None
+    status: Status | None = None  # set when the reply gave a verdict (4xx full: Unknown)
+    replies: list[SmtpReply] = field(default_factory=list)
+    hosts_tried: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    address: str
+    needs_utf8: bool
+    future: asyncio.Future[Probe]
+    attempts: int = 0
+
+
+class Port25Watch:
+    """Notices once when outbound SMTP is blocked from this host.
+
+    The first `needed` connection attempts to distinct hosts all failing at TCP connect with a
+    timeout or "unreachable" (never a refusal: a RST proves the network path works) means egress is
+    filtered.
+    """
+
+    def __init__(self, needed: int) -> None:
+        self.needed = max(1, needed)
+        self.alive = False
+        self.unavailable = False
+        self._failed: set[str] = set()
+        self._decided: asyncio.Event | None = None
+
+    def _event(self) -> asyncio.Event:
+        if self._decided is None:
+            self._decided = asyncio.Event()
+        return self._decided
+
+    def reached(self) -> None:
+        if not self.alive and not self.unavailable:
+            self.alive = True
+            self._event().set()
+
+    def unreachable(self, ip: str) -> None:
+        if self.alive or self.unavailable:
+            return
+        self._failed.add(ip)
+        if len(self._failed) >= self.needed:
+            self.unavailable = True
+            self._event().set()
+            log.warning(
+                "Outbound SMTP (TCP port 25) looks blocked from this host: %d mail servers could "
+                "not be reached. Remaining addresses get Unknown/smtp_unavailable. Set "
+                "`socks_proxy` to a SOCKS5 proxy with port 25 open, or use `backend: emailverify`.",
+                len(self._failed),
+            )
+
+    async def settle(self, grace: float) -> bool:
+        """Wait briefly for the verdict; True when SMTP is unavailable."""
+        if not (self.alive or self.unavailable):
+            try:
+                async with asyncio.timeout(grace):
+                    await self._event().wait()
+            except TimeoutError:
+                pass
+        return self.unavailable
+
+    def reset_loop(self) -> None:
+        self._decided = None
+
+
+def _describe(failure: SmtpFailure | None, refusal: Reply | None) -> str:
+    if refusal is not None:
+        return f"{refusal.code} {refusal.text[:80]}"
+    return str(failure) if failure is not None else "connected"
+
+
+def _random_local_part() -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(16))
+
+
+class _Domain:
+    """The queue and shared knowledge (catch-all, sticky failure) for one domain during a run."""
+
+    def __init__(self, route: DomainRoute) -> None:
+        self.route = route
+        self.pending: collections.deque[_Pending] = collections.deque()
+        self.workers = 0
+        self.catch_all: bool | None = None
+        self.catch_all_checked = (
+            False  # the random-address probe got an answer (maybe inconclusive)
+        )
+        self.probing: asyncio.Event | None = None  # set when the session doing the probe is done
+        self.sticky: Probe | None = None  # a domain-level failure answers every later recipient
+        self.setup_replies: list[SmtpReply] = []
+        self.rcpt_limit: int | None = None  # learned from a "452 4.5.3 too many recipients"
+        self.arrived = asyncio.Event()  # a recipient joined the queue (wakes a lingering session)
+
+
+class SmtpProber:
+    """Answers `probe(route, address)` using shared sessions per domain."""
+
+    def __init__(self, config: VerifierConfig) -> None:
+        self.config = config
+        self.timeouts = Timeouts(config.connect_timeout, config.banner_timeout, config.smtp_timeout)
+        self.watch = Port25Watch(config.port25_probe_hosts)
+        self._domains: dict[str, _Domain] = {}
+        self._host_slots: dict[str, asyncio.Semaphore] = {}
+        self._no_tls: set[str] = set()
+        self._proxy_warned = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def reset_loop(self) -> None:
+        """Forget loop-bound state (queues, semaphores); keep what was learned (catch-all, ...)."""
+        for name, domain in list(self._domains.items()):
+            learned = _Domain(domain.route)
+            learned.catch_all, learned.catch_all_checked = (
+                domain.catch_all,
+                domain.catch_all_checked,
+            )
+            learned.sticky, learned.setup_replies = domain.sticky, domain.setup_replies
+            self._domains[name] = learned
+        self._host_slots.clear()
+        self.watch.reset_loop()
+
+    async def probe(self, route: DomainRoute, address: str, needs_utf8: bool = False) -> Probe:
+        if self.watch.unavailable:
+            return Probe(SubStatus.SMTP_UNAVAILABLE)
+        domain = self._domains.get(route.domain)
+        if domain is None or (
+            domain.route is not route and domain.route.expires < time.monotonic()
+        ):
+            domain = self._domains[route.domain] = _Domain(route)
+        if domain.sticky is not None:
+            return domain.sticky
+        if domain.catch_all:
+            return Probe(None, catch_all=True, replies=list(domain.setup_replies))
+        item = _Pending(address, needs_utf8, asyncio.get_running_loop().create_future())
+        domain.pending.append(item)
+        domain.arrived.set()
+        if domain.workers < self.config.max_connections_per_mx and (
+            domain.workers == 0 or len(domain.pending) > domain.workers
+        ):
+            domain.workers += 1
+            task = asyncio.create_task(self._worker(domain))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await item.future
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- workers ---------------------------------------------------------------------------------
+
+    async def _worker(self, domain: _Domain) -> None:
+        try:
+            while domain.pending:
+                if self._settle_from_knowledge(domain):
+                    break
+                probing = False
+                if not domain.catch_all_checked:
+                    if domain.probing is not None:  # another session is asking the random address
+                        await domain.probing.wait()
+                        continue
+                    domain.probing, probing = asyncio.Event(), True
+                try:
+                    await self._one_session(domain, probing)
+                finally:
+                    if probing and domain.probing is not None:
+                        domain.probing.set()
+                        domain.probing = None
+        except Exception as exc:  # never leave a recipient waiting forever
+            log.debug("SMTP worker for a domain failed: %r", exc, exc_info=True)
+            self._answer_all(domain, Probe(SubStatus.SMTP_CONNECTION_FAILED))
+        finally:
+            domain.workers -= 1
+
+    def _settle_from_knowledge(self, domain: _Domain) -> bool:
+        if self.watch.unavailable:
+            domain.sticky = Probe(SubStatus.SMTP_UNAVAILABLE)
+        if domain.sticky is not None:
+            self._answer_all(domain, domain.sticky)
+            return True
+        if domain.catch_all:
+            self._answer_all(
+                domain, Probe(None, catch_all=True, replies=list(domain.setup_replies))
+            )
+            return True
+        return False
+
+    @staticmethod
+    def _answer_all(domain: _Domain, probe: Probe) -> None:
+        while domain.pending:
+            item = domain.pending.popleft()
+            if not item.future.done():
+                item.future.set_result(probe)
+
+    def _slot(self, ip: str) -> asyncio.Semaphore:
+        slot = self._host_slots.get(ip)
+        if slot is None:
+            slot = self._host_slots[ip] = asyncio.Semaphore(self.config.max_connections_per_mx)
+        return slot
+
+    async def _one_session(self, domain: _Domain, prober: bool) -> None:
+        """Open a session (with MX failover), optionally probe catch-all, then drain recipients."""
+        tried: list[str] = []
+        failures: list[tuple[SmtpFailure | None, Reply | None, str]] = []
+        for host in domain.route.hosts:
+            for ip in host.addresses:
+                async with self._slot(ip):
+                    session, failure, refusal = await self._open(
+                        SmtpSession(
+                            host.name,
+                            ip,
+                            self.config.smtp_port,
+                            self.timeouts,
+                            self.config.socks_proxy,
+                        )
+                    )
+                    tried.append(f"{host.name} ({ip}): {_describe(failure, refusal)}")
+                    if failure is None and refusal is None:
+                        try:
+                            await self._converse(domain, session, prober, tried)
+                        finally:
+                            await session.quit()
+                        return
+                    await session.quit()  # closes at once when the connection is already broken
+                    domain.setup_replies = list(session.transcript)
+                    stage = session.transcript[-1].command if session.transcript else "connect"
+                    failures.append((failure, refusal, stage))
+                    if (
+                        failure is not None
+                        and failure.kind == "unreachable"
+                        and failure.stage == "connect"
+                    ):
+                        break  # other addresses of an unreachable host will not do better
+        # Every mail host failed: the answer for every recipient of the domain (for this run),
+        # unless they all only deferred (a busy 421 may be our own doing): then retry a little.
+        substatus = await self._failure_substatus(failures)
+        probe = Probe(substatus, replies=list(domain.setup_replies), hosts_tried=tried)
+        if failures and all(r is not None and 400 <= r.code < 500 for _, r, _ in failures):
+            await self._back_off(domain, probe)
+            return
+        domain.sticky = probe
+        self._answer_all(domain, probe)
+
+    async def _back_off(self, domain: _Domain, probe: Probe) -> None:
+        """Count an attempt for every waiting recipient, answer those out of attempts, pause."""
+        keep: collections.deque[_Pending] = collections.deque()
+        for item in domain.pending:
+            item.attempts += 1
+            if item.attempts >= MAX_ATTEMPTS:
+                item.future.done() or item.future.set_result(probe)
+            else:
+                keep.append(item)
+        domain.pending = keep
+        if keep:
+            await asyncio.sleep(0.2 * max(item.attempts for item in keep))
+
+    async def _open(
+        self, session: SmtpSession
+    ) -> tuple[SmtpSession, SmtpFailure | None, Reply | None]:
+        """Connect, banner, EHLO/HELO, STARTTLS, MAIL FROM -> (session, failure, refusal)."""
+        try:
+            banner = await session.connect()
+        except SmtpFailure as failure:
+            if failure.kind == "unreachable":
+                self.watch.unreachable(session.ip)
+            elif failure.kind == "refused":
+                self.watch.reached()
+            elif failure.kind == "proxy" and not self._proxy_warned:
+                self._proxy_warned = True
+                log.warning(
+                    "The SOCKS proxy in `socks_proxy` cannot be reached; check its host and port. "
+                    "Addresses get Unknown/smtp_connection_failed meanwhile."
+                )
+            return session, failure, None
+        self.watch.reached()
+        try:
+            if banner.code != 220:
+                return session, None, banner
+            reply = await session.hello(self.config.helo_hostname)
+            if not reply.positive:
+                return session, None, reply
+            if self.config.smtp_starttls and session.ip not in self._no_tls:
+                try:
+                    if await session.starttls(session.host):
+                        reply = await session.hello(self.config.helo_hostname)
+                        if not reply.positive:
+                            return session, None, reply
+                except SmtpFailure:
+                    # A broken TLS stack: remember it and retry this host in plaintext.
+                    self._no_tls.add(session.ip)
+                    session.close()
+                    return await self._open(
+                        SmtpSession(
+                            session.host,
+                            session.ip,
+                            session.port,
+                            session.timeouts,
+                            session.proxy_url,
+                            session.transcript,
+                        )
+                    )
+            params = " SMTPUTF8" if "SMTPUTF8" in session.extensions else ""
+            reply = await session.command(f"MAIL FROM:<{self.config.sender}>{params}", label="MAIL")
+            if not reply.positive:
+                return session, None, reply
+        except SmtpFailure as failure:
+            return session, failure, None
+        return session, None, None
+
+    async def _failure_substatus(
+        self, failures: list[tuple[SmtpFailure | None, Reply | None, str]]
+    ) -> SubStatus:
+        refusals = [(reply, stage) for _, reply, stage in failures if reply is not None]
+        if refusals:
+            ranked = [classify_refusal(reply, stage) for reply, stage in refusals]
+            for preferred in (SubStatus.SMTP_BLOCKED, SubStatus.GREYLISTED):
+                if preferred in ranked:
+                    return preferred
+            return ranked[0]
+        kinds = [failure.kind for failure, _, _ in failures if failure is not None]
+        if kinds and all(kind == "unreachable" for kind in kinds):
+            if await self.watch.settle(self.timeouts.connect):
+                return SubStatus.SMTP_UNAVAILABLE
+            return SubStatus.SMTP_TIMEOUT
+        if "timeout" in kinds or "unreachable" in kinds:
+            return SubStatus.SMTP_TIMEOUT
+        return SubStatus.SMTP_CONNECTION_FAILED
+
+    async def _converse(
+        self, domain: _Domain, session: SmtpSession, prober: bool, tried: list[str]
+    ) -> None:
+        setup = list(session.transcript)
+        deadline = time.monotonic() + self.config.session_timeout
+        sent = 0  # RCPTs in this session, the catch-all probe included (servers count it too)
+        if prober and not domain.catch_all_checked:
+            try:
+                sent += 1
+                reply = await session.command(
+                    f"RCPT TO:<{_random_local_part()}@{domain.route.domain}>",
+                    label="RCPT (catch-all probe)",
+                )
+                outcome = classify_rcpt(reply)
+                domain.catch_all = (
+                    True if outcome is Outcome.ACCEPTED else (False if reply.code >= 500 else None)
+                )
+                domain.catch_all_checked = True
+            except SmtpFailure as failure:
+                if failure.kind == "timeout":
+                    self._tarpit(domain, session, tried)
+                else:  # dropped: give up on the probe (the real RCPTs count their own attempts)
+                    domain.catch_all_checked = True
+                return
+            finally:
+                setup = list(session.transcript)
+                domain.setup_replies = setup
+            if domain.catch_all:
+                self._answer_all(
+                    domain, Probe(None, catch_all=True, replies=setup, hosts_tried=tried)
+                )
+                return
+        asked = 0  # real recipients in this session: the first is asked whatever the deadline says
+        while sent < min(self.config.smtp_max_rcpt_per_session, domain.rcpt_limit or 10**6):
+            if asked and time.monotonic() + self.timeouts.command > deadline:
+                return
+            if not domain.pending and not await self._linger(domain, deadline):
+                return
+            item = domain.pending.popleft()
+            if item.future.done():
+                continue
+            if item.needs_utf8 and "SMTPUTF8" not in session.extensions:
+                item.future.set_result(
+                    Probe(SubStatus.SMTP_UNAVAILABLE, replies=setup, hosts_tried=tried)
+                )
+                continue
+            item.attempts += 1
+            asked += 1
+            try:
+                reply = await session.command(f"RCPT TO:<{item.address}>", label="RCPT")
+            except SmtpFailure as failure:
+                if failure.kind == "timeout":
+                    domain.pending.appendleft(item)
+                    self._tarpit(domain, session, tried)
+                    return
+                self._retry_or_answer(
+                    domain,
+                    item,
+                    Probe(
+                        SubStatus.SMTP_CONNECTION_FAILED,
+                        replies=list(session.transcript),
+                        hosts_tried=tried,
+                    ),
+                )
+                return
+            sent += 1
+            outcome = classify_rcpt(reply)
+            replies = [*setup, session.transcript[-1]]
+            if outcome is Outcome.TOO_MANY_RECIPIENTS and sent > 1:
+                domain.rcpt_limit = sent - 1  # later sessions stay under the server's limit
+                item.attempts -= 1  # not this recipient's fault: ask again in a fresh session
+                domain.pending.appendleft(item)
+                return
+            status, substatus = (None, None) if outcome is Outcome.ACCEPTED else VERDICT_OF[outcome]
+            item.future.set_result(
+                Probe(substatus, domain.catch_all, status, replies=replies, hosts_tried=tried)
+            )
+            if reply.code == 421:
+                return  # the server is closing the channel
+
+    async def _linger(self, domain: _Domain, deadline: float) -> bool:
+        """Keep an idle session a moment for recipients still on their way (records stream in)."""
+        wait = min(
+            self.config.smtp_session_linger, deadline - time.monotonic() - self.timeouts.command
+        )
+        if wait <= 0:
+            return False
+        domain.arrived.clear()
+        try:
+            async with asyncio.timeout(wait):
+                await domain.arrived.wait()
+        except TimeoutError:
+            return False
+        return bool(domain.pending)
+
+    def _retry_or_answer(self, domain: _Domain, item: _Pending, probe: Probe) -> None:
+        if item.attempts < MAX_ATTEMPTS:
+            domain.pending.appendleft(item)
+        else:
+            item.future.set_result(probe)
+
+    def _tarpit(self, domain: _Domain, session: SmtpSession, tried: list[str]) -> None:
+        """A server too slow to answer within the budget will be as slow for the next recipient."""
+        domain.sticky = Probe(
+            SubStatus.SMTP_TIMEOUT, replies=list(session.transcript), hosts_tried=tried
+        )
+        self._answer_all(domain, domain.sticky)

@@ -1,0 +1,316 @@
+"""The verification engine: checks cheapest first, with the precedence of DESIGN.md.
+
+Work is shared across a run: one DNS lookup per domain (concurrent callers wait for the same
+lookup), one catch-all probe per domain, one verification per distinct address. `verify` never
+raises for any input; a surprise inside a check becomes an Unknown with the reason in the evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from mapper_emailverify import lists
+from mapper_emailverify.config import VerifierConfig
+from mapper_emailverify.dns_lookup import DnsClient, DomainRoute
+from mapper_emailverify.providers import unverifiable_provider
+from mapper_emailverify.remote import EmailVerifyClient
+from mapper_emailverify.result import Evidence, Result
+from mapper_emailverify.smtp_probe import SmtpProber
+from mapper_emailverify.syntax import Address, SyntaxProblem, parse
+from mapper_emailverify.taxonomy import SubStatus
+
+log = logging.getLogger(__name__)
+
+DOMAIN_RUN = 5  # recipients of one domain scheduled together by verify_many
+
+
+def _domain_interleaved(items: list[object], run: int) -> list[int]:
+    """Indices ordered as runs of up to `run` items per domain, domains taking turns."""
+    seen: dict[str, int] = {}
+    keys = []
+    for index, item in enumerate(items):
+        domain = item.rpartition("@")[2].strip().lower() if isinstance(item, str) else ""
+        rank = seen.get(domain, 0)
+        seen[domain] = rank + 1
+        keys.append((rank // run, domain, index))
+    return [index for _, _, index in sorted(keys)]
+
+
+class Verifier:
+    """Verify addresses: `await verifier.verify(address)`, `await verifier.verify_many(items)`."""
+
+    def __init__(self, config: VerifierConfig | Mapping[str, Any] | None = None) -> None:
+        self.config = (
+            config if isinstance(config, VerifierConfig) else VerifierConfig.from_settings(config)
+        )
+        self._disposable = lists.DisposableDomains(self.config.extra_disposable_domains)
+        self._hard_bounces: set[str] = set()
+        self.add_hard_bounces(self.config.hard_bounces)
+        self._dns = DnsClient(self.config.dns_nameservers, self.config.dns_timeout)
+        self._prober = SmtpProber(self.config)
+        self._remote = (
+            EmailVerifyClient(self.config) if self.config.backend == "emailverify" else None
+        )
+        self._routes: dict[str, DomainRoute] = {}
+        self._results: dict[str, Result] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._route_lookups: dict[str, asyncio.Future[DomainRoute]] = {}
+        self._in_flight: dict[str, asyncio.Future[Result]] = {}
+        self._limit: asyncio.Semaphore | None = None
+
+    # -- public API ------------------------------------------------------------------------------
+
+    def add_hard_bounces(self, addresses: Iterable[str]) -> None:
+        """Addresses known to have hard-bounced (suppressions, earlier results)."""
+        for address in addresses:
+            if isinstance(address, str) and address.strip():
+                try:
+                    self._hard_bounces.add(parse(address.strip()).key)
+                except SyntaxProblem:
+                    self._hard_bounces.add(address.strip().casefold())
+
+    async def verify(self, address: object) -> Result:
+        """The verdict for one address. Never raises (except cancellation)."""
+        started = time.monotonic()
+        evidence = Evidence(
+            input=address if isinstance(address, str) else None, backend=self.config.backend
+        )
+        try:
+            self._bind_loop()
+            result = await self._verify(address, evidence)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an engine bug must not take a pipeline down
+            log.debug("verification failed unexpectedly: %r", exc, exc_info=True)
+            evidence.note(f"internal error: {type(exc).__name__}")
+            result = Result.of(SubStatus.SMTP_CONNECTION_FAILED, evidence)
+        result.evidence.timings.setdefault("total_s", round(time.monotonic() - started, 4))
+        return result
+
+    async def verify_many(self, addresses: Iterable[object]) -> list[Result]:
+        """Verdicts in input order, `concurrency` verifications in flight.
+
+        Work is scheduled in small per-domain runs, domains interleaved, so that recipients of a
+        domain are pending together and share SMTP sessions while different mail hosts work in
+        parallel.
+        """
+        items = list(addresses)
+        results: list[Result | None] = [None] * len(items)
+        queue = iter((index, items[index]) for index in _domain_interleaved(items, DOMAIN_RUN))
+
+        async def worker() -> None:
+            for index, address in queue:
+                results[index] = await self.verify(address)
+
+        await asyncio.gather(
+            *(worker() for _ in range(min(self.config.concurrency, len(items)) or 1))
+        )
+        return [result for result in results if result is not None]
+
+    def verify_many_sync(self, addresses: Iterable[object]) -> list[Result]:
+        """For synchronous callers (one event loop per call; caches survive across calls)."""
+        return asyncio.run(self._run_and_release(addresses))
+
+    async def aclose(self) -> None:
+        await self._prober.aclose()
+        if self._remote is not None:
+            await self._remote.aclose()
+
+    async def __aenter__(self) -> Verifier:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    @property
+    def smtp_unavailable(self) -> bool:
+        """True once this host was found unable to reach any mail server on the SMTP port."""
+        return self._prober.watch.unavailable
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    async def _run_and_release(self, addresses: Iterable[object]) -> list[Result]:
+        try:
+            return await self.verify_many(addresses)
+        finally:
+            await self.aclose()
+
+    def _bind_loop(self) -> None:
+        """Futures and semaphores belong to one event loop; learned facts outlive it."""
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            return
+        self._loop = loop
+        self._route_lookups.clear()
+        self._in_flight.clear()
+        self._limit = asyncio.Semaphore(self.config.concurrency)
+        self._prober.reset_loop()
+        if self._remote is not None:
+            self._remote.reset_loop()
+
+    async def _verify(self, address: object, evidence: Evidence) -> Result:
+        if address is None:
+            evidence.note("no address")
+            return Result.of(SubStatus.NO_EMAIL, evidence)
+        if not isinstance(address, str):
+            evidence.note(f"not a string ({type(address).__name__})")
+            return Result.of(SubStatus.INVALID_SYNTAX, evidence)
+        text = address.strip()
+        if not text:
+            evidence.note("empty address")
+            return Result.of(SubStatus.NO_EMAIL, evidence)
+        try:
+            parsed = parse(text)
+        except SyntaxProblem as problem:
+            evidence.note(f"syntax: {problem}")
+            return Result.of(SubStatus.INVALID_SYNTAX, evidence)
+        key = parsed.key
+        if key in self._results:
+            return self._for_input(self._results[key], address)
+        if key in self._in_flight:
+            return self._for_input(await asyncio.shield(self._in_flight[key]), address)
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = future
+        try:
+            assert self._limit is not None
+            async with self._limit:
+                result = await self._verify_address(parsed, evidence)
+        except Exception as exc:  # keep the waiters of this address going too
+            log.debug("verification failed unexpectedly: %r", exc, exc_info=True)
+            evidence.note(f"internal error: {type(exc).__name__}")
+            result = Result.of(SubStatus.SMTP_CONNECTION_FAILED, evidence)
+        except BaseException:
+            future.cancel()
+            raise
+        finally:
+            self._in_flight.pop(key, None)
+        self._remember(key, result)
+        future.set_result(result)
+        return result
+
+    def _remember(self, key: str, result: Result) -> None:
+        self._results[key] = result
+        if len(self._results) > self.config.result_memory:
+            self._results.pop(next(iter(self._results)))
+
+    @staticmethod
+    def _for_input(shared: Result, address: str) -> Result:
+        evidence = dataclasses.replace(
+            shared.evidence,
+            input=address,
+            steps=[*shared.evidence.steps, "same address verified earlier in this run"],
+        )
+        return Result(shared.status, shared.substatus, evidence)
+
+    async def _verify_address(self, address: Address, evidence: Evidence) -> Result:
+        evidence.normalized = address.normalized
+        evidence.local_part = address.local_part
+        evidence.domain = address.domain
+        evidence.role = lists.is_role(address.local_part)
+        evidence.free = lists.is_free(address.ascii_domain)
+        evidence.did_you_mean = lists.did_you_mean(address.ascii_domain)
+        evidence.note(
+            f"syntax ok: {address.normalized}"
+            + (
+                f" (domain {address.ascii_domain})"
+                if address.ascii_domain != address.domain
+                else ""
+            )
+        )
+        listed = self._disposable.match(address.ascii_domain)
+        if listed:
+            evidence.disposable = True
+            evidence.note(
+                f"disposable: {address.ascii_domain} is on the disposable list ({listed})"
+            )
+            return Result.of(SubStatus.DISPOSABLE_DOMAIN, evidence)
+        if self._remote is not None:
+            return await self._verify_remote(address, evidence)
+        return await self._verify_builtin(address, evidence)
+
+    def _accepted(self, address: Address, evidence: Evidence) -> Result:
+        return Result.of(
+            SubStatus.ROLE_BASED if evidence.role else SubStatus.MAILBOX_EXISTS, evidence
+        )
+
+    async def _verify_remote(self, address: Address, evidence: Evidence) -> Result:
+        if address.key in self._hard_bounces:
+            evidence.note("hard-bounce history: this address bounced before")
+            return Result.of(SubStatus.HARD_BOUNCE_HISTORY, evidence)
+        assert self._remote is not None
+        started = time.monotonic()
+        answer = await self._remote.check(address.normalized)
+        evidence.timings["remote_s"] = round(time.monotonic() - started, 4)
+        evidence.note(answer.trail)
+        if answer.substatus is None or answer.substatus is SubStatus.ROLE_BASED:
+            return (
+                self._accepted(address, evidence)
+                if answer.substatus is None
+                else Result.of(SubStatus.ROLE_BASED, evidence)
+            )
+        if answer.substatus is SubStatus.CATCH_ALL:
+            evidence.catch_all = True
+        return Result.of(answer.substatus, evidence)
+
+    async def _verify_builtin(self, address: Address, evidence: Evidence) -> Result:
+        started = time.monotonic()
+        route = await self._route(address.ascii_domain)
+        evidence.timings["dns_s"] = round(time.monotonic() - started, 4)
+        evidence.steps.extend(f"dns: {line}" for line in route.records)
+        evidence.mx_hosts = route.mx_names
+        evidence.implicit_mx = route.implicit
+        if route.verdict is not None:
+            return Result.of(route.verdict, evidence)
+        if address.key in self._hard_bounces:
+            evidence.note("hard-bounce history: this address bounced before")
+            return Result.of(SubStatus.HARD_BOUNCE_HISTORY, evidence)
+        if not self.config.smtp_check:
+            evidence.note("smtp: skipped (smtp_check is off)")
+            return Result.of(SubStatus.SMTP_UNAVAILABLE, evidence)
+        reason = unverifiable_provider(address.ascii_domain, route.mx_names)
+        if reason:
+            evidence.note(f"provider rule: {reason}")
+            return Result.of(SubStatus.PROVIDER_UNVERIFIABLE, evidence)
+        started = time.monotonic()
+        probe = await self._prober.probe(
+            route, address.smtp_address, needs_utf8=address.ascii_email is None
+        )
+        evidence.timings["smtp_s"] = round(time.monotonic() - started, 4)
+        evidence.smtp_replies = list(probe.replies)
+        evidence.mx_tried = list(probe.hosts_tried)
+        evidence.catch_all = probe.catch_all
+        if probe.catch_all:
+            evidence.note("smtp: the domain accepts a random mailbox (catch-all)")
+            return Result.of(SubStatus.CATCH_ALL, evidence)
+        if probe.substatus is None:
+            evidence.note("smtp: recipient accepted")
+            return self._accepted(address, evidence)
+        evidence.note(f"smtp: {probe.substatus}")
+        if probe.status is not None:
+            return Result(probe.status, probe.substatus, evidence)
+        return Result.of(probe.substatus, evidence)
+
+    async def _route(self, domain: str) -> DomainRoute:
+        cached = self._routes.get(domain)
+        if cached is not None and cached.expires > time.monotonic():
+            return cached
+        pending = self._route_lookups.get(domain)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[DomainRoute] = asyncio.get_running_loop().create_future()
+        self._route_lookups[domain] = future
+        try:
+            route = await self._dns.route(domain)
+        except BaseException as exc:
+            future.cancel()
+            self._route_lookups.pop(domain, None)
+            raise exc
+        self._routes[domain] = route
+        self._route_lookups.pop(domain, None)
+        future.set_result(route)
+        return route

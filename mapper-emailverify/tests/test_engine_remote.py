@@ -1,0 +1,148 @@
+"""The `emailverify` backend against the sandbox's EmailVerify.io API.
+
+Its answers are mapped onto our taxonomy; a bad key or an empty account gives Unknown, one clear log
+line, and no further calls; the key never reaches a log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import pytest
+from cio_sandbox import Sandbox
+from mapper_emailverify import Result, Verifier
+
+# EmailVerify.io says "no_dns_entries" for both a missing domain and a domain without mail records,
+# and
+# "mail_server_did_not_respond" for DNS failures too: the remote vocabulary cannot tell these apart.
+REMOTE_AMBIGUOUS = {
+    ("Invalid", "no_mx_record"): ("Invalid", "domain_not_found"),
+    ("Unknown", "dns_error"): ("Unknown", "smtp_connection_failed"),
+}
+
+
+def remote_settings(sb: Sandbox, **over: Any) -> dict[str, Any]:
+    return sb.mapper_config(backend="emailverify", **over)
+
+
+def verify(settings: dict[str, Any], addresses: list[object]) -> list[Result]:
+    async def go() -> list[Result]:
+        async with Verifier(settings) as verifier:
+            return await verifier.verify_many(addresses)
+
+    return asyncio.run(go())
+
+
+def test_remote_answers_map_onto_the_taxonomy(sandbox_faults_reset: Sandbox) -> None:
+    sb, world = sandbox_faults_reset, sandbox_faults_reset.world
+    people = [p for p in world.iter_people()][:600]
+    bounces = [row["email"] for kind in world.HARD_BOUNCE_KINDS for row in world.suppressions(kind)]
+    results = verify(remote_settings(sb, hard_bounces=bounces), [p.email for p in people])
+    misses = []
+    for person, result in zip(people, results, strict=True):
+        got = (str(result.status), str(result.substatus))
+        truth = (person.truth.status, person.truth.substatus)
+        if got not in person.truth.accepted and REMOTE_AMBIGUOUS.get(truth) != got:
+            misses.append((person.truth.case, truth, got))
+        assert not (result.is_invalid and not person.truth.is_invalid), (person.truth.case, got)
+        assert result.evidence.backend == "emailverify"
+    # Disposable typo domains (gmial.com is on the disposable list) are the only disagreement.
+    assert {case for case, _, _ in misses} <= {"typo"}, misses
+    assert not sb.obs.rcpt and not sb.obs.dns_queries  # no probing of our own
+    asked = sb.obs.requests_to("emailverify")
+    assert 0 < asked <= len({p.email.strip().lower() for p in people if p.email})
+
+
+def test_bad_key_is_one_clear_line_and_no_more_calls(
+    sandbox_faults_reset: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    sb = sandbox_faults_reset
+    caplog.set_level(logging.DEBUG)
+    addresses = [
+        sb.world.address_for("normal"),
+        sb.world.address_for("gmail"),
+        sb.world.address_for("m365"),
+    ]
+    results = verify(
+        remote_settings(sb, emailverify_api_key="wrong-k3y-value", concurrency=1), addresses
+    )
+    assert {(str(r.status), str(r.substatus)) for r in results} == {("Unknown", "smtp_unavailable")}
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "emailverify_api_key" in errors[0]
+    assert sb.obs.requests_to("emailverify") == 1
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "wrong-k3y-value" not in logged and sb.keys.emailverify_api_key not in logged
+
+
+def test_out_of_credits(sandbox_faults_reset: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
+    sb, world = sandbox_faults_reset, sandbox_faults_reset.world
+    sb.obs.faults.emailverify_credits = 2
+    caplog.set_level(logging.INFO)
+    addresses = [
+        p.email for p in world.iter_people() if p.truth.case == "normal" and p.mailbox == "exists"
+    ][:6]
+    results = verify(remote_settings(sb, concurrency=1), addresses)
+    assert sorted(str(r.status) for r in results) == ["Unknown"] * 4 + ["Valid"] * 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "credits" in errors[0]
+    assert sb.obs.requests_to("emailverify") == 3
+    assert sb.keys.emailverify_api_key not in "\n".join(r.getMessage() for r in caplog.records)
+    assert not any(
+        a.strip().lower() in r.getMessage().lower() for r in caplog.records for a in addresses
+    )
+
+
+def test_local_checks_run_before_the_api(sandbox_faults_reset: Sandbox) -> None:
+    sb = sandbox_faults_reset
+    results = verify(remote_settings(sb), [None, "not-an-address", "x@mailinator.com"])
+    assert [str(r.substatus) for r in results] == [
+        "no_email",
+        "invalid_syntax",
+        "disposable_domain",
+    ]
+    assert sb.obs.requests_to("emailverify") == 0
+
+
+def test_rate_limits_and_server_errors_are_retried() -> None:
+    """429 waits for Retry-After, 5xx is retried, then the answer (a local stand-in server)."""
+    from aiohttp import web
+
+    calls: list[float] = []
+    answers = [
+        web.json_response({"error": "Too many requests"}, status=429, headers={"Retry-After": "1"}),
+        web.json_response({"error": "Please Try again"}, status=503),
+    ]
+
+    async def validate(request: web.Request) -> web.Response:
+        calls.append(time.monotonic())
+        if answers:
+            return answers.pop(0)
+        return web.json_response(
+            {"email": request.query["email"], "status": "valid", "sub_status": "permitted"}
+        )
+
+    async def go() -> Result:
+        app = web.Application()
+        app.router.add_get("/api/v1/validate", validate)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            settings = {
+                "backend": "emailverify",
+                "emailverify_api_key": "k",
+                "emailverify_api_url": f"http://127.0.0.1:{port}",
+            }
+            async with Verifier(settings) as verifier:
+                return await verifier.verify("maria@example.com")
+        finally:
+            await runner.cleanup()
+
+    result = asyncio.run(go())
+    assert (str(result.status), str(result.substatus)) == ("Valid", "mailbox_exists")
+    assert len(calls) == 3 and calls[1] - calls[0] >= 0.9  # Retry-After honoured

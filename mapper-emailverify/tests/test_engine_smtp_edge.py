@@ -1,0 +1,217 @@
+"""The SMTP side against misbehaving servers the sandbox world does not have.
+
+Each test starts a small scripted SMTP server on loopback and points the prober at it; every run
+must end quickly with an Unknown (never Invalid, never a hang, never a retry loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from mapper_emailverify import Status, SubStatus, VerifierConfig
+from mapper_emailverify.dns_lookup import DomainRoute, MailHost
+from mapper_emailverify.smtp_probe import Probe, SmtpProber
+
+Script = Callable[
+    [str, int], Awaitable[bytes | None]
+]  # (command line, index) -> reply; None hangs up
+
+
+async def serve(script: Script, banner: bytes = b"220 edge.example ESMTP\r\n", delay: float = 0.0):
+    connections = []
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(time.monotonic())
+        try:
+            await asyncio.sleep(delay)
+            writer.write(banner)
+            index = 0
+            while line := await reader.readline():
+                await asyncio.sleep(delay)
+                reply = await script(line.decode(errors="replace").strip(), index)
+                index += 1
+                if reply is None:
+                    break
+                writer.write(reply)
+                await writer.drain()
+                if line.upper().startswith(b"QUIT"):
+                    break
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(client, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], connections
+
+
+def standard(rcpt: bytes = b"250 2.1.5 OK\r\n") -> Script:
+    async def script(line: str, index: int) -> bytes | None:
+        verb = line.split(" ", 1)[0].upper()
+        if verb == "EHLO":
+            return b"250-edge.example\r\n250 ENHANCEDSTATUSCODES\r\n"
+        if verb in ("HELO", "MAIL"):
+            return b"250 OK\r\n"
+        if verb == "QUIT":
+            return b"221 bye\r\n"
+        return rcpt
+
+    return script
+
+
+async def probe_all(
+    port: int, addresses: list[str], **settings: object
+) -> tuple[list[Probe], float]:
+    config = VerifierConfig.from_settings(
+        {
+            "smtp_port": port,
+            "smtp_timeout": 0.5,
+            "smtp_session_linger": 0,
+            "helo_hostname": "verifier.example",
+            **settings,
+        }
+    )
+    prober = SmtpProber(config)
+    route = DomainRoute("edge.example", None, (MailHost("mx.edge.example", 10, ("127.0.0.1",)),))
+    started = time.monotonic()
+    try:
+        results = await asyncio.gather(*(prober.probe(route, a) for a in addresses))
+    finally:
+        await prober.aclose()
+    return list(results), time.monotonic() - started
+
+
+def run(
+    script: Script,
+    addresses: list[str],
+    banner: bytes = b"220 edge.example ESMTP\r\n",
+    delay: float = 0.0,
+    **settings: object,
+) -> tuple[list[Probe], float, int]:
+    async def go() -> tuple[list[Probe], float, int]:
+        server, port, connections = await serve(script, banner, delay)
+        try:
+            results, elapsed = await probe_all(port, addresses, **settings)
+        finally:
+            server.close()
+        return results, elapsed, len(connections)
+
+    return asyncio.run(go())
+
+
+ADDRESSES = [f"user{i}@edge.example" for i in range(4)]
+
+
+def test_connection_dropped_at_every_rcpt_is_bounded() -> None:
+    async def script(line: str, index: int) -> bytes | None:
+        return None if line.upper().startswith("RCPT") else await standard()(line, index)
+
+    results, elapsed, connections = run(script, ADDRESSES)
+    assert {r.substatus for r in results} == {SubStatus.SMTP_CONNECTION_FAILED}
+    assert connections <= 3 * len(ADDRESSES) + 2 and elapsed < 5
+
+
+def test_garbage_replies() -> None:
+    async def script(line: str, index: int) -> bytes | None:
+        return b"hello there, I am not SMTP\r\n"
+
+    results, elapsed, _ = run(script, ADDRESSES)
+    assert {r.substatus for r in results} == {SubStatus.SMTP_CONNECTION_FAILED}
+    assert elapsed < 3
+
+
+def test_endless_line() -> None:
+    async def script(line: str, index: int) -> bytes | None:
+        return b"250-" + b"x" * 200_000 + b"\r\n250 OK\r\n"
+
+    results, _, _ = run(script, ADDRESSES[:1])
+    assert results[0].substatus is SubStatus.SMTP_CONNECTION_FAILED
+
+
+def test_always_busy_banner_gives_up_after_a_few_tries() -> None:
+    results, elapsed, connections = run(
+        standard(), ADDRESSES, banner=b"421 4.7.0 Too busy, try later\r\n"
+    )
+    assert {r.substatus for r in results} == {SubStatus.SMTP_CONNECTION_FAILED}
+    assert connections <= 6 and elapsed < 5
+
+
+def test_slow_server_still_makes_progress() -> None:
+    """Replies inside the command budget, a session budget below the setup: 1 RCPT/session."""
+    results, elapsed, _ = run(
+        standard(b"550 5.1.1 No such user\r\n"), ADDRESSES, delay=0.08, smtp_session_timeout=0.15
+    )
+    assert {r.substatus for r in results} == {SubStatus.MAILBOX_NOT_FOUND}
+    assert elapsed < 10
+
+
+def test_helo_fallback_and_multiline_rcpt() -> None:
+    async def script(line: str, index: int) -> bytes | None:
+        if line.upper().startswith("EHLO"):
+            return b"500 5.5.1 Command unrecognized\r\n"
+        if line.upper().startswith("RCPT"):
+            return (
+                b"550-5.1.1 The email account that you tried to reach does not exist.\r\n"
+                b"550 5.1.1 https://support.example/?p=NoSuchUser\r\n"
+            )
+        return await standard()(line, index)
+
+    results, _, _ = run(script, ADDRESSES[:2])
+    assert {r.substatus for r in results} == {SubStatus.MAILBOX_NOT_FOUND}
+    assert any(reply.command == "HELO" for reply in results[0].replies)
+
+
+def test_tarpit_rcpt_answers_the_whole_domain_at_once() -> None:
+    async def script(line: str, index: int) -> bytes | None:
+        if line.upper().startswith("RCPT"):
+            await asyncio.sleep(5)
+        return await standard()(line, index)
+
+    results, elapsed, _ = run(script, ADDRESSES * 3)
+    assert {r.substatus for r in results} == {SubStatus.SMTP_TIMEOUT}
+    assert elapsed < 2  # one command timeout, not one per address
+
+
+def test_full_mailbox_permanent_is_invalid_temporary_is_unknown() -> None:
+    async def script(line: str, index: int) -> bytes | None:
+        if line.upper().startswith("RCPT TO:<NOW"):
+            return b"452 4.2.2 Mailbox full, try again later\r\n"
+        if line.upper().startswith("RCPT TO:<GONE"):
+            return b"552 5.2.2 Mailbox full: user is over quota\r\n"
+        return await standard(b"550 5.1.1 No such user\r\n")(line, index)
+
+    results, _, _ = run(script, ["now@edge.example", "gone@edge.example"])
+    assert [(r.status, r.substatus) for r in results] == [
+        (Status.UNKNOWN, SubStatus.MAILBOX_FULL),
+        (Status.INVALID, SubStatus.MAILBOX_FULL),
+    ]
+
+
+def test_internationalized_mailbox_needs_smtputf8() -> None:
+    async def with_utf8(line: str, index: int) -> bytes | None:
+        if line.upper().startswith("EHLO"):
+            return b"250-edge.example\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n"
+        if line.upper().startswith("MAIL"):
+            return b"250 OK\r\n" if line.endswith("SMTPUTF8") else b"555 5.5.4 no SMTPUTF8\r\n"
+        return await standard(b"250 2.1.5 OK\r\n" if "用户" in line else b"550 5.1.1 No\r\n")(
+            line, index
+        )
+
+    async def go(script: Script) -> Probe:
+        server, port, _ = await serve(script)
+        try:
+            config = VerifierConfig.from_settings({"smtp_port": port, "smtp_timeout": 0.5})
+            prober = SmtpProber(config)
+            route = DomainRoute("edge.example", None, (MailHost("mx", 10, ("127.0.0.1",)),))
+            try:
+                return await prober.probe(route, "用户@edge.example", needs_utf8=True)
+            finally:
+                await prober.aclose()
+        finally:
+            server.close()
+
+    assert asyncio.run(go(with_utf8)).substatus is None  # asked and accepted
+    no_utf8 = standard(b"550 5.1.1 No\r\n")
+    assert asyncio.run(go(no_utf8)).substatus is SubStatus.SMTP_UNAVAILABLE  # cannot be asked
