@@ -78,7 +78,7 @@ def run_demo(world: World) -> int:
         print(f"\nSandbox up on loopback in {time.monotonic() - started:.1f} s.")
         env = meltano_env(sb, root, work / "mapper-report-1.json")
         print("Installing the three plugins into Meltano's virtual environments ...", flush=True)
-        meltano(["install"], env, root, log)
+        meltano(["install", "tap-customerio-people", "mapper-emailverify", "target-customerio-ev"], env, root, log)
         meltano(["state", "clear", "--force", "sandbox:tap-customerio-people-to-target-customerio-ev"],
                 env, root, log)
         print("Running: meltano run tap-customerio-people emailverify target-customerio-ev", flush=True)

@@ -44,8 +44,9 @@ class Faults:
     dns_fault_names: frozenset[str] = frozenset()  # DNS faults only under these names; empty: all
     # Faults of mail hosts that are otherwise healthy, rolled once per SMTP session:
     # "greylist" (451 at every RCPT), "tarpit" (smtp_tarpit_seconds before each reply),
-    # "disconnect" (connection dropped at RCPT) or "busy_421" (421 at the banner).
-    smtp_fault: str | None = None
+    # "disconnect" (connection dropped at RCPT) or "busy_421" (421 at the banner); a tuple of
+    # kinds picks one of them at random for each faulted session.
+    smtp_fault: str | tuple[str, ...] | None = None
     smtp_fault_rate: float = 0.0
     smtp_tarpit_seconds: float = 30.0
 

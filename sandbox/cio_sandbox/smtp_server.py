@@ -242,12 +242,14 @@ class MailSession(SMTP):
 
     def _roll_fault(self) -> str | None:
         faults = self.mail.obs.faults
-        kind, rate = faults.smtp_fault, faults.smtp_fault_rate
-        if kind is None or rate <= 0:
+        kinds, rate = faults.smtp_fault, faults.smtp_fault_rate
+        if not kinds or rate <= 0:
             return None
-        if kind not in SESSION_FAULTS:
-            raise ValueError(f"smtp_fault must be one of {sorted(SESSION_FAULTS)}, not {kind!r}")
+        kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+        if not set(kinds) <= SESSION_FAULTS:
+            raise ValueError(f"smtp_fault must be among {sorted(SESSION_FAULTS)}, not {kinds!r}")
         if rate >= 1 or self.mail.fault_rng.random() < rate:
+            kind = kinds[0] if len(kinds) == 1 else self.mail.fault_rng.choice(kinds)
             self.mail.obs.count_fault(f"smtp_{kind}")
             return kind
         return None
