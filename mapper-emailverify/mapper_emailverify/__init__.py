@@ -14,10 +14,29 @@ prints verdicts and their trail.
 
 from __future__ import annotations
 
-from mapper_emailverify.config import ConfigError, VerifierConfig
-from mapper_emailverify.result import Evidence, Result, SmtpReply
-from mapper_emailverify.taxonomy import PAIRS, Status, SubStatus
-from mapper_emailverify.verifier import Verifier
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mapper_emailverify.config import ConfigError, VerifierConfig
+    from mapper_emailverify.result import Evidence, Result, SmtpReply
+    from mapper_emailverify.taxonomy import PAIRS, Status, SubStatus
+    from mapper_emailverify.verifier import Verifier
+
+# Imported on first use: the mapper's cached path never needs the engine (dnspython, email-validator, ...), and
+# importing it eagerly would cost every mapper start about half a second.
+_EXPORTS = {
+    "ConfigError": "config", "VerifierConfig": "config", "Evidence": "result", "Result": "result",
+    "SmtpReply": "result", "PAIRS": "taxonomy", "Status": "taxonomy", "SubStatus": "taxonomy",
+    "Verifier": "verifier",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"mapper_emailverify.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'mapper_emailverify' has no attribute {name!r}")
+
 
 __all__ = [
     "PAIRS",
