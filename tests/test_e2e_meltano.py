@@ -89,3 +89,15 @@ def test_the_mapper_works_between_another_tap_and_another_target(meltano_dir: Pa
     assert all(r["EV_Validation_Timestamp"] for r in rows)
     assert not [r for r in rows if r["EV_Status"] == "Invalid" and not truth[int(r["signup_id"])].is_invalid]
     assert correct >= 0.98 * len(rows)
+
+
+def test_the_readme_demo_runs(meltano_dir: Path) -> None:
+    """`make demo` runs `cio-sandbox demo`: the real job twice, then the marketer's report."""
+    env = {**os.environ, "MELTANO_SYS_DIR_ROOT": str(meltano_dir),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run([str(Path(sys.executable).parent / "cio-sandbox"), "demo", "--people", "600"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "coverage 100.0%" in result.stdout
+    assert "false Invalids: 0" in result.stdout
+    assert "Second run:" in result.stdout and "0 SMTP connections, 0 identify calls landed" in result.stdout

@@ -65,18 +65,30 @@ def mapper_summary(report_path: Path) -> dict[str, Any]:
         return {}
 
 
+def describe_mapper(summary: dict[str, Any]) -> str:
+    """One line on where the mapper's verdicts came from."""
+    if not summary:
+        return ""
+    src = summary.get("by_source", {})
+    return (f"Mapper: {summary.get('records', 0)} People read; {src.get('engine', 0)} verified now, "
+            f"{src.get('fresh', 0)} already fresh (skipped), {src.get('cache', 0)} from the cache, "
+            f"{src.get('local', 0)} without an address; {summary.get('verifications_per_second', 0):.0f} "
+            "verifications/s.")
+
+
 def run_demo(world: World) -> int:
     root = project_root()
-    work = root / ".meltano" / "demo"
+    sys_dir = Path(os.environ.get("MELTANO_SYS_DIR_ROOT", root / ".meltano"))
+    work = sys_dir / "demo"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     log = work / "meltano.log"
-    (root / ".meltano" / "emailverify-cache.sqlite").unlink(missing_ok=True)
     started = time.monotonic()
     with Sandbox(world) as sb:
         print(describe_world(world))
         print(f"\nSandbox up on loopback in {time.monotonic() - started:.1f} s.")
         env = meltano_env(sb, root, work / "mapper-report-1.json")
+        env["MAPPER_EMAILVERIFY_CACHE_PATH"] = str(work / "emailverify-cache.sqlite")  # a cold start each demo
         print("Installing the three plugins into Meltano's virtual environments ...", flush=True)
         meltano(["install", "tap-customerio-people", "mapper-emailverify", "target-customerio-ev"], env, root, log)
         meltano(["state", "clear", "--force", "sandbox:tap-customerio-people-to-target-customerio-ev"],
@@ -86,13 +98,10 @@ def run_demo(world: World) -> int:
         landed = sb.obs.landed_copy()
         report = evaluate(world, landed, sb.obs.writes)
         snap = sb.obs.snapshot()
-        print(f"\nFirst run: {first:.1f} s, {snap['smtp_connections']} SMTP connections, "
-              f"{snap['requests'] and sum(n for (s, _), n in snap['requests'].items() if s == 'app')} App API "
-              f"requests, {snap['writes']} identify calls landed.\n")
+        print(f"\nFirst run: {first:.1f} s, {sb.obs.requests_to('app')} App API requests, "
+              f"{snap['smtp_connections']} SMTP connections, {snap['writes']} identify calls landed.")
+        print(describe_mapper(mapper_summary(work / "mapper-report-1.json")) + "\n")
         print(render(report))
-        summary = mapper_summary(work / "mapper-report-1.json")
-        if summary:
-            print(f"\nMapper: {json.dumps(summary.get('totals', summary))[:400]}")
 
         print("\nRunning the same job again (fresh People are skipped, unchanged People are not rewritten) ...",
               flush=True)
@@ -102,5 +111,6 @@ def run_demo(world: World) -> int:
         snap = sb.obs.snapshot()
         print(f"Second run: {second:.1f} s, {snap['smtp_connections']} SMTP connections, "
               f"{snap['writes']} identify calls landed, {snap['dns_queries']} DNS queries.")
+        print(describe_mapper(mapper_summary(work / "mapper-report-2.json")))
     print(f"\nSandbox stopped. Whole demo: {time.monotonic() - started:.0f} s. Logs: {log}")
     return 0 if report.coverage == 1.0 and report.false_invalid == 0 else 1
