@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 DEFAULT_EMAILVERIFY_URL = "https://app.emailverify.io"
 BACKENDS = ("builtin", "emailverify")
@@ -161,5 +163,28 @@ class VerifierConfig:
             if isinstance(values.get(name), str):
                 values[name] = values[name].strip().lower() in ("1", "true", "yes", "on")
         if "emailverify_api_url" in values:
-            values["emailverify_api_url"] = str(values["emailverify_api_url"]).rstrip("/")
+            values["emailverify_api_url"] = checked_origin(str(values["emailverify_api_url"]))
         return cls(**values)
+
+
+def checked_origin(url: str) -> str:
+    """An https origin, or plain http only to a loopback host: the API key travels in the query."""
+    parts = urlsplit(url.strip())
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host:
+        raise ConfigError("emailverify_api_url must be an origin such as https://app.emailverify.io.")
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ConfigError(
+            "emailverify_api_url uses plain http:// for a non-loopback host; use https:// "
+            "(the API key would travel in clear text)."
+        )
+    return url.strip().rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from mapper_emailverify.results_cache import Verdict
+from mapper_emailverify.results_cache import Verdict, lifetime
 from mapper_emailverify.taxonomy import Status
 
 STATUSES = frozenset(str(status) for status in Status)
@@ -66,7 +66,7 @@ def parse_timestamp(value: Any) -> float | None:
 
 def _carried(source: Mapping[str, Any], names: FieldNames) -> Verdict | None:
     status = source.get(names.status)
-    if status not in STATUSES:
+    if not isinstance(status, str) or status not in STATUSES:
         return None
     substatus = source.get(names.substatus)
     if not isinstance(substatus, str) or not substatus:
@@ -76,14 +76,26 @@ def _carried(source: Mapping[str, Any], names: FieldNames) -> Verdict | None:
 
 
 def carried_verdict(
-    record: Mapping[str, Any], names: FieldNames, now: float, max_age: float
+    record: Mapping[str, Any],
+    names: FieldNames,
+    now: float,
+    max_age: float,
+    transient_max_age: float | None = None,
 ) -> Verdict | None:
-    """The verification the record carries when it is younger than `max_age` seconds, else None."""
+    """The verification the record carries while it is still trusted, else None.
+
+    `max_age` for verdicts about the mailbox; `transient_max_age` (when given) for Unknowns that
+    describe the moment (a fault, a greylist), so those are retried sooner.
+    """
     verdict = _carried(record, names)
     if verdict is None:
         attributes = record.get("attributes")
         if isinstance(attributes, Mapping):
             verdict = _carried(attributes, names)
-    if verdict is None or not (now - max_age <= verdict.validated_at <= now + _CLOCK_SKEW):
+    if verdict is None:
+        return None
+    if transient_max_age is not None:
+        max_age = lifetime(verdict.status, verdict.substatus, max_age, transient_max_age)
+    if not (now - max_age <= verdict.validated_at <= now + _CLOCK_SKEW):
         return None
     return verdict

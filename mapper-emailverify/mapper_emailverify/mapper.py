@@ -43,11 +43,18 @@ from mapper_emailverify.engine_thread import Engine, EngineThread
 from mapper_emailverify.freshness import FieldNames, carried_verdict
 from mapper_emailverify.ordering import Interval, ReorderBuffer
 from mapper_emailverify.progress import Progress, Ticker
-from mapper_emailverify.results_cache import DAY, Verdict, address_key, open_cache
+from mapper_emailverify.results_cache import (
+    DAY,
+    DEFAULT_TRANSIENT_HOURS,
+    Verdict,
+    address_key,
+    open_cache,
+)
 from mapper_emailverify.singer_io import (
     FLUSH_BYTES,
     BufferedMsgSpecWriter,
     EmailVerifyReader,
+    InputError,
     Interrupted,
     InterruptibleInput,
 )
@@ -56,6 +63,10 @@ from mapper_emailverify.singer_io import (
 HARD_BOUNCE_TYPES = frozenset({"bounces", "invalid_emails"})
 WINDOW_PER_SLOT = 4  # records in flight or held, per unit of `concurrency`
 MIN_WINDOW = 64
+# The mapper's own results cache (SQLite or in memory) answers a repeated address before the engine
+# is asked, so the engine's per-run memo of full results needs to be small: at the engine's default
+# (100,000 results) it grew the mapper by about 80 MB per million People.
+ENGINE_RESULT_MEMORY = 1_000
 _MISSING = object()
 
 
@@ -214,7 +225,10 @@ class EmailVerifyMapper(InlineMapper):
             "cache_ttl_days",
             th.NumberType,
             default=30,
-            description="Days a cached verdict is reused (transient Unknown ones: at most 1 day).",
+            description=(
+                "Days a cached verdict is reused (transient Unknown ones: see "
+                "reverify_unknown_after_hours)."
+            ),
         ),
         th.Property(
             "reverify_after_days",
@@ -223,6 +237,15 @@ class EmailVerifyMapper(InlineMapper):
             description=(
                 "A record already carrying a verification younger than this is not re-verified; "
                 "0 always re-verifies."
+            ),
+        ),
+        th.Property(
+            "reverify_unknown_after_hours",
+            th.NumberType,
+            default=DEFAULT_TRANSIENT_HOURS,
+            description=(
+                "Unknown verdicts caused by the moment (timeouts, greylisting, blocks, DNS errors) "
+                "are trusted only this long, carried or cached, so the next daily run retries them."
             ),
         ),
         th.Property(
@@ -243,7 +266,9 @@ class EmailVerifyMapper(InlineMapper):
         super().__init__(**kwargs)
         settings = dict(self.config)
         try:
-            engine_config = VerifierConfig.from_settings(settings)
+            engine_config = VerifierConfig.from_settings(
+                {"result_memory": ENGINE_RESULT_MEMORY, **settings}
+            )
         except (ConfigError, ValueError, TypeError) as exc:
             message = str(exc) if isinstance(exc, ConfigError) else f"Invalid mapper setting: {exc}"
             raise ConfigValidationError(message, errors=[message]) from None
@@ -253,17 +278,21 @@ class EmailVerifyMapper(InlineMapper):
         self.stream_email_fields: dict[str, str] = dict(settings.get("stream_email_fields") or {})
         self.bounce_stream: str | None = settings.get("bounce_history_stream") or None
         self.max_age = float(settings.get("reverify_after_days") or 0) * DAY
+        transient_hours = settings.get("reverify_unknown_after_hours")
+        transient_hours = DEFAULT_TRANSIENT_HOURS if transient_hours is None else float(transient_hours)
+        self.transient_max_age = transient_hours * 3600.0
         self.report_path: str | None = settings.get("report_path") or None
         try:
             self._cache = open_cache(
-                settings.get("cache_path"), float(settings.get("cache_ttl_days") or 0)
+                settings.get("cache_path"),
+                float(settings.get("cache_ttl_days") or 0),
+                transient_hours,
             )
         except (OSError, sqlite3.Error) as exc:
             message = f"cache_path cannot be opened as SQLite ({exc}); point it at a writable file."
             raise ConfigValidationError(message, errors=[message]) from None
         self._bounce_known = self._cache.has_bounces()
         self._plans: dict[str, StreamPlan] = {}
-        self._warned_streams: set[str] = set()
         self._writer: BufferedMsgSpecWriter = self.message_writer
         self._out = ReorderBuffer(
             self._writer.write_message, max(MIN_WINDOW, WINDOW_PER_SLOT * engine_config.concurrency)
@@ -380,18 +409,22 @@ class EmailVerifyMapper(InlineMapper):
         except Interrupted as stop:
             mapper.abort(stop.signum)
             sys.exit(128 + stop.signum)
+        except InputError as bad:
+            mapper.abort(None)
+            mapper.logger.error("%s", bad)
+            sys.exit(1)
 
-    def abort(self, signum: int) -> None:
-        """Stop without writing unfinished records or the STATE held behind them."""
+    def abort(self, signum: int | None) -> None:
+        """Stop without writing unfinished records or the STATE held behind them (on a signal, or
+        on bad input when `signum` is None)."""
         unwritten, held_states = self._out.close()
         self._engine.close(cancel=True, timeout=5)
         with contextlib.suppress(BrokenPipeError):
             self._writer.flush()
         self.logger.warning(
-            "Stopped by signal %d: %d unfinished records and %d held messages (STATE/SCHEMA) "
-            "were not "
+            "Stopped%s: %d unfinished records and %d held messages (STATE/SCHEMA) were not "
             "written; the next run resumes from the last STATE written.",
-            signum,
+            f" by signal {signum}" if signum is not None else " on bad input",
             unwritten,
             held_states,
         )
@@ -414,7 +447,9 @@ class EmailVerifyMapper(InlineMapper):
             return
         key = address_key(value)
         if self.max_age > 0:
-            fresh = carried_verdict(record, self.names, time.time(), self.max_age)
+            fresh = carried_verdict(
+                record, self.names, time.time(), self.max_age, self.transient_max_age
+            )
             # A bounce seen since that verification outranks it (unless it already said Invalid).
             if fresh is not None and (fresh.status == "Invalid" or not self._is_bounce(key)):
                 self._finish_now(message_dict, record, "fresh", fresh)
@@ -431,7 +466,9 @@ class EmailVerifyMapper(InlineMapper):
     def _finish_local(self, message_dict: dict, record: dict, verdict: Verdict) -> None:
         """A verdict that needs no lookup; a fresh carried copy of it keeps its timestamp (no rewrite)."""
         if self.max_age > 0:
-            fresh = carried_verdict(record, self.names, time.time(), self.max_age)
+            fresh = carried_verdict(
+                record, self.names, time.time(), self.max_age, self.transient_max_age
+            )
             if fresh is not None and (fresh.status, fresh.substatus) == (verdict.status, verdict.substatus):
                 self._finish_now(message_dict, record, "fresh", fresh)
                 return
@@ -510,11 +547,8 @@ class EmailVerifyMapper(InlineMapper):
             )
 
     def _warn_no_schema(self, stream: Any) -> None:
-        if stream not in self._warned_streams:
-            self._warned_streams.add(stream)
-            self.logger.warning(
-                "RECORD for stream '%s' before its SCHEMA: passed through untouched.", stream
-            )
+        shown = repr(stream) if isinstance(stream, str) and len(stream) <= 80 else "(unnamed)"
+        raise self.message_reader.input_error(f"RECORD for stream {shown} before its SCHEMA message")
 
     # -- plumbing ----------------------------------------------------------------------------------
 

@@ -23,8 +23,8 @@ DAY = 86400.0
 #: a
 #: plain list of hashed addresses made by someone else.
 KEY_SALT = b"mapper-emailverify/v1\x00"
-#: Verdicts that describe the moment rather than the mailbox are retried sooner than
-#: `cache_ttl_days`.
+#: Unknown verdicts that describe the moment rather than the mailbox (a fault, a greylist, a full
+#: mailbox for now): trusted for `reverify_unknown_after_hours` only, so the next scheduled run retries.
 TRANSIENT_SUBSTATUSES = frozenset(
     {
         "smtp_timeout",
@@ -33,9 +33,21 @@ TRANSIENT_SUBSTATUSES = frozenset(
         "smtp_blocked",
         "dns_error",
         "smtp_unavailable",
+        "mailbox_full",
     }
 )
-TRANSIENT_TTL = 1 * DAY
+DEFAULT_TRANSIENT_HOURS = 20.0  # below a day, so a daily schedule always re-checks them
+
+
+def is_transient(status: str, substatus: str) -> bool:
+    return status == "Unknown" and substatus in TRANSIENT_SUBSTATUSES
+
+
+def lifetime(status: str, substatus: str, ttl: float, transient_ttl: float) -> float:
+    """Seconds a verdict stays trustworthy: `ttl`, or less for a transient Unknown."""
+    return min(ttl, transient_ttl) if is_transient(status, substatus) else ttl
+
+
 _COMMIT_EVERY = 500
 _COMMIT_SECONDS = 2.0
 
@@ -76,15 +88,14 @@ class ResultsCache(Protocol):
     def close(self) -> None: ...
 
 
-def _ttl_for(substatus: str, ttl: float) -> float:
-    return min(ttl, TRANSIENT_TTL) if substatus in TRANSIENT_SUBSTATUSES else ttl
-
-
 class SqliteResultsCache:
     """`cache_path`: WAL mode, batched commits, safe from the reader and the engine thread."""
 
-    def __init__(self, path: str | Path, ttl_days: float) -> None:
+    def __init__(
+        self, path: str | Path, ttl_days: float, transient_hours: float = DEFAULT_TRANSIENT_HOURS
+    ) -> None:
         self.ttl = float(ttl_days) * DAY
+        self.transient_ttl = float(transient_hours) * 3600.0
         path = Path(path).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -114,7 +125,7 @@ class SqliteResultsCache:
                 ).fetchone()
         except sqlite3.OperationalError:  # locked by another run sharing the file: verify instead
             return None
-        if row is None or row[2] + _ttl_for(row[1], self.ttl) < time.time():
+        if row is None or row[2] + lifetime(row[0], row[1], self.ttl, self.transient_ttl) < time.time():
             return None
         return Verdict(*row)
 
@@ -178,8 +189,14 @@ class SqliteResultsCache:
 class MemoryResultsCache:
     """No `cache_path`: a bounded LRU for this run only (duplicates within the run cost nothing)."""
 
-    def __init__(self, ttl_days: float, max_entries: int = 200_000) -> None:
+    def __init__(
+        self,
+        ttl_days: float,
+        transient_hours: float = DEFAULT_TRANSIENT_HOURS,
+        max_entries: int = 200_000,
+    ) -> None:
         self.ttl = float(ttl_days) * DAY
+        self.transient_ttl = float(transient_hours) * 3600.0
         self.max_entries = max_entries
         self._results: OrderedDict[str, Verdict] = OrderedDict()
         self._bounces: set[str] = set()
@@ -192,7 +209,9 @@ class MemoryResultsCache:
                 self._results.move_to_end(key)
         if (
             verdict is None
-            or verdict.validated_at + _ttl_for(verdict.substatus, self.ttl) < time.time()
+            or verdict.validated_at
+            + lifetime(verdict.status, verdict.substatus, self.ttl, self.transient_ttl)
+            < time.time()
         ):
             return None
         return verdict
@@ -226,5 +245,9 @@ class MemoryResultsCache:
         pass
 
 
-def open_cache(path: str | None, ttl_days: float) -> ResultsCache:
-    return SqliteResultsCache(path, ttl_days) if path else MemoryResultsCache(ttl_days)
+def open_cache(
+    path: str | None, ttl_days: float, transient_hours: float = DEFAULT_TRANSIENT_HOURS
+) -> ResultsCache:
+    if path:
+        return SqliteResultsCache(path, ttl_days, transient_hours)
+    return MemoryResultsCache(ttl_days, transient_hours)

@@ -55,10 +55,28 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
+class InputError(Exception):
+    """Input that is not what a Singer tap writes: one line naming the input line, never its content."""
+
+
 class EmailVerifyReader(MsgSpecReader):
-    """msgspec reader over stdin's bytes; its errors never quote input (it may hold addresses)."""
+    """msgspec reader over stdin's bytes; its errors name the line and never quote it (it may hold
+    addresses)."""
 
     guard: InterruptibleInput | None = None
+    line_number = 0
+
+    def _numbered(self, lines: Iterable[Any]) -> Iterator[Any]:
+        for self.line_number, line in enumerate(lines, start=1):  # noqa: B007 - kept for errors
+            yield line
+
+    def input_error(self, problem: str) -> InputError:
+        return InputError(f"Input line {self.line_number}: {problem}; check the upstream tap.")
+
+    def _process_unknown_message(self, message_dict: dict) -> None:
+        kind = message_dict.get("type")
+        shown = repr(kind) if isinstance(kind, str) and len(kind) <= 40 else "of another kind"
+        raise self.input_error(f"unknown Singer message type {shown}")
 
     @property
     def default_input(self) -> IO[Any]:  # type: ignore[override]
@@ -83,10 +101,13 @@ class EmailVerifyReader(MsgSpecReader):
     def process_lines(
         self, file_input: IO[Any] | None, callbacks: dict[str, Callable[[dict], None]]
     ):  # type: ignore[override]
-        lines: Iterable[Any] = file_input or self.default_input
+        lines: Iterable[Any] = self._numbered(file_input or self.default_input)
         if self.guard is not None:
             lines = self.guard.wrap(lines)
-        return super().process_lines(lines, callbacks)  # type: ignore[arg-type]
+        try:
+            return super().process_lines(lines, callbacks)  # type: ignore[arg-type]
+        except InvalidInputLine as exc:
+            raise self.input_error(str(exc).rstrip(".")) from None
 
 
 class BufferedMsgSpecWriter(MsgSpecWriter):

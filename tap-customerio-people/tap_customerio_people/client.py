@@ -143,6 +143,7 @@ class CustomerIOStream(RESTStream[Any]):
             max_time=max_time,
             on_backoff=self.backoff_handler,
             jitter=self.backoff_jitter,
+            giveup=errors.is_certificate_failure,  # retrying cannot help
             logger=None,
         )(func)
 
@@ -152,6 +153,8 @@ class CustomerIOStream(RESTStream[Any]):
             try:
                 return retrying(prepared, context)
             except RETRYABLE_EXCEPTIONS as exc:
+                if errors.is_certificate_failure(exc):
+                    raise errors.TlsError(errors.tls_message(self._tap.api_origin)) from None
                 raise errors.RetriesExhaustedError(
                     errors.retries_exhausted_message(exc, time.monotonic() - started)) from exc
 

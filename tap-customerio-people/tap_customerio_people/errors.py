@@ -6,6 +6,7 @@ code, the reason phrase and the URL *path* only (paths hold cio_ids and segment 
 
 from __future__ import annotations
 
+import ssl
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
@@ -43,6 +44,10 @@ class UnexpectedResponseError(ActionableError, FatalAPIError):
 
 class RetriesExhaustedError(ActionableError, FatalAPIError):
     """A transient failure outlasted every retry."""
+
+
+class TlsError(ActionableError, FatalAPIError):
+    """The server's TLS certificate could not be verified: never retried, never bypassed."""
 
 
 def request_path(response_or_request: requests.Response | requests.PreparedRequest | None) -> str:
@@ -86,6 +91,31 @@ def http_error_message(response: requests.Response) -> str:
     """A generic one-line description of an HTTP error, safe to log."""
     method = response.request.method if response.request is not None else "request"
     return f"Customer.io App API answered {status_summary(response)} for {method} {request_path(response)}"
+
+
+def is_certificate_failure(exc: BaseException) -> bool:
+    """True when ``exc`` comes from a failed certificate check (not a handshake cut short, which is retried).
+
+    requests wraps urllib3's error, which wraps the ssl module's: follow arguments, reasons and causes.
+    """
+    pending: list[object] = [exc]
+    seen: set[int] = set()
+    while pending and len(seen) < 20:
+        current = pending.pop()
+        if id(current) in seen or not isinstance(current, BaseException):
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        pending += [*current.args, getattr(current, "reason", None), current.__cause__, current.__context__]
+    return False
+
+
+def tls_message(api_origin: str) -> str:
+    return (
+        f"the TLS certificate of {api_origin} could not be verified: check api_url, and if a proxy "
+        f"inspects TLS, point REQUESTS_CA_BUNDLE at its CA certificate (verification is never turned off)."
+    )
 
 
 def retries_exhausted_message(exc: BaseException, elapsed: float) -> str:

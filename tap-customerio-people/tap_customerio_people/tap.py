@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from singer_sdk import Tap
 from singer_sdk.exceptions import ConfigValidationError
@@ -13,6 +13,9 @@ from . import errors, settings
 from .ratelimit import RateLimiter
 from .stats import RunStats
 from .streams import PeopleStream, SegmentsStream, SuppressionsStream
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 
 class TapCustomerIOPeople(Tap):
@@ -41,6 +44,18 @@ class TapCustomerIOPeople(Tap):
         for error in errors:
             self.logger.warning("Config problem: %s", error)
         return errors
+
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """Write the state reached, then exit 128+signum: a stopped extraction is not a success.
+
+        The SDK exits 0 here, so `meltano run` would record a run cut short as complete.
+        """
+        try:
+            self._state_writer.write_state(self.state)
+        finally:
+            self.logger.warning("Stopped by signal %d before every record was read; run the tap again.",
+                                signum)
+            sys.exit(128 + signum)
 
     @classmethod
     def invoke(cls, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]

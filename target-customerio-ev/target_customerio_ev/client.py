@@ -25,7 +25,13 @@ from .deadletter import DeadLetters
 from .encode import batch_body, encode, pipelines_identify, track_person
 from .identify import Write
 from .packing import pack
-from .retry import RetryPolicy, is_retryable_error, is_retryable_status, retry_after_seconds
+from .retry import (
+    RetryPolicy,
+    is_certificate_failure,
+    is_retryable_error,
+    is_retryable_status,
+    retry_after_seconds,
+)
 from .settings import API_MESSAGE_LIMIT, Settings
 from .summary import RunStats
 
@@ -230,6 +236,12 @@ class BatchSender:
             try:
                 response = client.post(self.path, content=body)
             except httpx.HTTPError as exc:
+                if is_certificate_failure(exc):
+                    raise DeliveryError(
+                        f"the TLS certificate of {self.settings.base_url} could not be verified: check "
+                        f"the API origin, and if a proxy inspects TLS, point SSL_CERT_FILE at its CA "
+                        f"certificate (verification is never turned off)."
+                    ) from None
                 if not is_retryable_error(exc):
                     raise DeliveryError(
                         f"{self.api_name} request failed: {type(exc).__name__}."

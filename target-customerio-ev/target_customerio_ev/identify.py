@@ -98,6 +98,8 @@ def parse_datetime(text: str) -> dt.datetime | None:
 
 def trait_value(value: Any, *, timestamp_format: str, is_datetime: bool) -> Any:
     """A JSON-safe trait value; datetimes (parsed by the SDK, or text) follow timestamp_format."""
+    if type(value) is str and not is_datetime:  # the common case, before the isinstance chain
+        return value
     if isinstance(value, str) and is_datetime:
         parsed = parse_datetime(value)
         value = parsed if parsed is not None else value
@@ -195,9 +197,13 @@ class WriteBuilder:
     def unchanged(attributes: Any, traits: Mapping[str, Any]) -> bool:
         if not isinstance(attributes, Mapping):
             return False
-        return all(
-            comparable(attributes.get(name)) == comparable(value) for name, value in traits.items()
-        )
+        for name, value in traits.items():
+            stored = attributes.get(name)
+            if stored is None:  # never verified (traits hold no None): the common first-run case
+                return False
+            if stored != value and comparable(stored) != comparable(value):
+                return False
+        return True
 
 
 def datetime_properties(schema: Mapping[str, Any]) -> Iterable[str]:

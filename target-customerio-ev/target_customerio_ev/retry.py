@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import random
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -22,7 +23,22 @@ def is_retryable_status(status: int) -> bool:
 
 def is_retryable_error(exc: BaseException) -> bool:
     """Timeouts, refused or dropped connections, broken responses: the request may be sent again."""
-    return isinstance(exc, httpx.TransportError)
+    return isinstance(exc, httpx.TransportError) and not is_certificate_failure(exc)
+
+
+def is_certificate_failure(exc: BaseException) -> bool:
+    """A failed TLS certificate check (retrying cannot help; verification is never turned off)."""
+    pending: list[BaseException | None] = [exc]
+    seen: set[int] = set()
+    while pending and len(seen) < 20:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        pending += [current.__cause__, current.__context__]
+    return False
 
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from singer_sdk.helpers._typing import get_datelike_property_type
 from singer_sdk.sinks import BatchSink
 
 from .identify import SKIPPED_UNCHANGED, Rejected, Write, WriteBuilder
@@ -61,6 +62,24 @@ class CustomerIOSink(BatchSink):
                 ", ".join(settings.traits),
             )
         self._sending = threading.Lock()
+        # Only traits are read, so only date-like traits need parsing (_parse_timestamps_in_record).
+        self._datelike_schema = {
+            "properties": {
+                name: properties[name]
+                for name in settings.traits
+                if name in properties and get_datelike_property_type(properties[name])
+            }
+        }
+
+    def _parse_timestamps_in_record(self, record: dict, schema: dict, treatment: Any) -> None:
+        """Parse the date-like traits only: the SDK's walk over every field was a tenth of the run."""
+        if self.ignored or not self._datelike_schema["properties"]:
+            return
+        subset = {
+            name: record[name] for name in self._datelike_schema["properties"] if name in record
+        }
+        super()._parse_timestamps_in_record(subset, self._datelike_schema, treatment)
+        record.update(subset)
 
     def get_validator(self) -> RecordValidator | None:
         return RecordValidator(self.schema) if self.validate_schema else None

@@ -9,11 +9,11 @@ import sys
 import typing as t
 
 from singer_sdk import Target
-from singer_sdk.contrib.msgspec import MsgSpecReader
 from singer_sdk.exceptions import ConfigValidationError
 
 from .client import DeliveryError, make_sender
 from .deadletter import DeadLetters
+from .reader import InputError, LineNumberingReader
 from .settings import CONFIG_SCHEMA, Settings, config_errors
 from .sinks import CustomerIOSink, DrainInterrupted
 from .summary import RunStats
@@ -22,7 +22,7 @@ if t.TYPE_CHECKING:
     from types import FrameType
 
 # Failures the user acts on: logged as their one-line message, without a traceback.
-USER_FACING = (DeliveryError, DrainInterrupted)
+USER_FACING = (DeliveryError, DrainInterrupted, InputError)
 
 
 class TargetCustomerIOEV(Target):
@@ -31,7 +31,7 @@ class TargetCustomerIOEV(Target):
     name = "target-customerio-ev"
     config_jsonschema = CONFIG_SCHEMA
     default_sink_class = CustomerIOSink
-    message_reader_class = MsgSpecReader
+    message_reader_class = LineNumberingReader
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
