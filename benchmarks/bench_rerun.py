@@ -42,7 +42,10 @@ def costs(snapshot: dict[str, Any]) -> dict[str, int]:
 
 def run(quick: bool = False) -> dict[str, Any]:
     people = 500 if quick else 5_000
-    with Sandbox(World(seed=7, people=people)) as sb, tempfile.TemporaryDirectory(prefix="bench-rerun-") as tmp:
+    with (
+        Sandbox(World(seed=7, people=people)) as sb,
+        tempfile.TemporaryDirectory(prefix="bench-rerun-") as tmp,
+    ):
         sb.obs.faults.app_rate_limit = 0
         work = Path(tmp)
         started = time.monotonic()
@@ -64,8 +67,12 @@ def run(quick: bool = False) -> dict[str, Any]:
     return {
         "benchmark": "rerun",
         "people": people,
-        "first_run": {**first_costs, "seconds": round(first_seconds, 1),
-                      "coverage": round(report.coverage, 4), "accuracy": round(report.accuracy, 4)},
+        "first_run": {
+            **first_costs,
+            "seconds": round(first_seconds, 1),
+            "coverage": round(report.coverage, 4),
+            "accuracy": round(report.accuracy, 4),
+        },
         "second_run": {**second_costs, "seconds": round(second_seconds, 1)},
         "app_api_requests": second_costs["app_api_requests"],
         "smtp_connections": second_costs["smtp_connections"],

@@ -1,6 +1,6 @@
 """Target benchmark: identifies per second into the sandbox Pipelines API, vs the official client.
 
-N People (default 20,000) from a sandbox World, with EV verdicts, are written to the same sandbox
+N People (default 100,000, so that start-up amortizes) from a sandbox World, with EV verdicts, are written to the same sandbox
 Pipelines server in the same run by:
 - `target-customerio-ev` (the executable, Singer input from a file on stdin, default settings), and
 - the official `customerio-cdp-analytics` client (`from customerio import analytics`, default
@@ -13,7 +13,7 @@ write (start-up excluded). Only what landed in the sandbox counts (the official 
 overflows its queue). Two network conditions: loopback as is, and 20 ms added per Pipelines request
 (a nearby region).
 
-    python benchmarks/bench_target.py [--quick]
+    python benchmarks/bench_target.py [--quick] [--people N]
 """
 
 from __future__ import annotations
@@ -131,7 +131,8 @@ class LandingClock:
 
     def _poll(self) -> None:
         while not self._stop.is_set():
-            n, now = landed_writes(self.sb), time.perf_counter()
+            # len() is O(1): summing every Person's write count would starve the server's thread
+            n, now = len(self.sb.obs.messages_seen), time.perf_counter()
             if n and self.first is None:
                 self.first = (now, n)
             if n != self.last[1]:
@@ -209,8 +210,9 @@ def measure(sb: Sandbox, work: Path, singer: Path, calls: Path, repeats: int) ->
     }
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    count = 3_000 if quick else 20_000
+def run(quick: bool = False, count: int | None = None) -> dict[str, Any]:
+    # 100,000: the ~1 s start-up of an SDK target amortizes
+    count = count or (3_000 if quick else 100_000)
     repeats = 1 if quick else 2
     world = World(seed=7, people=count)
     with tempfile.TemporaryDirectory(prefix="bench-target-") as tmp, Sandbox(world) as sb:
@@ -218,7 +220,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         singer, calls, identifies = build_inputs(world, work)
         loopback = measure(sb, work, singer, calls, repeats)
         sb.obs.faults.pipelines_latency = 0.02
-        latency = measure(sb, work, singer, calls, repeats)
+        # a secondary figure: one repeat keeps `make bench` short
+        latency = measure(sb, work, singer, calls, 1)
         sb.obs.reset_faults()
     return {
         "benchmark": "target",
@@ -238,7 +241,9 @@ def run(quick: bool = False) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3,000 People, one repeat")
-    print(json.dumps(run(parser.parse_args().quick), indent=2))
+    parser.add_argument("--people", type=int, default=None, help="People (identifies) [100,000]")
+    args = parser.parse_args()
+    print(json.dumps(run(args.quick, args.people), indent=2))
 
 
 if __name__ == "__main__":

@@ -73,7 +73,11 @@ class TargetCustomerIOEV(Target):
             self.logger.info("%s", self.stats.line(dry_run=self.settings.dry_run))
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:  # pragma: no cover
-        """Drain what is pending; if a batch was mid-send, exit without STATE (sdk#3775)."""
+        """Drain what is pending; if a batch was mid-send, exit without STATE (sdk#3775).
+
+        Either way the exit code is 128 + signum: input was cut short, so the run is not a success
+        (Meltano must not record it as complete), even though everything read has landed.
+        """
         self.logger.info("Received termination signal %d, draining all sinks...", signum)
         try:
             self.drain_all(is_endofpipe=True)
@@ -82,7 +86,12 @@ class TargetCustomerIOEV(Target):
             self.sender.abort()
             self.logger.error("Stopped by signal %d: %s", signum, exc)
             sys.exit(128 + signum)  # listen() still closes the sender and logs the summary
-        sys.exit(0)
+        self.logger.warning(
+            "Stopped by signal %d: everything read so far has landed and its STATE was emitted; "
+            "run again to finish.",
+            signum,
+        )
+        sys.exit(128 + signum)
 
     @classmethod
     def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:  # type: ignore[override]

@@ -1,0 +1,307 @@
+"""The benchmark suite (issue #8): every benchmark against the sandbox, then one table of figures and goals.
+
+    make bench                                   # the full suite (about 8 minutes), writes benchmarks/results.json
+    .venv/bin/python benchmarks/run.py --quick   # each benchmark on a small input (what the smoke test runs)
+    .venv/bin/python benchmarks/run.py --big     # also the whole job over 1,000,000 People (memory; +10 minutes)
+    .venv/bin/python benchmarks/run.py --only target --only job    # updates those rows of results.json
+
+Each figure that matters is a ratio measured side by side in the same run (against a peer) or a fraction of a
+ceiling the sandbox enforces; absolute rates are printed for context only. The table goes to stdout as
+Markdown (it is pasted into benchmarks/README.md); the full results, with every benchmark's own figures, go to
+benchmarks/results.json (results-quick.json for --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import bench_job
+import bench_mapper_cached
+import bench_mapper_probe
+import bench_rerun
+import bench_tap
+import bench_target
+
+BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
+    "tap": bench_tap.run,
+    "mapper_cached": bench_mapper_cached.run,
+    "mapper_probe": bench_mapper_probe.run,
+    "target": bench_target.run,
+    "job": bench_job.run,
+    "rerun": bench_rerun.run,
+}
+
+
+@dataclass
+class Row:
+    figure: str
+    value: str
+    goal: str
+    peer: str = "—"
+    met: bool | None = None  # None: reported, no goal
+
+    @property
+    def met_text(self) -> str:
+        return "—" if self.met is None else ("yes" if self.met else "**no**")
+
+
+def tap_rows(r: dict[str, Any]) -> list[Row]:
+    return [
+        Row(
+            "1. Tap: People/s at 200 ms latency, 10 req/s",
+            f"{r['people_per_second']:.0f}/s = {r['fraction_of_ceiling']:.2f} of the "
+            f"{r['ceiling_people_per_second']:.0f}/s ceiling",
+            "≥ 0.90 of ceiling",
+            met=r["fraction_of_ceiling"] >= 0.9,
+        ),
+        Row(
+            "1. Tap: 429s received",
+            str(r["rate_limited_429_received"]),
+            "0",
+            met=r["rate_limited_429_received"] == 0,
+        ),
+    ]
+
+
+def mapper_cached_rows(r: dict[str, Any]) -> list[Row]:
+    return [
+        Row(
+            f"2. Mapper, cached path: records/s ({r['records']:,} records)",
+            f"{r['mapper_emailverify_records_per_second']:.0f}/s",
+            "≥ 0.5x meltano-map-transform",
+            f"{r['ratio']:.2f}x meltano-map-transform "
+            f"({r['meltano_map_transform_records_per_second']:.0f}/s)",
+            met=r["ratio"] >= r["goal_ratio"],
+        )
+    ]
+
+
+def mapper_probe_rows(r: dict[str, Any]) -> list[Row]:
+    in_loop = r["in_loop_verifications_per_second"]["mapper_emailverify"]
+    return [
+        Row(
+            f"3. Mapper, probing: verifications/s ({r['addresses']} addresses, {r['domains']} domains, "
+            f"50 ms per SMTP reply)",
+            f"{r['mapper_emailverify_verifications_per_second']:.1f}/s (process); {in_loop:.0f}/s in loop",
+            "≥ 20x py3-validate-email",
+            f"{r['ratio']:.1f}x py3-validate-email ({r['py3_validate_email_verifications_per_second']:.2f}/s); "
+            f"in loop {r['in_loop_verifications_per_second']['ratio']:.1f}x",
+            met=r["ratio"] >= r["goal_ratio"],
+        ),
+        Row(
+            "3. Mapper, probing: share of the ceilings (in loop)",
+            f"{r['fraction_of_politeness_ceiling']:.3f} of {r['politeness_ceiling_per_second']:.0f}/s "
+            f"({r['mail_hosts_contacted']} hosts x {r['max_connections_per_mx']} / "
+            f"({r['smtp_round_trips_per_verification']} round trips x 50 ms)); "
+            f"{r['fraction_of_concurrency_ceiling']:.2f} of {r['concurrency_ceiling_per_second']:.0f}/s "
+            f"(concurrency {r['concurrency']})",
+            "reported",
+        ),
+        Row(
+            "3. Mapper, probing: peak connections per mail host",
+            str(r["peak_connections_per_mail_host"]),
+            f"≤ {r['max_connections_per_mx']} (max_connections_per_mx)",
+            met=r["peak_within_limit"],
+        ),
+    ]
+
+
+def target_rows(r: dict[str, Any]) -> list[Row]:
+    loop, lat = r["loopback"], r["latency_20ms"]
+    return [
+        Row(
+            f"4. Target: records/s into the Pipelines fake ({r['identifies']:,} identifies, loopback)",
+            f"{loop['target_records_per_second']:.0f}/s",
+            "≥ 2x official client",
+            f"{loop['ratio']:.2f}x customerio-cdp-analytics ({loop['official_client_records_per_second']:.0f}/s, "
+            f"landed {loop['official_client_landed']:,}/{r['identifies']:,})",
+            met=loop["ratio"] is not None and loop["ratio"] >= r["goal_ratio"],
+        ),
+        Row(
+            "4. Target: the same with 20 ms per Pipelines request",
+            f"{lat['target_records_per_second']:.0f}/s",
+            "reported",
+            f"{lat['ratio']:.2f}x customerio-cdp-analytics ({lat['official_client_records_per_second']:.0f}/s)",
+        ),
+    ]
+
+
+def job_rows(r: dict[str, Any]) -> list[Row]:
+    job = r["job"]
+    rows = [
+        Row(
+            f"5. Whole job: People/s, `meltano run`, {job['people']:,} People, 5 % new addresses",
+            f"{job['people_per_second']:.0f}/s = {job['fraction_of_tap_ceiling']:.2f} of the tap's "
+            f"{job['tap_ceiling_people_per_second']:.0f}/s ceiling ({job['seconds']:.0f} s)",
+            "reported (the App API's 10 req/s bounds it)",
+        ),
+        memory_row(job, r["memory_goal_mb"]),
+    ]
+    big = r.get("big")
+    if big:
+        note = f" (from the --big run of {big.get('date', '?')})" if big.get("carried") else ""
+        row = memory_row(big, r["memory_goal_mb"], note)
+        growth = {
+            name: mb / job["peak_rss_mb"][name]
+            for name, mb in big["peak_rss_mb"].items()
+            if name != "meltano" and job["peak_rss_mb"].get(name)
+        }
+        row.value += f"; vs {job['people']:,}: " + ", ".join(
+            f"{name.split('-')[0]} x{ratio:.2f}" for name, ratio in growth.items()
+        )
+        row.met = row.met and all(ratio < 1.25 for ratio in growth.values())  # flat: within 25 %
+        rows.append(row)
+    else:
+        rows.append(
+            Row(
+                "5. Whole job: peak RSS per process, 1,000,000 People",
+                "not run: use --big",
+                f"< {r['memory_goal_mb']} MB, flat",
+            )
+        )
+    return rows
+
+
+def memory_row(job: dict[str, Any], goal_mb: int, note: str = "") -> Row:
+    peaks = job["peak_rss_mb"]
+    shown = ", ".join(f"{name.split('-')[0]} {mb:.0f}" for name, mb in peaks.items())
+    return Row(
+        f"5. Whole job: peak RSS per process (MB), {job['people']:,} People{note}",
+        shown,
+        f"< {goal_mb} MB, flat",
+        met=max(peaks.values()) < goal_mb,
+    )
+
+
+def rerun_rows(r: dict[str, Any]) -> list[Row]:
+    return [
+        Row(
+            f"6. Re-run over {r['people']:,} unchanged People: App API requests",
+            str(r["app_api_requests"]),
+            "reported (reading the workspace)",
+        ),
+        Row(
+            "6. Re-run: SMTP connections",
+            str(r["smtp_connections"]),
+            "0",
+            met=r["smtp_connections"] == 0,
+        ),
+        Row(
+            "6. Re-run: Pipelines calls",
+            str(r["pipelines_calls"]),
+            "0",
+            met=r["pipelines_calls"] == 0,
+        ),
+    ]
+
+
+def rows_for(name: str, result: dict[str, Any]) -> list[Row]:
+    if "error" in result:
+        return [Row(f"{name}: FAILED", result["error"].splitlines()[-1][:120], "runs", met=False)]
+    if name == "job":
+        return job_rows(result)
+    return {
+        "tap": tap_rows,
+        "mapper_cached": mapper_cached_rows,
+        "mapper_probe": mapper_probe_rows,
+        "target": target_rows,
+        "rerun": rerun_rows,
+    }[name](result)
+
+
+def markdown(rows: list[Row]) -> str:
+    lines = ["| figure | value | goal | peer ratio | met |", "|---|---|---|---|---|"]
+    lines += [f"| {r.figure} | {r.value} | {r.goal} | {r.peer} | {r.met_text} |" for r in rows]
+    return "\n".join(lines)
+
+
+def previous_big_run(path: Path) -> dict[str, Any] | None:
+    """The last --big figure, carried into the table of runs without --big (it takes 10 minutes)."""
+    try:
+        data = json.loads(path.read_text())
+        big = data["results"]["job"].get("big")
+        return {**big, "date": big.get("date", data.get("date"))} if big else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="small inputs: checks that each benchmark runs"
+    )
+    parser.add_argument(
+        "--big", action="store_true", help="also the 1,000,000-People job (peak memory)"
+    )
+    parser.add_argument("--only", action="append", choices=list(BENCHMARKS), help="run only these")
+    parser.add_argument("--output", type=Path, help="results file [benchmarks/results.json]")
+    parser.add_argument("--table", action="store_true", help="only print the results file's table")
+    args = parser.parse_args(argv)
+    output = args.output or HERE / ("results-quick.json" if args.quick else "results.json")
+    if args.table:
+        saved = json.loads(output.read_text())["results"]
+        print(markdown([row for name, result in saved.items() for row in rows_for(name, result)]))
+        return 0
+    previous_big = None if args.quick else previous_big_run(HERE / "results.json")
+    today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+
+    results: dict[str, Any] = {}
+    started = time.monotonic()
+    for name in args.only or BENCHMARKS:
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        t0 = time.monotonic()
+        try:
+            kwargs = {"big": True} if name == "job" and args.big else {}
+            results[name] = BENCHMARKS[name](args.quick, **kwargs)
+            if name == "job" and "big" in results[name]:
+                results[name]["big"]["date"] = today
+            elif name == "job" and previous_big:
+                results[name]["big"] = {**previous_big, "carried": True}
+        except Exception:  # one broken benchmark must not hide the others' figures
+            results[name] = {"error": traceback.format_exc()}
+            print(results[name]["error"], file=sys.stderr)
+        results[name]["bench_seconds"] = round(time.monotonic() - t0, 1)
+        print(f"[bench] {name}: {results[name]['bench_seconds']} s", file=sys.stderr, flush=True)
+
+    if (
+        args.only and not args.quick
+    ):  # a partial run updates the last full results instead of replacing them
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            results = {**json.loads(output.read_text())["results"], **results}
+        results = {name: results[name] for name in BENCHMARKS if name in results}
+    rows = [row for name, result in results.items() for row in rows_for(name, result)]
+    total = round(time.monotonic() - started, 1)
+    print(f"\nBenchmarks of {today} ({'quick' if args.quick else 'full'}, {total:.0f} s)\n")
+    print(markdown(rows))
+    output.write_text(
+        json.dumps(
+            {
+                "date": today,
+                "quick": args.quick,
+                "seconds": total,
+                "rows": [asdict(r) for r in rows],
+                "results": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"\nFull results: {output}")
+    return 1 if any("error" in r for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
