@@ -8,7 +8,9 @@ measured against what the pipeline writes.
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import random
 import re
 import time
@@ -141,14 +143,15 @@ def _truth(status: str, substatus: str, case: str, *also: tuple[str, str]) -> Tr
     return Truth(status, substatus, case, frozenset({(status, substatus), *also}))
 
 
+@functools.lru_cache(maxsize=16)
+def _cumulative(weights: tuple[tuple[str, int], ...]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    return tuple(name for name, _ in weights), tuple(itertools.accumulate(w for _, w in weights))
+
+
 def _pick(rng: random.Random, weights: tuple[tuple[str, int], ...]) -> str:
-    total = sum(w for _, w in weights)
-    roll = rng.randrange(total)
-    for name, weight in weights:
-        roll -= weight
-        if roll < 0:
-            return name
-    raise AssertionError("unreachable")
+    """A name drawn with the given integer weights (one randrange per draw)."""
+    names, cumulative = _cumulative(weights)
+    return names[bisect.bisect_right(cumulative, rng.randrange(cumulative[-1]))]
 
 
 class World:
@@ -205,6 +208,7 @@ class World:
         self._ip_counter = 0
         self._rng = random.Random(seed)
         self._by_case: dict[str, list[str]] = {}
+        self._hard_bounce_rules = [self.SUPPRESSION_RULES[k] for k in self.HARD_BOUNCE_KINDS]
         self._build_domains(domains, smtp_latency)
 
     # ------------------------------------------------------------------ domains, DNS and mail hosts
@@ -323,8 +327,7 @@ class World:
     @functools.lru_cache(maxsize=65536)  # noqa: B019 - the world lives as long as the process
     def _person(self, i: int) -> Person:
         rng = random.Random(self.seed * 1_000_003 + i)
-        hard_bounce = any(i % m == r for k, (m, r) in self.SUPPRESSION_RULES.items()
-                          if k in self.HARD_BOUNCE_KINDS)
+        hard_bounce = any(i % m == r for m, r in self._hard_bounce_rules)
         case = "hard_bounce" if hard_bounce else _pick(rng, self.case_weights)
         first, last = rng.choice(_FIRST), rng.choice(_LAST)
         mailbox: str | None = None

@@ -6,6 +6,7 @@ Hydrating by ``cio_id`` (never by ``id``) keeps email-only People, whose ``id`` 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from .client import CustomerIOStream
 
 HYDRATION_BATCH = 100  # the attributes endpoint takes 1 to 100 ids
+RECENT_PAGES = 3  # search pages whose ids are remembered to drop repeats
 EVERYONE_FILTER = {"and": [{"attribute": {"field": "cio_id", "operator": "exists"}}]}
 
 
@@ -77,7 +79,10 @@ class PeopleSearch:
         self.body = body
         self.page_size = page_size
         self.cursor = SearchCursor()
-        self.seen: set[str] = set()
+        # Pages that overlap (a Person moving while the cursor walks) repeat a few ids across
+        # neighbouring pages; remembering the last pages only keeps memory flat for any workspace
+        # size. A repeat farther apart would be harmless downstream (same verdict, same messageId).
+        self.recent_pages: deque[set[str]] = deque(maxlen=RECENT_PAGES)
         self.duplicates = 0
 
     def chunks(self) -> Iterator[list[Identifier]]:
@@ -93,12 +98,14 @@ class PeopleSearch:
                     "the current App API: check api_url points at https://api.customer.io or a faithful proxy.")
             self.cursor.advance(page.get("next"), [hit.cio_id for hit in hits])
             fresh = []
+            page_ids: set[str] = set()
             for hit in hits:
-                if hit.cio_id in self.seen:
+                if hit.cio_id in page_ids or any(hit.cio_id in ids for ids in self.recent_pages):
                     self.duplicates += 1
                     continue
-                self.seen.add(hit.cio_id)
+                page_ids.add(hit.cio_id)
                 fresh.append(hit)
+            self.recent_pages.append(page_ids)
             for start in range(0, len(fresh), HYDRATION_BATCH):
                 yield fresh[start:start + HYDRATION_BATCH]
 

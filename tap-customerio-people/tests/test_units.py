@@ -292,3 +292,29 @@ def test_run_ahead_stops_when_the_consumer_does() -> None:
     assert next(results) == 0
     results.close()
     assert cancelled.is_set()
+
+
+def test_repeats_across_neighbouring_pages_are_dropped_and_memory_stays_bounded() -> None:
+    from tap_customerio_people.people import RECENT_PAGES, PeopleSearch
+
+    pages = [
+        {"identifiers": [{"cio_id": f"{p}-{i}", "id": None, "email": None} for i in range(3)]
+         + ([{"cio_id": f"{p - 1}-2", "id": None, "email": None}] if p else []),
+         "next": f"c{p + 1}" if p < 9 else ""}
+        for p in range(10)
+    ]
+
+    class FakeStream:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def send(self, *_args: object, **_kwargs: object):  # noqa: ANN202 - a response stand-in
+            page = pages[self.calls]
+            self.calls += 1
+            return type("Response", (), {"json": lambda _self: page})()
+
+    search = PeopleSearch(FakeStream(), {}, page_size=4)  # type: ignore[arg-type]
+    ids = [hit.cio_id for chunk in search.chunks() for hit in chunk]
+    assert ids == [f"{p}-{i}" for p in range(10) for i in range(3)]
+    assert search.duplicates == 9
+    assert len(search.recent_pages) == RECENT_PAGES
