@@ -324,7 +324,7 @@ class World:
             raise IndexError(i)
         return self._person(i)
 
-    @functools.lru_cache(maxsize=65536)  # noqa: B019 - the world lives as long as the process
+    @functools.lru_cache(maxsize=131072)  # noqa: B019 - at most ~160 MB; the world lives as long as the process
     def _person(self, i: int) -> Person:
         rng = random.Random(self.seed * 1_000_003 + i)
         hard_bounce = any(i % m == r for m, r in self._hard_bounce_rules)
