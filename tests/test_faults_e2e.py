@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from cio_sandbox import Sandbox, World
-from cio_sandbox.pipeline import MAPPER, TAP, TARGET, PipedRun, run_piped
+from cio_sandbox.pipeline import TAP, TARGET, PipedRun, run_piped
 from cio_sandbox.report import RunReport, evaluate
 
 pytestmark = pytest.mark.slow
