@@ -34,6 +34,15 @@ def bind_socket(host: str, port: int = 0, kind: int = socket.SOCK_STREAM) -> soc
     return sock
 
 
+def _cancel_pending(loop: asyncio.AbstractEventLoop) -> None:
+    """Requests still stalled by a fault (or sessions held by a tarpit) end with the sandbox, quietly."""
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+
+
 @dataclass(frozen=True)
 class Ports:
     """Fixed ports for `cio-sandbox serve --port-base`; 0 means any free port."""
@@ -87,6 +96,7 @@ class Sandbox:
             ready.set()
             loop.run_forever()
             loop.run_until_complete(self._close())
+            _cancel_pending(loop)
             loop.close()
 
         self._thread = threading.Thread(target=run, name="cio-sandbox", daemon=True)
