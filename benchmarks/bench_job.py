@@ -50,7 +50,7 @@ def run_meltano(
 ) -> tuple[float, str]:
     """One `meltano run` of the job; returns its wall-clock seconds and the tail of its log."""
     root = project_root()
-    env = meltano_env(sb, root, report)
+    env = meltano_env(sb, report)
     env["MAPPER_EMAILVERIFY_CACHE_PATH"] = str(cache)
     env["TARGET_CUSTOMERIO_EV_DEAD_LETTER_PATH"] = str(work / "dead-letter.jsonl")
     if fast:

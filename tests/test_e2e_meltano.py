@@ -40,7 +40,7 @@ def meltano_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_meltano(args: list[str], sb: Sandbox, sys_dir: Path, extra: dict[str, str] | None = None
                 ) -> subprocess.CompletedProcess[str]:
-    env = {**meltano_env(sb, ROOT, sys_dir / "mapper-report.json"), "MELTANO_SYS_DIR_ROOT": str(sys_dir),
+    env = {**meltano_env(sb, sys_dir / "mapper-report.json"), "MELTANO_SYS_DIR_ROOT": str(sys_dir),
            "MAPPER_EMAILVERIFY_CACHE_PATH": str(sys_dir / "emailverify-cache.sqlite"), **(extra or {})}
     return subprocess.run([MELTANO, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 

@@ -28,7 +28,7 @@ def project_root() -> Path:
     raise FileNotFoundError("meltano.yml not found: run the demo from the repository (make demo)")
 
 
-def meltano_env(sb: Sandbox, root: Path, report_path: Path) -> dict[str, str]:
+def meltano_env(sb: Sandbox, report_path: Path) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     return {
         **os.environ,
@@ -87,7 +87,7 @@ def run_demo(world: World) -> int:
     with Sandbox(world) as sb:
         print(describe_world(world))
         print(f"\nSandbox up on loopback in {time.monotonic() - started:.1f} s.")
-        env = meltano_env(sb, root, work / "mapper-report-1.json")
+        env = meltano_env(sb, work / "mapper-report-1.json")
         env["MAPPER_EMAILVERIFY_CACHE_PATH"] = str(work / "emailverify-cache.sqlite")  # a cold start each demo
         print("Installing the three plugins into Meltano's virtual environments ...", flush=True)
         meltano(["install", "tap-customerio-people", "mapper-emailverify", "target-customerio-ev"], env, root, log)
