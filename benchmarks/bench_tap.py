@@ -20,7 +20,6 @@ from contextlib import redirect_stdout
 from typing import Any
 
 from cio_sandbox import Sandbox, World
-
 from tap_customerio_people.tap import TapCustomerIOPeople
 
 LATENCY_S = 0.2
@@ -41,7 +40,9 @@ def measure(people: int, *, seed: int = 2024) -> dict[str, Any]:
     with Sandbox(World(seed=seed, people=people)) as sb:
         sb.obs.faults.app_latency = LATENCY_S
         sb.obs.faults.app_rate_limit = RATE_LIMIT
-        tap = TapCustomerIOPeople(config=sb.tap_config(requests_per_second=RATE_LIMIT, page_size=PAGE_SIZE))
+        tap = TapCustomerIOPeople(
+            config=sb.tap_config(requests_per_second=RATE_LIMIT, page_size=PAGE_SIZE)
+        )
         for name, stream in tap.streams.items():
             stream.selected = name == "people"
         out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
@@ -50,7 +51,11 @@ def measure(people: int, *, seed: int = 2024) -> dict[str, Any]:
             tap.sync_all()
         seconds = time.monotonic() - started
         out.seek(0)
-        cio_ids = [json.loads(line)["record"]["cio_id"] for line in out if line.startswith('{"type":"RECORD"')]
+        cio_ids = [
+            json.loads(line)["record"]["cio_id"]
+            for line in out
+            if line.startswith('{"type":"RECORD"')
+        ]
         snapshot = sb.obs.snapshot()
     rate = len(cio_ids) / seconds
     limit = ceiling(RATE_LIMIT)
@@ -77,15 +82,21 @@ def run(quick: bool) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--people", type=int, default=None, help=f"People in the world [{DEFAULT_PEOPLE}]")
-    parser.add_argument("--quick", action="store_true", help=f"smoke test with {QUICK_PEOPLE} People")
+    parser.add_argument(
+        "--people", type=int, default=None, help=f"People in the world [{DEFAULT_PEOPLE}]"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"smoke test with {QUICK_PEOPLE} People"
+    )
     args = parser.parse_args()
     result = measure(args.people) if args.people else run(args.quick)
     print(json.dumps(result, indent=2))
-    print(f"tap: {result['people_per_second']:.0f} People/s = {result['fraction_of_ceiling']:.0%} of the "
-          f"{result['ceiling_people_per_second']:.0f}/s ceiling at {RATE_LIMIT} req/s and "
-          f"{LATENCY_S * 1000:.0f} ms latency; {result['rate_limited_429_received']} 429s received; "
-          f"{result['records']} records, exactly once: {result['exactly_once']}")
+    print(
+        f"tap: {result['people_per_second']:.0f} People/s = {result['fraction_of_ceiling']:.0%} of the "
+        f"{result['ceiling_people_per_second']:.0f}/s ceiling at {RATE_LIMIT} req/s and "
+        f"{LATENCY_S * 1000:.0f} ms latency; {result['rate_limited_429_received']} 429s received; "
+        f"{result['records']} records, exactly once: {result['exactly_once']}"
+    )
 
 
 if __name__ == "__main__":

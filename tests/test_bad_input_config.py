@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-
 from cio_sandbox import Sandbox, World
 from cio_sandbox.pipeline import MAPPER, TAP, TARGET, executable, write_config
 
@@ -21,12 +20,19 @@ CASES: dict[tuple[str, str], tuple[dict[str, Any], str]] = {
     (TAP, "missing_key"): ({"app_api_key": DROP}, "app_api_key"),
     (TAP, "wrong_type"): ({"requests_per_second": "fast"}, "requests_per_second"),
     (TAP, "public_http"): ({"api_url": "http://api.customerio.invalid"}, "https://"),
-    (TAP, "region_contradiction"): ({"region": "eu", "workspace_url": "https://fly.customer.io/workspaces/1"},
-                                    "workspace_url"),
-    (MAPPER, "missing_key"): ({"backend": "emailverify", "emailverify_api_key": DROP}, "emailverify_api_key"),
+    (TAP, "region_contradiction"): (
+        {"region": "eu", "workspace_url": "https://fly.customer.io/workspaces/1"},
+        "workspace_url",
+    ),
+    (MAPPER, "missing_key"): (
+        {"backend": "emailverify", "emailverify_api_key": DROP},
+        "emailverify_api_key",
+    ),
     (MAPPER, "wrong_type"): ({"smtp_port": "twenty-five"}, "smtp_port"),
-    (MAPPER, "public_http"): ({"backend": "emailverify", "emailverify_api_url": "http://api.emailverify.invalid"},
-                              "https://"),
+    (MAPPER, "public_http"): (
+        {"backend": "emailverify", "emailverify_api_url": "http://api.emailverify.invalid"},
+        "https://",
+    ),
     (MAPPER, "bad_proxy"): ({"socks_proxy": "http://10.0.0.1:1080"}, "socks_proxy"),
     (TARGET, "missing_key"): ({"pipelines_api_key": DROP}, "pipelines_api_key"),
     (TARGET, "wrong_type"): ({"max_in_flight": "many"}, "max_in_flight"),
@@ -35,13 +41,33 @@ CASES: dict[tuple[str, str], tuple[dict[str, Any], str]] = {
 }
 KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
-INPUT = "\n".join(json.dumps(m) for m in [
-    {"type": "SCHEMA", "stream": "people", "key_properties": ["cio_id"],
-     "schema": {"type": "object", "properties": {"cio_id": {"type": "string"}, "id": {"type": "string"},
-                                                 "email": {"type": "string"}}}},
-    {"type": "RECORD", "stream": "people", "record": {"cio_id": "1", "id": "u1", "email": "someone@example.com"}},
-    {"type": "STATE", "value": {}},
-]) + "\n"
+INPUT = (
+    "\n".join(
+        json.dumps(m)
+        for m in [
+            {
+                "type": "SCHEMA",
+                "stream": "people",
+                "key_properties": ["cio_id"],
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "cio_id": {"type": "string"},
+                        "id": {"type": "string"},
+                        "email": {"type": "string"},
+                    },
+                },
+            },
+            {
+                "type": "RECORD",
+                "stream": "people",
+                "record": {"cio_id": "1", "id": "u1", "email": "someone@example.com"},
+            },
+            {"type": "STATE", "value": {}},
+        ]
+    )
+    + "\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +75,10 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], 
     """Every bad config run once (a few at a time) against one quiet sandbox."""
     with Sandbox(World(seed=61, people=20)) as sb:
         ready: dict[str, Callable[..., dict[str, Any]]] = {
-            TAP: sb.tap_config, MAPPER: sb.mapper_config, TARGET: sb.target_config}
+            TAP: sb.tap_config,
+            MAPPER: sb.mapper_config,
+            TARGET: sb.target_config,
+        }
 
         def attempt(item: tuple[tuple[str, str], tuple[dict[str, Any], str]]) -> tuple[Any, ...]:
             (plugin, case), (overrides, _) = item
@@ -58,9 +87,13 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], 
             workdir = tmp_path_factory.mktemp(f"{plugin}-{case}")
             # A plugin that wrongly accepted a public http:// URL gets no record to send there.
             stdin = "" if plugin == TAP or case == "public_http" else INPUT
-            done = subprocess.run([executable(plugin), "--config", str(write_config(workdir, plugin, config))],
-                                  input=stdin, capture_output=True, text=True,
-                                  timeout=60)
+            done = subprocess.run(
+                [executable(plugin), "--config", str(write_config(workdir, plugin, config))],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             return (plugin, case), done
 
         with ThreadPoolExecutor(max_workers=3) as pool:
@@ -76,16 +109,26 @@ def test_no_request_before_the_config_is_checked(outcomes) -> None:
     assert counters["dns_queries"] == 0 and counters["smtp_connections"] == 0
 
 
-@pytest.mark.parametrize("plugin,case", [
-    pytest.param(*key, marks=[pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[key])] if key in KNOWN_BUGS else [])
-    for key in CASES
-])
+@pytest.mark.parametrize(
+    "plugin,case",
+    [
+        pytest.param(
+            *key,
+            marks=[pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[key])]
+            if key in KNOWN_BUGS
+            else [],
+        )
+        for key in CASES
+    ],
+)
 def test_one_clear_line(plugin: str, case: str, outcomes) -> None:
     done = outcomes["results"][(plugin, case)]
     expected = CASES[(plugin, case)][1]
     assert done.returncode != 0, done.stderr[-1500:]
     assert "Traceback" not in done.stderr, done.stderr[-1500:]
-    errors = [line for line in done.stderr.splitlines() if "| ERROR" in line or "| CRITICAL" in line]
+    errors = [
+        line for line in done.stderr.splitlines() if "| ERROR" in line or "| CRITICAL" in line
+    ]
     # The SDK closes with a summary line of its own; the problem itself is one line that names the setting.
     problems = [line for line in errors if not line.endswith("Config validation failed")]
     assert len(problems) == 1 and expected in problems[0], errors

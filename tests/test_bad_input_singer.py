@@ -15,20 +15,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from cio_sandbox import Sandbox
 from cio_sandbox.pipeline import MAPPER, TARGET, executable, write_config
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 STATUSES = {"Valid", "Invalid", "Catch-All", "Disposable", "Unknown"}
 SECRET_ADDRESS = "private.person.4711@example.com"
 
-SCHEMA = {"type": "SCHEMA", "stream": "people", "key_properties": ["cio_id"],
-          "schema": {"type": "object", "properties": {
-              "cio_id": {"type": "string"}, "email": {}, "attributes": {},
-              "EV_Status": {"type": ["string", "null"]}, "EV_SubStatus": {"type": ["string", "null"]},
-              "EV_Validation_Timestamp": {"type": ["string", "null"]}}}}
+SCHEMA = {
+    "type": "SCHEMA",
+    "stream": "people",
+    "key_properties": ["cio_id"],
+    "schema": {
+        "type": "object",
+        "properties": {
+            "cio_id": {"type": "string"},
+            "email": {},
+            "attributes": {},
+            "EV_Status": {"type": ["string", "null"]},
+            "EV_SubStatus": {"type": ["string", "null"]},
+            "EV_Validation_Timestamp": {"type": ["string", "null"]},
+        },
+    },
+}
 STATE = {"type": "STATE", "value": {"bookmarks": {"people": {}}}}
 
 
@@ -37,10 +47,18 @@ def singer_lines(stdout: str) -> list[str]:
     characters such as U+0085 or U+2028, which JSON carries unescaped."""
     return [raw for raw in stdout.split("\n") if raw.strip()]
 
-def run(name: str, config: dict[str, Any], lines: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
+
+def run(
+    name: str, config: dict[str, Any], lines: list[str], tmp: Path
+) -> subprocess.CompletedProcess[str]:
     cfg = write_config(tmp, name, config)
-    return subprocess.run([executable(name), "--config", str(cfg)], input="\n".join(lines) + "\n",
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [executable(name), "--config", str(cfg)],
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def line(message: dict[str, Any]) -> str:
@@ -50,7 +68,11 @@ def line(message: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------- hypothesis
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
 json_value = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | text,
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | text,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
     max_leaves=6,
 )
@@ -58,33 +80,76 @@ address = st.one_of(
     st.emails(),
     text,
     st.builds(lambda local, domain: f"{local}@{domain}", text, text),
-    st.builds(lambda a, pad: f"{pad}{a.upper()}{pad}", st.emails(), st.sampled_from(["", " ", "\t", "\n"])),
-    st.sampled_from(["ünïcödé@bücher.example", "a@b@c", "@", "x@", "@y.example", "a..b@x.example",
-                     "用户@例子.广告", "x" * 300 + "@example.com", "<a@b.example>", "a@[127.0.0.1]"]),
+    st.builds(
+        lambda a, pad: f"{pad}{a.upper()}{pad}", st.emails(), st.sampled_from(["", " ", "\t", "\n"])
+    ),
+    st.sampled_from(
+        [
+            "ünïcödé@bücher.example",
+            "a@b@c",
+            "@",
+            "x@",
+            "@y.example",
+            "a..b@x.example",
+            "用户@例子.广告",
+            "x" * 300 + "@example.com",
+            "<a@b.example>",
+            "a@[127.0.0.1]",
+        ]
+    ),
 )
 # EV_* values are scalars here: a list or object in EV_Status crashes the mapper (its own test below).
-scalar = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | text
+scalar = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | text
+)
 ev_attributes = st.dictionaries(
     st.sampled_from(["EV_Status", "EV_SubStatus", "EV_Validation_Timestamp", "other"]),
-    st.one_of(scalar, st.sampled_from(["Valid", "Invalid", "Unknown", "1e400", "-5", "99999999999999",
-                                           "2026-13-45T99:99:99Z", "NaN"])),
+    st.one_of(
+        scalar,
+        st.sampled_from(
+            [
+                "Valid",
+                "Invalid",
+                "Unknown",
+                "1e400",
+                "-5",
+                "99999999999999",
+                "2026-13-45T99:99:99Z",
+                "NaN",
+            ]
+        ),
+    ),
     max_size=4,
 )
 record = st.fixed_dictionaries(
     {},
-    optional={"email": st.one_of(address, json_value), "attributes": st.one_of(ev_attributes, scalar),
-              "EV_Status": scalar, "EV_Validation_Timestamp": json_value, "extra": json_value},
+    optional={
+        "email": st.one_of(address, json_value),
+        "attributes": st.one_of(ev_attributes, scalar),
+        "EV_Status": scalar,
+        "EV_Validation_Timestamp": json_value,
+        "extra": json_value,
+    },
 )
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(records=st.lists(record, min_size=1, max_size=40))
-def test_any_address_and_record_shape_comes_out_verified(records: list[dict[str, Any]], sandbox: Sandbox,
-                                                         tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_any_address_and_record_shape_comes_out_verified(
+    records: list[dict[str, Any]], sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     tmp = tmp_path_factory.mktemp("hypothesis")
     lines = [line(SCHEMA)]
     for n, fields in enumerate(records):
-        lines.append(line({"type": "RECORD", "stream": "people", "record": {**fields, "cio_id": str(n)}}))
+        lines.append(
+            line({"type": "RECORD", "stream": "people", "record": {**fields, "cio_id": str(n)}})
+        )
     lines.append(line(STATE))
     config = sandbox.mapper_config(smtp_timeout=2.0, cache_path=str(tmp / "cache.sqlite"))
     done = run(MAPPER, config, lines, tmp)
@@ -97,10 +162,16 @@ def test_any_address_and_record_shape_comes_out_verified(records: list[dict[str,
     assert out[-1] == STATE, "the STATE comes after every record"
 
 
-@pytest.mark.parametrize("fields", [{"EV_Status": []}, {"email": "a@b.example", "attributes": {"EV_Status": {}}}])
-def test_a_non_string_ev_status_does_not_crash_the_mapper(fields: dict[str, Any], sandbox: Sandbox,
-                                                         tmp_path: Path) -> None:
-    lines = [line(SCHEMA), line({"type": "RECORD", "stream": "people", "record": {**fields, "cio_id": "0"}})]
+@pytest.mark.parametrize(
+    "fields", [{"EV_Status": []}, {"email": "a@b.example", "attributes": {"EV_Status": {}}}]
+)
+def test_a_non_string_ev_status_does_not_crash_the_mapper(
+    fields: dict[str, Any], sandbox: Sandbox, tmp_path: Path
+) -> None:
+    lines = [
+        line(SCHEMA),
+        line({"type": "RECORD", "stream": "people", "record": {**fields, "cio_id": "0"}}),
+    ]
     done = run(MAPPER, sandbox.mapper_config(smtp_check=False), lines, tmp_path)
     assert done.returncode == 0, done.stderr[-1500:]
     [out] = [json.loads(raw)["record"] for raw in singer_lines(done.stdout) if '"RECORD"' in raw]
@@ -108,15 +179,35 @@ def test_a_non_string_ev_status_does_not_crash_the_mapper(fields: dict[str, Any]
 
 
 # ------------------------------------------------------------------------------------- malformed
-RECORD_LINE = line({"type": "RECORD", "stream": "people",
-                    "record": {"cio_id": "1", "email": SECRET_ADDRESS, "EV_Status": "Valid",
-                               "EV_SubStatus": "mailbox_exists"}})
+RECORD_LINE = line(
+    {
+        "type": "RECORD",
+        "stream": "people",
+        "record": {
+            "cio_id": "1",
+            "email": SECRET_ADDRESS,
+            "EV_Status": "Valid",
+            "EV_SubStatus": "mailbox_exists",
+        },
+    }
+)
 MALFORMED = {
     # name: (lines, number of the bad line)
-    "broken_json": ([line(SCHEMA), RECORD_LINE, line(STATE), RECORD_LINE[:70], RECORD_LINE, line(STATE)], 4),
+    "broken_json": (
+        [line(SCHEMA), RECORD_LINE, line(STATE), RECORD_LINE[:70], RECORD_LINE, line(STATE)],
+        4,
+    ),
     "record_before_schema": ([RECORD_LINE, line(SCHEMA), line(STATE)], 1),
-    "unknown_type": ([line(SCHEMA), line(STATE), line({"type": "BOGUS", "email": SECRET_ADDRESS}),
-                      RECORD_LINE, line(STATE)], 3),
+    "unknown_type": (
+        [
+            line(SCHEMA),
+            line(STATE),
+            line({"type": "BOGUS", "email": SECRET_ADDRESS}),
+            RECORD_LINE,
+            line(STATE),
+        ],
+        3,
+    ),
 }
 
 

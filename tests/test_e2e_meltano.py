@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cio_sandbox import Sandbox, World
 from cio_sandbox.demo import meltano_env
 from cio_sandbox.report import evaluate
@@ -30,27 +29,49 @@ PLUGINS = ["tap-customerio-people", "mapper-emailverify", "target-customerio-ev"
 def meltano_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private Meltano system dir with the project's plugins installed once for the module."""
     sys_dir = tmp_path_factory.mktemp("meltano") / ".meltano"
-    env = {**os.environ, "MELTANO_SYS_DIR_ROOT": str(sys_dir),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    result = subprocess.run([MELTANO, "install", *PLUGINS, "tap-jsonl", "target-csv"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "MELTANO_SYS_DIR_ROOT": str(sys_dir),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    result = subprocess.run(
+        [MELTANO, "install", *PLUGINS, "tap-jsonl", "target-csv"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return sys_dir
 
 
-def run_meltano(args: list[str], sb: Sandbox, sys_dir: Path, extra: dict[str, str] | None = None
-                ) -> subprocess.CompletedProcess[str]:
-    env = {**meltano_env(sb, sys_dir / "mapper-report.json"), "MELTANO_SYS_DIR_ROOT": str(sys_dir),
-           "MAPPER_EMAILVERIFY_CACHE_PATH": str(sys_dir / "emailverify-cache.sqlite"), **(extra or {})}
-    return subprocess.run([MELTANO, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+def run_meltano(
+    args: list[str], sb: Sandbox, sys_dir: Path, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **meltano_env(sb, sys_dir / "mapper-report.json"),
+        "MELTANO_SYS_DIR_ROOT": str(sys_dir),
+        "MAPPER_EMAILVERIFY_CACHE_PATH": str(sys_dir / "emailverify-cache.sqlite"),
+        **(extra or {}),
+    }
+    return subprocess.run(
+        [MELTANO, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
-def test_meltano_run_writes_a_correct_verdict_on_every_person_and_reruns_write_nothing(meltano_dir: Path) -> None:
+def test_meltano_run_writes_a_correct_verdict_on_every_person_and_reruns_write_nothing(
+    meltano_dir: Path,
+) -> None:
     with Sandbox(World(seed=21, people=2000)) as sb:
         sb.obs.faults.app_rate_limit = 0
         speed = {"TAP_CUSTOMERIO_PEOPLE_REQUESTS_PER_SECOND": "200"}
-        first = run_meltano(["run", "tap-customerio-people", "emailverify", "target-customerio-ev"], sb,
-                            meltano_dir, speed)
+        first = run_meltano(
+            ["run", "tap-customerio-people", "emailverify", "target-customerio-ev"],
+            sb,
+            meltano_dir,
+            speed,
+        )
         assert first.returncode == 0, first.stderr[-4000:]
         report = evaluate(sb.world, sb.obs.landed_copy(), sb.obs.writes)
         assert report.coverage == 1.0, report.missing[:10]
@@ -65,39 +86,69 @@ def test_meltano_run_writes_a_correct_verdict_on_every_person_and_reruns_write_n
         assert snap["writes"] == 0 and snap["smtp_connections"] == 0
 
 
-def test_the_mapper_works_between_another_tap_and_another_target(meltano_dir: Path, tmp_path: Path) -> None:
+def test_the_mapper_works_between_another_tap_and_another_target(
+    meltano_dir: Path, tmp_path: Path
+) -> None:
     """tap-jsonl reads a file of sign-ups (address nested in `contact`), target-csv writes the verdicts."""
     with Sandbox(World(seed=22, people=400)) as sb:
         # No bounce history travels with a file, so People whose truth is a hard bounce are left out.
-        people = [p for p in sb.world.iter_people() if p.email and p.truth.case != "hard_bounce"][:150]
+        people = [p for p in sb.world.iter_people() if p.email and p.truth.case != "hard_bounce"][
+            :150
+        ]
         source = tmp_path / "signups.jsonl"
-        source.write_text("".join(json.dumps({"signup_id": p.index, "contact": {"email": p.email}}) + "\n"
-                                  for p in people))
+        source.write_text(
+            "".join(
+                json.dumps({"signup_id": p.index, "contact": {"email": p.email}}) + "\n"
+                for p in people
+            )
+        )
         out_dir = tmp_path / "out"
         out_dir.mkdir()
-        result = run_meltano(["run", "tap-jsonl", "emailverify-signups", "target-csv"], sb, meltano_dir, {
-            "TAP_JSONL_PATH": str(source), "TAP_JSONL_STREAM_NAME": "signups",
-            "TARGET_CSV_OUTPUT_PATH": str(out_dir),
-        })
+        result = run_meltano(
+            ["run", "tap-jsonl", "emailverify-signups", "target-csv"],
+            sb,
+            meltano_dir,
+            {
+                "TAP_JSONL_PATH": str(source),
+                "TAP_JSONL_STREAM_NAME": "signups",
+                "TARGET_CSV_OUTPUT_PATH": str(out_dir),
+            },
+        )
         assert result.returncode == 0, result.stderr[-4000:]
     files = list(out_dir.glob("signups*.csv"))
     assert files, list(out_dir.iterdir())
     rows = list(csv.DictReader(files[0].open()))
     assert len(rows) == len(people)
     truth = {p.index: p.truth for p in people}
-    correct = sum((r["EV_Status"], r["EV_SubStatus"]) in truth[int(r["signup_id"])].accepted for r in rows)
+    correct = sum(
+        (r["EV_Status"], r["EV_SubStatus"]) in truth[int(r["signup_id"])].accepted for r in rows
+    )
     assert all(r["EV_Validation_Timestamp"] for r in rows)
-    assert not [r for r in rows if r["EV_Status"] == "Invalid" and not truth[int(r["signup_id"])].is_invalid]
+    assert not [
+        r for r in rows if r["EV_Status"] == "Invalid" and not truth[int(r["signup_id"])].is_invalid
+    ]
     assert correct >= 0.98 * len(rows)
 
 
 def test_the_readme_demo_runs(meltano_dir: Path) -> None:
     """`make demo` runs `cio-sandbox demo`: the real job twice, then the marketer's report."""
-    env = {**os.environ, "MELTANO_SYS_DIR_ROOT": str(meltano_dir),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    result = subprocess.run([str(Path(sys.executable).parent / "cio-sandbox"), "demo", "--people", "600"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "MELTANO_SYS_DIR_ROOT": str(meltano_dir),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "cio-sandbox"), "demo", "--people", "600"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "coverage 100.0%" in result.stdout
     assert "false Invalids: 0" in result.stdout
-    assert "Second run:" in result.stdout and "0 SMTP connections, 0 identify calls landed" in result.stdout
+    assert (
+        "Second run:" in result.stdout
+        and "0 SMTP connections, 0 identify calls landed" in result.stdout
+    )

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from cio_sandbox import Sandbox, World
 from cio_sandbox.pipeline import MAPPER, TAP, TARGET, executable, run_piped, write_config
 from cio_sandbox.report import evaluate
@@ -51,7 +50,9 @@ def test_each_person_is_written_at_most_once(first_run) -> None:
 def test_no_secret_and_no_address_in_info_logs(first_run) -> None:
     sb, run, _ = first_run
     keys = [sb.keys.app_api_key, sb.keys.pipelines_api_key]
-    addresses = [p.email.strip() for p in sb.world.iter_people() if p.email and "@" in p.email][:500]
+    addresses = [p.email.strip() for p in sb.world.iter_people() if p.email and "@" in p.email][
+        :500
+    ]
     for name, log in run.logs.items():
         for key in keys:
             assert key not in log, f"{name} logged a key"
@@ -62,8 +63,13 @@ def test_no_secret_and_no_address_in_info_logs(first_run) -> None:
 def test_a_rerun_probes_nothing_and_writes_nothing(first_run) -> None:
     sb, run, workdir = first_run
     sb.obs.reset_traffic()
-    again = run_piped(sb, workdir / "again", tap={"requests_per_second": 200},
-                      mapper={"cache_path": str(workdir / "cache.sqlite")}, state=run.final_state)
+    again = run_piped(
+        sb,
+        workdir / "again",
+        tap={"requests_per_second": 200},
+        mapper={"cache_path": str(workdir / "cache.sqlite")},
+        state=run.final_state,
+    )
     assert again.ok, {name: log[-2000:] for name, log in again.logs.items()}
     snap = sb.obs.snapshot()
     assert snap["writes"] == 0, "unchanged People must not be written again"
@@ -85,27 +91,43 @@ def test_segment_filtering_end_to_end(make_sandbox: Callable[..., Sandbox], tmp_
 def test_eu_region_end_to_end(make_sandbox: Callable[..., Sandbox], tmp_path: Path) -> None:
     sb = make_sandbox(World(seed=13, people=600, region="eu"))
     sb.obs.faults.app_rate_limit = 0
-    run = run_piped(sb, tmp_path, tap={"region": "eu", "requests_per_second": 200},
-                    target={"region": "eu"})
+    run = run_piped(
+        sb, tmp_path, tap={"region": "eu", "requests_per_second": 200}, target={"region": "eu"}
+    )
     assert run.ok, {name: log[-2000:] for name, log in run.logs.items()}
     report = evaluate(sb.world, sb.obs.landed_copy())
     assert report.coverage == 1.0 and report.false_invalid == 0
 
 
-def test_an_interrupted_run_resumes_to_full_coverage(make_sandbox: Callable[..., Sandbox], tmp_path: Path) -> None:
+def test_an_interrupted_run_resumes_to_full_coverage(
+    make_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
     """SIGKILL the target mid-run: the state it emitted is never ahead of what landed, and a re-run finishes."""
     sb = make_sandbox(World(seed=14, people=2000))
     sb.obs.faults.app_rate_limit = 0
     sb.obs.faults.pipelines_latency = 0.05
     tap_cfg = write_config(tmp_path, TAP, sb.tap_config(requests_per_second=200))
-    map_cfg = write_config(tmp_path, MAPPER, sb.mapper_config(cache_path=str(tmp_path / "cache.sqlite")))
+    map_cfg = write_config(
+        tmp_path, MAPPER, sb.mapper_config(cache_path=str(tmp_path / "cache.sqlite"))
+    )
     tgt_cfg = write_config(tmp_path, TARGET, sb.target_config(batch_size_rows=50))
-    tap = subprocess.Popen([executable(TAP), "--config", str(tap_cfg)], stdout=subprocess.PIPE,
-                           stderr=subprocess.DEVNULL)
-    mapper = subprocess.Popen([executable(MAPPER), "--config", str(map_cfg)], stdin=tap.stdout,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    target = subprocess.Popen([executable(TARGET), "--config", str(tgt_cfg)], stdin=mapper.stdout,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    tap = subprocess.Popen(
+        [executable(TAP), "--config", str(tap_cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    mapper = subprocess.Popen(
+        [executable(MAPPER), "--config", str(map_cfg)],
+        stdin=tap.stdout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    target = subprocess.Popen(
+        [executable(TARGET), "--config", str(tgt_cfg)],
+        stdin=mapper.stdout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     assert tap.stdout and mapper.stdout and target.stdout
     tap.stdout.close()
     mapper.stdout.close()
@@ -118,9 +140,13 @@ def test_an_interrupted_run_resumes_to_full_coverage(make_sandbox: Callable[...,
         proc.wait(timeout=60)
     assert 0 < len(sb.obs.landed_copy()) < 2000, "the kill should land mid-run"
     states = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    rerun = run_piped(sb, tmp_path / "rerun", tap={"requests_per_second": 200},
-                      mapper={"cache_path": str(tmp_path / "cache.sqlite")},
-                      state=states[-1] if states else None)
+    rerun = run_piped(
+        sb,
+        tmp_path / "rerun",
+        tap={"requests_per_second": 200},
+        mapper={"cache_path": str(tmp_path / "cache.sqlite")},
+        state=states[-1] if states else None,
+    )
     assert rerun.ok, {name: log[-2000:] for name, log in rerun.logs.items()}
     report = evaluate(sb.world, sb.obs.landed_copy())
     assert report.coverage == 1.0 and report.false_invalid == 0

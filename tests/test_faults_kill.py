@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-
 from cio_sandbox import Sandbox, World
 from cio_sandbox.pipeline import MAPPER, TAP, TARGET, executable, write_config
 from cio_sandbox.report import current_traits, evaluate
@@ -54,7 +53,9 @@ def parse(raw: bytes) -> Line:
         stream=message.get("stream"),
         cio_id=record.get("cio_id") if isinstance(record, dict) else None,
         value=message.get("value"),
-        ev=(record.get("EV_Status"), record.get("EV_SubStatus")) if isinstance(record, dict) else None,
+        ev=(record.get("EV_Status"), record.get("EV_SubStatus"))
+        if isinstance(record, dict)
+        else None,
     )
 
 
@@ -120,10 +121,16 @@ def start(sb: Sandbox, workdir: Path, state: Any) -> Watched:
     tap = subprocess.Popen(tap_cmd, stdout=pipe, stderr=logs[TAP])
     mapper = subprocess.Popen(
         [executable(MAPPER), "--config", str(write_config(workdir, MAPPER, map_cfg))],
-        stdin=pipe, stdout=pipe, stderr=logs[MAPPER])
+        stdin=pipe,
+        stdout=pipe,
+        stderr=logs[MAPPER],
+    )
     target = subprocess.Popen(
         [executable(TARGET), "--config", str(write_config(workdir, TARGET, tgt_cfg))],
-        stdin=pipe, stdout=pipe, stderr=logs[TARGET])
+        stdin=pipe,
+        stdout=pipe,
+        stderr=logs[TARGET],
+    )
     for handle in logs.values():
         handle.close()
     assert tap.stdout and mapper.stdin and mapper.stdout and target.stdin and target.stdout
@@ -155,7 +162,9 @@ def check_mapper_order(run: Watched) -> None:
         j = next(k for k, t in enumerate(tap_lines) if t.kind == "STATE" and t.value == line.value)
         sent = {r.cio_id for r in records_before(tap_lines, j)}
         forwarded = {r.cio_id for r in records_before(map_lines, i)}
-        assert sent <= forwarded, f"mapper STATE #{i} forwarded ahead of {len(sent - forwarded)} records"
+        assert sent <= forwarded, (
+            f"mapper STATE #{i} forwarded ahead of {len(sent - forwarded)} records"
+        )
 
 
 def check_target_states(sb: Sandbox, run: Watched) -> None:
@@ -200,7 +209,9 @@ def test_kill_each_process_then_rerun_to_full_coverage(
     for n, (victim, sig) in enumerate(KILLS):
         before = sum(sb.obs.writes.values())
         run = start(sb, tmp_path / f"run{n}", state)
-        if victim == TAP:  # the tap is done before most writes land: its kill point is a request count
+        if (
+            victim == TAP
+        ):  # the tap is done before most writes land: its kill point is a request count
             wait_for_requests(sb, run, sb.obs.requests_to("app") + rng.randint(3, 15))
         else:
             wait_for_writes(sb, run, before + rng.randint(5, 45))
@@ -239,9 +250,12 @@ def test_a_terminated_tap_exits_non_zero_after_writing_its_state(
     sb = make_sandbox(World(seed=62, people=300))
     sb.obs.faults.app_rate_limit = 0
     sb.obs.faults.app_latency = 0.2
-    cfg = write_config(tmp_path, TAP, sb.tap_config(requests_per_second=200, page_size=20, hydration_concurrency=1))
-    tap = subprocess.Popen([executable(TAP), "--config", str(cfg)], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE)
+    cfg = write_config(
+        tmp_path, TAP, sb.tap_config(requests_per_second=200, page_size=20, hydration_concurrency=1)
+    )
+    tap = subprocess.Popen(
+        [executable(TAP), "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 60
     while sb.obs.requests_to("app") < 4 and time.monotonic() < deadline and tap.poll() is None:
         time.sleep(0.01)

@@ -16,7 +16,6 @@ import dns.query
 import dns.rcode
 import httpx
 import pytest
-
 from cio_sandbox import Sandbox, World
 
 
@@ -111,8 +110,12 @@ def test_smtp_fault_rate_is_a_share_of_sessions(sb: Sandbox) -> None:
 
 # ---------------------------------------------------------------------------------------- Pipelines
 def identify(user_id: str) -> dict[str, object]:
-    return {"type": "identify", "userId": user_id, "traits": {"EV_Status": "Valid"},
-            "messageId": f"m-{user_id}"}
+    return {
+        "type": "identify",
+        "userId": user_id,
+        "traits": {"EV_Status": "Valid"},
+        "messageId": f"m-{user_id}",
+    }
 
 
 def test_pipelines_rejects_a_batch_naming_the_call(sb: Sandbox) -> None:
@@ -124,8 +127,9 @@ def test_pipelines_rejects_a_batch_naming_the_call(sb: Sandbox) -> None:
         assert answer.status_code == 400
         assert answer.json()["meta"]["errors"] == ["batch[1]: rejected (fault injection)"]
         assert sb.obs.landed_copy() == {}, "a strict rejection lands nothing"
-        answer = client.post("/v1/batch", json={"batch": [identify(people[0].id)]},
-                             headers={"X-Strict-Mode": "1"})
+        answer = client.post(
+            "/v1/batch", json={"batch": [identify(people[0].id)]}, headers={"X-Strict-Mode": "1"}
+        )
         assert answer.status_code == 200
     assert list(sb.obs.landed_copy()) == [people[0].cio_id]
 

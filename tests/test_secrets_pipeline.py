@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 import trustme
-
 from cio_sandbox import Sandbox, World
 from cio_sandbox.pipeline import MAPPER, TAP, TARGET, executable, write_config
 from cio_sandbox.report import evaluate
@@ -45,11 +44,23 @@ def leaked_forms(key: str) -> set[str]:
     return {key, base64.b64encode(f"{key}:".encode()).decode()}
 
 
-def stage(name: str, config: Path, stdin: Path | None, out: Path, env: dict[str, str],
-          extra: list[str] | None = None) -> subprocess.CompletedProcess[bytes]:
-    with out.open("wb") as stdout, (stdin.open("rb") if stdin else open(os.devnull, "rb")) as inp:
-        done = subprocess.run([executable(name), "--config", str(config), *(extra or [])], stdin=inp,
-                              stdout=stdout, stderr=subprocess.PIPE, env=env, timeout=180)
+def stage(
+    name: str,
+    config: Path,
+    stdin: Path | None,
+    out: Path,
+    env: dict[str, str],
+    extra: list[str] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    with out.open("wb") as stdout, stdin.open("rb") if stdin else open(os.devnull, "rb") as inp:
+        done = subprocess.run(
+            [executable(name), "--config", str(config), *(extra or [])],
+            stdin=inp,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=180,
+        )
     out.with_suffix(".log").write_bytes(done.stderr)
     return done
 
@@ -77,19 +88,26 @@ def debug_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sandbo
         assert sb.keys.app_api_key == KEYS["app_api_key"]
         sb.obs.faults.app_rate_limit = 0
         tap_cfg = write_config(workdir, TAP, sb.tap_config(requests_per_second=200))
-        map_cfg = write_config(workdir, MAPPER, sb.mapper_config(
-            backend="emailverify", cache_path=str(workdir / "cache.sqlite")))
+        map_cfg = write_config(
+            workdir,
+            MAPPER,
+            sb.mapper_config(backend="emailverify", cache_path=str(workdir / "cache.sqlite")),
+        )
         tgt_cfg = write_config(workdir, TARGET, sb.target_config())
-        runs = [stage(TAP, tap_cfg, None, workdir / "tap.out", env),
-                stage(MAPPER, map_cfg, workdir / "tap.out", workdir / "mapper.out", env),
-                stage(TARGET, tgt_cfg, workdir / "mapper.out", workdir / "target.out", env)]
+        runs = [
+            stage(TAP, tap_cfg, None, workdir / "tap.out", env),
+            stage(MAPPER, map_cfg, workdir / "tap.out", workdir / "mapper.out", env),
+            stage(TARGET, tgt_cfg, workdir / "mapper.out", workdir / "target.out", env),
+        ]
         assert [r.returncode for r in runs] == [0, 0, 0], [r.stderr[-1500:] for r in runs]
         yield sb, workdir
 
 
 def test_the_debug_run_did_the_job(debug_run) -> None:
     sb, workdir = debug_run
-    assert sb.obs.requests_to("emailverify") > 0, "the remote backend (and its key) must be exercised"
+    assert sb.obs.requests_to("emailverify") > 0, (
+        "the remote backend (and its key) must be exercised"
+    )
     log = (workdir / "mapper.log").read_text()
     assert " | DEBUG " in log, "LOGLEVEL=DEBUG must reach the plugins"
     report = evaluate(sb.world, sb.obs.landed_copy(), sb.obs.writes)
@@ -98,8 +116,11 @@ def test_the_debug_run_did_the_job(debug_run) -> None:
 
 def test_no_key_in_any_output_stream_at_debug(debug_run) -> None:
     _, workdir = debug_run
-    streams = {p.name: p.read_bytes().decode("utf-8", "replace")
-               for p in sorted(workdir.iterdir()) if p.suffix in (".out", ".log")}
+    streams = {
+        p.name: p.read_bytes().decode("utf-8", "replace")
+        for p in sorted(workdir.iterdir())
+        if p.suffix in (".out", ".log")
+    }
     assert len(streams) == 6
     for name, text in streams.items():
         for setting, key in KEYS.items():
@@ -109,7 +130,9 @@ def test_no_key_in_any_output_stream_at_debug(debug_run) -> None:
 
 def test_no_address_in_info_logs(debug_run) -> None:
     sb, workdir = debug_run
-    addresses = {p.email.strip().lower() for p in sb.world.iter_people() if p.email and "@" in p.email}
+    addresses = {
+        p.email.strip().lower() for p in sb.world.iter_people() if p.email and "@" in p.email
+    }
     for log_file in sorted(workdir.glob("*.log")):
         info = info_and_above(log_file.read_text()).lower()
         leaked = sorted(a for a in addresses if a in info)
@@ -142,12 +165,12 @@ def test_the_cache_stores_no_plain_address(debug_run, tmp_path: Path) -> None:
 class _Counting(http.server.BaseHTTPRequestHandler):
     seen: list[str] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         self.seen.append(self.path)
         self.send_response(200)
         self.end_headers()
 
-    do_POST = do_GET  # noqa: N815
+    do_POST = do_GET
 
     def log_message(self, *args: object) -> None:
         pass
@@ -170,36 +193,80 @@ def untrusted_https() -> Iterator[tuple[str, list[str]]]:
     server.server_close()
 
 
-SCHEMA_LINE = json.dumps({"type": "SCHEMA", "stream": "people", "key_properties": ["cio_id"], "schema": {
-    "type": "object", "properties": {"cio_id": {"type": "string"}, "email": {"type": ["string", "null"]},
-                                     "EV_Status": {"type": ["string", "null"]},
-                                     "EV_SubStatus": {"type": ["string", "null"]}}}})
+SCHEMA_LINE = json.dumps(
+    {
+        "type": "SCHEMA",
+        "stream": "people",
+        "key_properties": ["cio_id"],
+        "schema": {
+            "type": "object",
+            "properties": {
+                "cio_id": {"type": "string"},
+                "email": {"type": ["string", "null"]},
+                "EV_Status": {"type": ["string", "null"]},
+                "EV_SubStatus": {"type": ["string", "null"]},
+            },
+        },
+    }
+)
 
 
 def test_every_http_client_verifies_tls(untrusted_https, tmp_path: Path) -> None:
     """Pointed at a server with an untrusted certificate, each plugin refuses to talk to it."""
     url, seen = untrusted_https
-    record = json.dumps({"type": "RECORD", "stream": "people",
-                         "record": {"cio_id": "1", "email": "tls.probe@example.com",
-                                    "EV_Status": "Valid", "EV_SubStatus": "mailbox_exists"}})
+    record = json.dumps(
+        {
+            "type": "RECORD",
+            "stream": "people",
+            "record": {
+                "cio_id": "1",
+                "email": "tls.probe@example.com",
+                "EV_Status": "Valid",
+                "EV_SubStatus": "mailbox_exists",
+            },
+        }
+    )
     (tmp_path / "in.jsonl").write_text(f"{SCHEMA_LINE}\n{record}\n")
     env = dict(os.environ)
     # Default retry settings: a certificate failure must not be retried, and must say so in one line.
-    tap = stage(TAP, write_config(tmp_path, TAP, {"app_api_key": KEYS["app_api_key"], "api_url": url}),
-                None, tmp_path / "tap.out", env)
-    target = stage(TARGET, write_config(tmp_path, TARGET, {"pipelines_api_key": KEYS["pipelines_api_key"],
-                                                           "api_url": url}),
-                   tmp_path / "in.jsonl", tmp_path / "target.out", env)
+    tap = stage(
+        TAP,
+        write_config(tmp_path, TAP, {"app_api_key": KEYS["app_api_key"], "api_url": url}),
+        None,
+        tmp_path / "tap.out",
+        env,
+    )
+    target = stage(
+        TARGET,
+        write_config(
+            tmp_path, TARGET, {"pipelines_api_key": KEYS["pipelines_api_key"], "api_url": url}
+        ),
+        tmp_path / "in.jsonl",
+        tmp_path / "target.out",
+        env,
+    )
     for done in (tap, target):
         log = done.stderr.decode()
         assert done.returncode != 0 and "Traceback" not in log, log[-1500:]
         [error] = [line for line in log.splitlines() if "| ERROR" in line and "certificate" in line]
         assert f"TLS certificate of {url} could not be verified" in error
         assert "etry" not in log.replace("max_retries", ""), "a certificate failure was retried"
-    mapper = stage(MAPPER, write_config(tmp_path, MAPPER, {
-        "backend": "emailverify", "emailverify_api_key": KEYS["emailverify_api_key"],
-        "emailverify_api_url": url, "smtp_check": False}),
-        tmp_path / "in.jsonl", tmp_path / "mapper.out", env)
+    mapper = stage(
+        MAPPER,
+        write_config(
+            tmp_path,
+            MAPPER,
+            {
+                "backend": "emailverify",
+                "emailverify_api_key": KEYS["emailverify_api_key"],
+                "emailverify_api_url": url,
+                "smtp_check": False,
+            },
+        ),
+        tmp_path / "in.jsonl",
+        tmp_path / "mapper.out",
+        env,
+    )
     out = [json.loads(line) for line in (tmp_path / "mapper.out").read_text().splitlines()]
     verdicts = [m["record"]["EV_Status"] for m in out if m["type"] == "RECORD"]
     assert mapper.returncode == 0 and verdicts == ["Unknown"], mapper.stderr[-1500:]

@@ -26,8 +26,14 @@ if TYPE_CHECKING:
 # Imported on first use: the mapper's cached path never needs the engine (dnspython, email-validator, ...), and
 # importing it eagerly would cost every mapper start about half a second.
 _EXPORTS = {
-    "ConfigError": "config", "VerifierConfig": "config", "Evidence": "result", "Result": "result",
-    "SmtpReply": "result", "PAIRS": "taxonomy", "Status": "taxonomy", "SubStatus": "taxonomy",
+    "ConfigError": "config",
+    "VerifierConfig": "config",
+    "Evidence": "result",
+    "Result": "result",
+    "SmtpReply": "result",
+    "PAIRS": "taxonomy",
+    "Status": "taxonomy",
+    "SubStatus": "taxonomy",
     "Verifier": "verifier",
 }
 

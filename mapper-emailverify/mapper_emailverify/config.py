@@ -172,7 +172,9 @@ def checked_origin(url: str) -> str:
     parts = urlsplit(url.strip())
     host = parts.hostname or ""
     if parts.scheme not in ("http", "https") or not host:
-        raise ConfigError("emailverify_api_url must be an origin such as https://app.emailverify.io.")
+        raise ConfigError(
+            "emailverify_api_url must be an origin such as https://app.emailverify.io."
+        )
     if parts.scheme == "http" and not _is_loopback(host):
         raise ConfigError(
             "emailverify_api_url uses plain http:// for a non-loopback host; use https:// "

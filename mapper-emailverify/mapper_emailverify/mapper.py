@@ -279,7 +279,9 @@ class EmailVerifyMapper(InlineMapper):
         self.bounce_stream: str | None = settings.get("bounce_history_stream") or None
         self.max_age = float(settings.get("reverify_after_days") or 0) * DAY
         transient_hours = settings.get("reverify_unknown_after_hours")
-        transient_hours = DEFAULT_TRANSIENT_HOURS if transient_hours is None else float(transient_hours)
+        transient_hours = (
+            DEFAULT_TRANSIENT_HOURS if transient_hours is None else float(transient_hours)
+        )
         self.transient_max_age = transient_hours * 3600.0
         self.report_path: str | None = settings.get("report_path") or None
         try:
@@ -443,7 +445,9 @@ class EmailVerifyMapper(InlineMapper):
             self._finish_local(message_dict, record, Verdict("Unknown", "no_email", time.time()))
             return
         if not isinstance(value, str):
-            self._finish_local(message_dict, record, Verdict("Invalid", "invalid_syntax", time.time()))
+            self._finish_local(
+                message_dict, record, Verdict("Invalid", "invalid_syntax", time.time())
+            )
             return
         key = address_key(value)
         if self.max_age > 0:
@@ -469,7 +473,10 @@ class EmailVerifyMapper(InlineMapper):
             fresh = carried_verdict(
                 record, self.names, time.time(), self.max_age, self.transient_max_age
             )
-            if fresh is not None and (fresh.status, fresh.substatus) == (verdict.status, verdict.substatus):
+            if fresh is not None and (fresh.status, fresh.substatus) == (
+                verdict.status,
+                verdict.substatus,
+            ):
                 self._finish_now(message_dict, record, "fresh", fresh)
                 return
         self._finish_now(message_dict, record, "local", verdict)
@@ -548,7 +555,9 @@ class EmailVerifyMapper(InlineMapper):
 
     def _warn_no_schema(self, stream: Any) -> None:
         shown = repr(stream) if isinstance(stream, str) and len(stream) <= 80 else "(unnamed)"
-        raise self.message_reader.input_error(f"RECORD for stream {shown} before its SCHEMA message")
+        raise self.message_reader.input_error(
+            f"RECORD for stream {shown} before its SCHEMA message"
+        )
 
     # -- plumbing ----------------------------------------------------------------------------------
 

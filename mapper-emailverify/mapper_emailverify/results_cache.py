@@ -125,7 +125,10 @@ class SqliteResultsCache:
                 ).fetchone()
         except sqlite3.OperationalError:  # locked by another run sharing the file: verify instead
             return None
-        if row is None or row[2] + lifetime(row[0], row[1], self.ttl, self.transient_ttl) < time.time():
+        if (
+            row is None
+            or row[2] + lifetime(row[0], row[1], self.ttl, self.transient_ttl) < time.time()
+        ):
             return None
         return Verdict(*row)
 

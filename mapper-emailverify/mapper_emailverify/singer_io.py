@@ -67,7 +67,7 @@ class EmailVerifyReader(MsgSpecReader):
     line_number = 0
 
     def _numbered(self, lines: Iterable[Any]) -> Iterator[Any]:
-        for self.line_number, line in enumerate(lines, start=1):  # noqa: B007 - kept for errors
+        for self.line_number, line in enumerate(lines, start=1):
             yield line
 
     def input_error(self, problem: str) -> InputError:

@@ -148,9 +148,9 @@ def test_tap_output_verified_in_order_then_cached_then_bounces(tap_world, tmp_pa
         assert rec["EV_SubStatus"] in LEGAL[rec["EV_Status"]]
         truth = world.person_by_cio_id(rec["cio_id"]).truth
         right += (rec["EV_Status"], rec["EV_SubStatus"]) in truth.accepted
-    assert right >= 0.85 * len(
-        people
-    ), f"only {right}/{len(people)} verdicts match the world's truth"
+    assert right >= 0.85 * len(people), (
+        f"only {right}/{len(people)} verdicts match the world's truth"
+    )
     for person in world.iter_people():  # personal data never reaches INFO logs
         if person.email and "@" in person.email:
             assert person.email.strip() not in stderr

@@ -362,7 +362,11 @@ def test_cached_and_fresh_records_never_start_the_engine(tmp_path):
     cache.put(address_key("known@a.example"), Verdict("Catch-All", "catch_all", time.time() - 60))
     cache.close()
     now = int(time.time())
-    carried = {"EV_Status": "Valid", "EV_SubStatus": "role_based", "EV_Validation_Timestamp": str(now)}
+    carried = {
+        "EV_Status": "Valid",
+        "EV_SubStatus": "role_based",
+        "EV_Validation_Timestamp": str(now),
+    }
 
     def no_engine():
         raise AssertionError("the engine was started for a cached or fresh record")
@@ -388,11 +392,17 @@ def test_cached_and_fresh_records_never_start_the_engine(tmp_path):
 def test_schema_declares_dotted_paths() -> None:
     from mapper_emailverify.mapper import _schema_declares
 
-    nested = {"properties": {"contact": {"type": "object", "properties": {"email": {"type": "string"}}}}}
+    nested = {
+        "properties": {"contact": {"type": "object", "properties": {"email": {"type": "string"}}}}
+    }
     assert _schema_declares(nested, ("contact", "email")) is True
     assert _schema_declares(nested, ("contact", "phone")) is False
-    open_object = {"properties": {"contact": {"type": ["null", "object"], "additionalProperties": True}}}
-    assert _schema_declares(open_object, ("contact", "email")) is None  # the tap did not say: may be there
+    open_object = {
+        "properties": {"contact": {"type": ["null", "object"], "additionalProperties": True}}
+    }
+    assert (
+        _schema_declares(open_object, ("contact", "email")) is None
+    )  # the tap did not say: may be there
     closed = {"properties": {"contact": {"type": "object", "additionalProperties": False}}}
     assert _schema_declares(closed, ("contact", "email")) is False
     assert _schema_declares({"properties": {"name": {"type": "string"}}}, ("email",)) is False

@@ -316,15 +316,22 @@ class AppApi:
             raise bad_request("ids: every identifier must be a string")
         people = (self.lookup(id_type, str(v)) for v in ids)
         return json_response(
-            {"customers": [{"customer": customer_object(p, self.obs.current_attributes(p))}
-                           for p in people if p is not None]}
+            {
+                "customers": [
+                    {"customer": customer_object(p, self.obs.current_attributes(p))}
+                    for p in people
+                    if p is not None
+                ]
+            }
         )
 
     async def attributes_one(self, request: web.Request) -> web.Response:
         person = self.lookup(self.id_type(request), request.match_info["customer_id"])
         if person is None:
             raise not_found("The customer_id does not exist.")
-        return json_response({"customer": customer_object(person, self.obs.current_attributes(person))})
+        return json_response(
+            {"customer": customer_object(person, self.obs.current_attributes(person))}
+        )
 
     # --- segments --------------------------------------------------------------------------------
     def segment(self, request: web.Request) -> dict[str, Any]:

@@ -18,14 +18,25 @@ from .world import World
 def _world_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=7, help="world seed (default 7)")
     parser.add_argument("--people", type=int, default=3000, help="number of People (default 3000)")
-    parser.add_argument("--region", choices=("us", "eu"), default="us", help="the workspace's data center")
-    parser.add_argument("--domains", type=int, default=40, help="number of ordinary mail domains (default 40)")
-    parser.add_argument("--smtp-latency", type=float, default=0.0, help="seconds before each SMTP reply")
+    parser.add_argument(
+        "--region", choices=("us", "eu"), default="us", help="the workspace's data center"
+    )
+    parser.add_argument(
+        "--domains", type=int, default=40, help="number of ordinary mail domains (default 40)"
+    )
+    parser.add_argument(
+        "--smtp-latency", type=float, default=0.0, help="seconds before each SMTP reply"
+    )
 
 
 def _world(args: argparse.Namespace) -> World:
-    return World(seed=args.seed, people=args.people, region=args.region, domains=args.domains,
-                 smtp_latency=args.smtp_latency)
+    return World(
+        seed=args.seed,
+        people=args.people,
+        region=args.region,
+        domains=args.domains,
+        smtp_latency=args.smtp_latency,
+    )
 
 
 def write_configs(sb: Sandbox, directory: Path) -> dict[str, Path]:
@@ -61,7 +72,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.write_config:
         write_configs(sb, Path(args.write_config))
     if args.format == "json":
-        print(json.dumps({"settings": settings, "started_in_seconds": round(elapsed, 3)}), flush=True)
+        print(
+            json.dumps({"settings": settings, "started_in_seconds": round(elapsed, 3)}), flush=True
+        )
     else:
         print(describe_world(sb.world))
         print(f"\nSandbox ready in {elapsed:.2f} s. Settings for a pipeline:\n")
@@ -92,14 +105,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cio-sandbox", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="serve the App, Pipelines, Track and EmailVerify.io APIs, DNS and SMTP")
+    serve = sub.add_parser(
+        "serve", help="serve the App, Pipelines, Track and EmailVerify.io APIs, DNS and SMTP"
+    )
     _world_args(serve)
-    serve.add_argument("--host", default="127.0.0.1", help="loopback address for the HTTP and DNS servers")
-    serve.add_argument("--port-base", type=int, default=0,
-                       help="fixed ports: app, app (other region), pipelines, track, emailverify, dns, smtp "
-                            "from this port on (default: free ports)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="loopback address for the HTTP and DNS servers"
+    )
+    serve.add_argument(
+        "--port-base",
+        type=int,
+        default=0,
+        help="fixed ports: app, app (other region), pipelines, track, emailverify, dns, smtp "
+        "from this port on (default: free ports)",
+    )
     serve.add_argument("--format", choices=("text", "json"), default="text")
-    serve.add_argument("--write-config", metavar="DIR", help="also write one settings file per plugin here")
+    serve.add_argument(
+        "--write-config", metavar="DIR", help="also write one settings file per plugin here"
+    )
     serve.set_defaults(func=cmd_serve)
     world = sub.add_parser("world", help="describe the world a seed generates")
     _world_args(world)

@@ -50,11 +50,19 @@ def meltano(args: list[str], env: dict[str, str], root: Path, log: Path) -> floa
     """Run one meltano command, its log to a file; returns seconds taken. Raises with the log's tail."""
     started = time.monotonic()
     with log.open("a") as handle:
-        result = subprocess.run([str(Path(sys.executable).parent / "meltano"), *args], cwd=root, env=env,
-                                stdout=handle, stderr=subprocess.STDOUT, check=False)
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "meltano"), *args],
+            cwd=root,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
     if result.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-25:])
-        raise RuntimeError(f"`meltano {' '.join(args)}` failed (exit {result.returncode}); log {log}:\n{tail}")
+        raise RuntimeError(
+            f"`meltano {' '.join(args)}` failed (exit {result.returncode}); log {log}:\n{tail}"
+        )
     return time.monotonic() - started
 
 
@@ -70,10 +78,12 @@ def describe_mapper(summary: dict[str, Any]) -> str:
     if not summary:
         return ""
     src = summary.get("by_source", {})
-    return (f"Mapper: {summary.get('records', 0)} People read; {src.get('engine', 0)} verified now, "
-            f"{src.get('fresh', 0)} already fresh (skipped), {src.get('cache', 0)} from the cache, "
-            f"{src.get('local', 0)} without an address; {summary.get('verifications_per_second', 0):.0f} "
-            "verifications/s.")
+    return (
+        f"Mapper: {summary.get('records', 0)} People read; {src.get('engine', 0)} verified now, "
+        f"{src.get('fresh', 0)} already fresh (skipped), {src.get('cache', 0)} from the cache, "
+        f"{src.get('local', 0)} without an address; {summary.get('verifications_per_second', 0):.0f} "
+        "verifications/s."
+    )
 
 
 def run_demo(world: World) -> int:
@@ -88,29 +98,49 @@ def run_demo(world: World) -> int:
         print(describe_world(world))
         print(f"\nSandbox up on loopback in {time.monotonic() - started:.1f} s.")
         env = meltano_env(sb, work / "mapper-report-1.json")
-        env["MAPPER_EMAILVERIFY_CACHE_PATH"] = str(work / "emailverify-cache.sqlite")  # a cold start each demo
+        env["MAPPER_EMAILVERIFY_CACHE_PATH"] = str(
+            work / "emailverify-cache.sqlite"
+        )  # a cold start each demo
         print("Installing the three plugins into Meltano's virtual environments ...", flush=True)
-        meltano(["install", "tap-customerio-people", "mapper-emailverify", "target-customerio-ev"], env, root, log)
-        meltano(["state", "clear", "--force", "sandbox:tap-customerio-people-to-target-customerio-ev"],
-                env, root, log)
-        print("Running: meltano run tap-customerio-people emailverify target-customerio-ev", flush=True)
+        meltano(
+            ["install", "tap-customerio-people", "mapper-emailverify", "target-customerio-ev"],
+            env,
+            root,
+            log,
+        )
+        meltano(
+            ["state", "clear", "--force", "sandbox:tap-customerio-people-to-target-customerio-ev"],
+            env,
+            root,
+            log,
+        )
+        print(
+            "Running: meltano run tap-customerio-people emailverify target-customerio-ev",
+            flush=True,
+        )
         first = meltano(JOB, env, root, log)
         landed = sb.obs.landed_copy()
         report = evaluate(world, landed, sb.obs.writes)
         snap = sb.obs.snapshot()
-        print(f"\nFirst run: {first:.1f} s, {sb.obs.requests_to('app')} App API requests, "
-              f"{snap['smtp_connections']} SMTP connections, {snap['writes']} identify calls landed.")
+        print(
+            f"\nFirst run: {first:.1f} s, {sb.obs.requests_to('app')} App API requests, "
+            f"{snap['smtp_connections']} SMTP connections, {snap['writes']} identify calls landed."
+        )
         print(describe_mapper(mapper_summary(work / "mapper-report-1.json")) + "\n")
         print(render(report))
 
-        print("\nRunning the same job again (fresh People are skipped, unchanged People are not rewritten) ...",
-              flush=True)
+        print(
+            "\nRunning the same job again (fresh People are skipped, unchanged People are not rewritten) ...",
+            flush=True,
+        )
         sb.obs.reset_traffic()
         env["MAPPER_EMAILVERIFY_REPORT_PATH"] = str(work / "mapper-report-2.json")
         second = meltano(JOB, env, root, log)
         snap = sb.obs.snapshot()
-        print(f"Second run: {second:.1f} s, {snap['smtp_connections']} SMTP connections, "
-              f"{snap['writes']} identify calls landed, {snap['dns_queries']} DNS queries.")
+        print(
+            f"Second run: {second:.1f} s, {snap['smtp_connections']} SMTP connections, "
+            f"{snap['writes']} identify calls landed, {snap['dns_queries']} DNS queries."
+        )
         print(describe_mapper(mapper_summary(work / "mapper-report-2.json")))
     print(f"\nSandbox stopped. Whole demo: {time.monotonic() - started:.0f} s. Logs: {log}")
     return 0 if report.coverage == 1.0 and report.false_invalid == 0 else 1

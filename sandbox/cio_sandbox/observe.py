@@ -30,7 +30,9 @@ class Faults:
     pipelines_429_storm_until: float = 0.0
     pipelines_timeout_rate: float = 0.0  # requests that hang until the client gives up
     pipelines_timeout_seconds: float = 30.0
-    smtp_latency: float | None = None  # seconds before each SMTP reply; None keeps each host's own latency
+    smtp_latency: float | None = (
+        None  # seconds before each SMTP reply; None keeps each host's own latency
+    )
     dns_latency: float = 0.0  # seconds added to every DNS answer
     emailverify_credits: int | None = None  # EmailVerify.io credits left; None is unlimited
     # A request that is processed (it lands) but whose answer is held for pipelines_timeout_seconds,
@@ -67,7 +69,9 @@ class Observatory:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self.faults = Faults()
-        self._smtp_open: Counter[str] = Counter()  # a gauge of open sessions: counter resets leave it be
+        self._smtp_open: Counter[str] = (
+            Counter()
+        )  # a gauge of open sessions: counter resets leave it be
         self.reset_counters()
 
     # ------------------------------------------------------------------ resets
@@ -147,7 +151,9 @@ class Observatory:
         with self._lock:
             self.smtp_connections[ip] += 1
             self._smtp_open[ip] += 1
-            self.smtp_peak_concurrency[ip] = max(self.smtp_peak_concurrency[ip], self._smtp_open[ip])
+            self.smtp_peak_concurrency[ip] = max(
+                self.smtp_peak_concurrency[ip], self._smtp_open[ip]
+            )
 
     def smtp_closed(self, ip: str) -> None:
         with self._lock:

@@ -22,14 +22,18 @@ def executable(name: str) -> str:
     """The plugin's console script next to this interpreter (the project's virtualenv)."""
     candidate = Path(sys.executable).parent / name
     if not candidate.exists():
-        raise FileNotFoundError(f"{name} is not installed in {candidate.parent}; run `make install`")
+        raise FileNotFoundError(
+            f"{name} is not installed in {candidate.parent}; run `make install`"
+        )
     return str(candidate)
 
 
 @dataclass
 class PipedRun:
     returncodes: dict[str, int]
-    states: list[dict[str, Any]] = field(default_factory=list)  # every STATE line the target emitted
+    states: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # every STATE line the target emitted
     logs: dict[str, str] = field(default_factory=dict)  # stderr of each plugin
 
     @property
@@ -60,31 +64,53 @@ def run_piped(
 ) -> PipedRun:
     """tap | mapper | target with the sandbox's settings plus overrides; returns exit codes and state."""
     workdir.mkdir(parents=True, exist_ok=True)
-    tap_cmd = [executable(TAP), "--config", str(write_config(workdir, TAP, sb.tap_config(**(tap or {}))))]
+    tap_cmd = [
+        executable(TAP),
+        "--config",
+        str(write_config(workdir, TAP, sb.tap_config(**(tap or {})))),
+    ]
     if state is not None:
         state_path = workdir / "state.json"
         state_path.write_text(json.dumps(state))
         tap_cmd += ["--state", str(state_path)]
     mapper_cfg = sb.mapper_config(**{"cache_path": str(workdir / "cache.sqlite"), **(mapper or {})})
     mapper_cmd = [executable(MAPPER), "--config", str(write_config(workdir, MAPPER, mapper_cfg))]
-    target_cfg = sb.target_config(**{"dead_letter_path": str(workdir / "dead-letter.jsonl"), **(target or {})})
+    target_cfg = sb.target_config(
+        **{"dead_letter_path": str(workdir / "dead-letter.jsonl"), **(target or {})}
+    )
     target_cmd = [executable(TARGET), "--config", str(write_config(workdir, TARGET, target_cfg))]
     run_env = {**os.environ, **(env or {})}
     logs = {name: (workdir / f"{name}.log").open("w") for name in (TAP, MAPPER, TARGET)}
     try:
         tap_proc = subprocess.Popen(tap_cmd, stdout=subprocess.PIPE, stderr=logs[TAP], env=run_env)
-        map_proc = subprocess.Popen(mapper_cmd, stdin=tap_proc.stdout, stdout=subprocess.PIPE,
-                                    stderr=logs[MAPPER], env=run_env)
-        tgt_proc = subprocess.Popen(target_cmd, stdin=map_proc.stdout, stdout=subprocess.PIPE,
-                                    stderr=logs[TARGET], env=run_env)
+        map_proc = subprocess.Popen(
+            mapper_cmd,
+            stdin=tap_proc.stdout,
+            stdout=subprocess.PIPE,
+            stderr=logs[MAPPER],
+            env=run_env,
+        )
+        tgt_proc = subprocess.Popen(
+            target_cmd,
+            stdin=map_proc.stdout,
+            stdout=subprocess.PIPE,
+            stderr=logs[TARGET],
+            env=run_env,
+        )
         assert tap_proc.stdout and map_proc.stdout
         tap_proc.stdout.close()  # the mapper owns it now; lets the tap see SIGPIPE if the mapper dies
         map_proc.stdout.close()
         out, _ = tgt_proc.communicate(timeout=timeout)
-        codes = {TAP: tap_proc.wait(timeout), MAPPER: map_proc.wait(timeout), TARGET: tgt_proc.returncode}
+        codes = {
+            TAP: tap_proc.wait(timeout),
+            MAPPER: map_proc.wait(timeout),
+            TARGET: tgt_proc.returncode,
+        }
     finally:
         for handle in logs.values():
             handle.close()
     # A Singer target writes each completed state value as one JSON line on stdout.
-    states = [json.loads(line) for line in out.decode().splitlines() if line.strip().startswith("{")]
+    states = [
+        json.loads(line) for line in out.decode().splitlines() if line.strip().startswith("{")
+    ]
     return PipedRun(codes, states, {name: (workdir / f"{name}.log").read_text() for name in logs})

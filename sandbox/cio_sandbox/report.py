@@ -27,7 +27,9 @@ class RunReport:
     correct: int = 0
     false_invalid: int = 0
     missing: list[str] = field(default_factory=list)  # cio_ids with an address but no verdict
-    wrong: list[tuple[str, str, str, str]] = field(default_factory=list)  # cio_id, got status/substatus, case
+    wrong: list[tuple[str, str, str, str]] = field(
+        default_factory=list
+    )  # cio_id, got status/substatus, case
     by_status: Counter[str] = field(default_factory=Counter)
     by_substatus: Counter[tuple[str, str]] = field(default_factory=Counter)
     timestamps_unix: bool = True
@@ -43,10 +45,16 @@ class RunReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "people": self.people, "with_address": self.with_address, "verdicts": self.verdicts,
-            "written": self.written, "writes": self.writes, "coverage": round(self.coverage, 6),
-            "accuracy": round(self.accuracy, 6), "false_invalid": self.false_invalid,
-            "by_status": dict(self.by_status), "timestamps_unix": self.timestamps_unix,
+            "people": self.people,
+            "with_address": self.with_address,
+            "verdicts": self.verdicts,
+            "written": self.written,
+            "writes": self.writes,
+            "coverage": round(self.coverage, 6),
+            "accuracy": round(self.accuracy, 6),
+            "false_invalid": self.false_invalid,
+            "by_status": dict(self.by_status),
+            "timestamps_unix": self.timestamps_unix,
         }
 
 
@@ -57,8 +65,13 @@ def current_traits(person: Person, landed: dict[str, dict[str, Any]]) -> dict[st
     return traits
 
 
-def evaluate(world: World, landed: dict[str, dict[str, Any]], writes: Counter[str] | None = None,
-             people: list[Person] | None = None, prefix: str = "EV_") -> RunReport:
+def evaluate(
+    world: World,
+    landed: dict[str, dict[str, Any]],
+    writes: Counter[str] | None = None,
+    people: list[Person] | None = None,
+    prefix: str = "EV_",
+) -> RunReport:
     """Score a run over ``people`` (default: the whole world)."""
     report = RunReport()
     for person in people if people is not None else world.iter_people():
@@ -95,7 +108,9 @@ def _is_unix_seconds(value: Any) -> bool:
         return False
     if isinstance(value, int):
         return 1_000_000_000 <= value < 10_000_000_000
-    return isinstance(value, str) and value.isdigit() and 1_000_000_000 <= int(value) < 10_000_000_000
+    return (
+        isinstance(value, str) and value.isdigit() and 1_000_000_000 <= int(value) < 10_000_000_000
+    )
 
 
 def bar_chart(counts: Counter[str], width: int = 40) -> list[str]:

@@ -27,7 +27,9 @@ def ensure_loopback(host: str) -> str:
 
 def bind_socket(host: str, port: int = 0, kind: int = socket.SOCK_STREAM) -> socket.socket:
     # IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections (it skips sockets made with proto 0).
-    sock = socket.socket(socket.AF_INET, kind, socket.IPPROTO_TCP if kind == socket.SOCK_STREAM else 0)
+    sock = socket.socket(
+        socket.AF_INET, kind, socket.IPPROTO_TCP if kind == socket.SOCK_STREAM else 0
+    )
     if kind == socket.SOCK_STREAM:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((ensure_loopback(host), port))
@@ -63,7 +65,9 @@ class Ports:
 class Sandbox:
     """Every fake of the outside world, served from a thread so tests and CLIs stay synchronous."""
 
-    def __init__(self, world: World | None = None, *, host: str = "127.0.0.1", ports: Ports | None = None):
+    def __init__(
+        self, world: World | None = None, *, host: str = "127.0.0.1", ports: Ports | None = None
+    ):
         self.world = world or World()
         self.host = ensure_loopback(host)
         self.ports = ports or Ports()
@@ -87,7 +91,7 @@ class Sandbox:
             asyncio.set_event_loop(loop)
             try:
                 loop.run_until_complete(self._start())
-            except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
+            except BaseException as exc:
                 failure.append(exc)
                 ready.set()
                 loop.run_until_complete(self._close())
@@ -157,14 +161,18 @@ class Sandbox:
         for close in reversed(self._closers):
             try:
                 await close()
-            except Exception:  # noqa: BLE001, S110 - best effort on shutdown
+            except Exception:
                 pass
         self._closers.clear()
 
     # ------------------------------------------------------------------ settings for the plugins
     def tap_config(self, **overrides: Any) -> dict[str, Any]:
-        return {"app_api_key": self.keys.app_api_key, "region": self.world.region,
-                "api_url": self.app_api_url, **overrides}
+        return {
+            "app_api_key": self.keys.app_api_key,
+            "region": self.world.region,
+            "api_url": self.app_api_url,
+            **overrides,
+        }
 
     def mapper_config(self, **overrides: Any) -> dict[str, Any]:
         return {
@@ -180,8 +188,12 @@ class Sandbox:
         }
 
     def target_config(self, **overrides: Any) -> dict[str, Any]:
-        return {"pipelines_api_key": self.keys.pipelines_api_key, "region": self.world.region,
-                "api_url": self.pipelines_url, **overrides}
+        return {
+            "pipelines_api_key": self.keys.pipelines_api_key,
+            "region": self.world.region,
+            "api_url": self.pipelines_url,
+            **overrides,
+        }
 
     def settings(self) -> dict[str, dict[str, Any]]:
         """Everything a pipeline needs, per plugin, as printed by `cio-sandbox serve`."""

@@ -220,9 +220,7 @@ class MailSession(SMTP):
         host = self.host
         self.fault = self._roll_fault()
         try:
-            if self.fault == "busy_421":
-                await self._refuse(BUSY)
-            elif (
+            if self.fault == "busy_421" or (
                 host.max_connections is not None
                 and self.mail.open_now[host.ip] > host.max_connections
             ):

@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 
 from disposable_email_domains import blocklist as _DISPOSABLE_BLOCKLIST
 
-VALID, INVALID, CATCH_ALL, DISPOSABLE, UNKNOWN = "Valid", "Invalid", "Catch-All", "Disposable", "Unknown"
+VALID, INVALID, CATCH_ALL, DISPOSABLE, UNKNOWN = (
+    "Valid",
+    "Invalid",
+    "Catch-All",
+    "Disposable",
+    "Unknown",
+)
 
 CIO_ID_OFFSET = 0x3000000
 ID_OFFSET = 100000
@@ -31,21 +37,101 @@ DAY = 86400
 ROLE_MAILBOXES = ("info", "support", "admin", "sales", "contact", "billing", "noreply", "hello")
 
 _FIRST = (
-    "maria", "john", "aiko", "omar", "lena", "carlos", "priya", "noah", "fatima", "liam", "sofia", "chen",
-    "amara", "lucas", "ingrid", "mateo", "zara", "ivan", "yuki", "emma", "kwame", "elena", "raj", "nora",
+    "maria",
+    "john",
+    "aiko",
+    "omar",
+    "lena",
+    "carlos",
+    "priya",
+    "noah",
+    "fatima",
+    "liam",
+    "sofia",
+    "chen",
+    "amara",
+    "lucas",
+    "ingrid",
+    "mateo",
+    "zara",
+    "ivan",
+    "yuki",
+    "emma",
+    "kwame",
+    "elena",
+    "raj",
+    "nora",
 )
 _LAST = (
-    "garcia", "smith", "tanaka", "haddad", "muller", "silva", "patel", "brown", "khan", "oconnor", "rossi",
-    "wang", "okafor", "dubois", "larsen", "lopez", "ahmed", "petrov", "sato", "jones", "mensah", "novak",
+    "garcia",
+    "smith",
+    "tanaka",
+    "haddad",
+    "muller",
+    "silva",
+    "patel",
+    "brown",
+    "khan",
+    "oconnor",
+    "rossi",
+    "wang",
+    "okafor",
+    "dubois",
+    "larsen",
+    "lopez",
+    "ahmed",
+    "petrov",
+    "sato",
+    "jones",
+    "mensah",
+    "novak",
 )
 _WORDS = (
-    "north", "wind", "blue", "harbor", "acme", "pine", "river", "stone", "bright", "cedar", "maple", "summit",
-    "orbit", "lumen", "delta", "falcon", "copper", "meadow", "atlas", "nimbus", "quartz", "ember", "tidal",
-    "willow", "granite", "vertex", "aurora", "sparrow", "beacon", "cobalt",
+    "north",
+    "wind",
+    "blue",
+    "harbor",
+    "acme",
+    "pine",
+    "river",
+    "stone",
+    "bright",
+    "cedar",
+    "maple",
+    "summit",
+    "orbit",
+    "lumen",
+    "delta",
+    "falcon",
+    "copper",
+    "meadow",
+    "atlas",
+    "nimbus",
+    "quartz",
+    "ember",
+    "tidal",
+    "willow",
+    "granite",
+    "vertex",
+    "aurora",
+    "sparrow",
+    "beacon",
+    "cobalt",
 )
 _BAD_SYNTAX = (
-    "{l}@", "@{d}", "{l}..{l}@{d}", "{l} {l}@{d}", "{l}@@{d}", "{l}@{d}.", "{l}(at){d}", "{l}@-{d}",
-    ".{l}@{d}", "{l}@{d}..example", "{l}@localhost", "{l}@[300.1.1.1]", "{l}\"@{d}",
+    "{l}@",
+    "@{d}",
+    "{l}..{l}@{d}",
+    "{l} {l}@{d}",
+    "{l}@@{d}",
+    "{l}@{d}.",
+    "{l}(at){d}",
+    "{l}@-{d}",
+    ".{l}@{d}",
+    "{l}@{d}..example",
+    "{l}@localhost",
+    "{l}@[300.1.1.1]",
+    '{l}"@{d}',
 )
 # Typos of big providers that do not resolve (some typo domains, gmial.com among them, are on the disposable
 # list; those would rightly be Disposable, so they are not used here).
@@ -64,16 +150,48 @@ USER_UNKNOWN_REPLIES = (
 
 # World behaviours. Weights are shares of People (per mille) for the default mix.
 _CASE_WEIGHTS = (
-    ("normal", 330), ("gmail", 60), ("outlook", 40), ("m365", 25), ("idn", 10), ("no_mx_a", 20),
-    ("starttls", 30), ("too_many_rcpt", 30), ("busy_421", 20), ("dead_first_mx", 20), ("slow_dns", 20),
-    ("catch_all", 40), ("greylist", 20), ("tarpit", 10), ("policy_block", 20), ("drop_after_banner", 10),
-    ("provider_yahoo", 30), ("disposable", 30), ("typo", 20), ("nxdomain", 10), ("null_mx", 10),
-    ("no_mx_no_a", 10), ("servfail", 10), ("bad_syntax", 20), ("no_email", 20),
+    ("normal", 330),
+    ("gmail", 60),
+    ("outlook", 40),
+    ("m365", 25),
+    ("idn", 10),
+    ("no_mx_a", 20),
+    ("starttls", 30),
+    ("too_many_rcpt", 30),
+    ("busy_421", 20),
+    ("dead_first_mx", 20),
+    ("slow_dns", 20),
+    ("catch_all", 40),
+    ("greylist", 20),
+    ("tarpit", 10),
+    ("policy_block", 20),
+    ("drop_after_banner", 10),
+    ("provider_yahoo", 30),
+    ("disposable", 30),
+    ("typo", 20),
+    ("nxdomain", 10),
+    ("null_mx", 10),
+    ("no_mx_no_a", 10),
+    ("servfail", 10),
+    ("bad_syntax", 20),
+    ("no_email", 20),
 )
 # Cases whose mail host answers RCPT honestly, so the mailbox state decides the verdict.
 MAILBOX_CASES = frozenset(
-    {"normal", "gmail", "outlook", "m365", "idn", "no_mx_a", "starttls", "too_many_rcpt", "busy_421",
-     "dead_first_mx", "slow_dns", "hard_bounce"}
+    {
+        "normal",
+        "gmail",
+        "outlook",
+        "m365",
+        "idn",
+        "no_mx_a",
+        "starttls",
+        "too_many_rcpt",
+        "busy_421",
+        "dead_first_mx",
+        "slow_dns",
+        "hard_bounce",
+    }
 )
 _MAILBOX_WEIGHTS = (("exists", 84), ("unknown", 10), ("disabled", 3), ("full", 3))
 
@@ -84,7 +202,9 @@ class SmtpHost:
 
     ip: str
     hostname: str
-    behavior: str  # normal, catch_all, accept_all, greylist, tarpit, policy_block, drop_after_banner,
+    behavior: (
+        str  # normal, catch_all, accept_all, greylist, tarpit, policy_block, drop_after_banner,
+    )
     #                too_many_rcpt, busy_421, starttls
     unknown_reply: str = USER_UNKNOWN_REPLIES[0]
     max_connections: int | None = None  # busy_421: more concurrent connections get "421 4.7.0"
@@ -127,7 +247,9 @@ class Person:
     unsubscribed: bool
     segments: tuple[int, ...]
     truth: Truth
-    mailbox: str | None  # exists / unknown / disabled / full, when the address reaches an honest mail host
+    mailbox: (
+        str | None
+    )  # exists / unknown / disabled / full, when the address reaches an honest mail host
 
 
 @dataclass(frozen=True)
@@ -220,8 +342,9 @@ class World:
     def _host(self, hostname: str, behavior: str, latency: float, **kw: object) -> SmtpHost:
         ip = self._next_ip()
         reply = kw.pop("unknown_reply", None) or self._rng.choice(USER_UNKNOWN_REPLIES)
-        host = SmtpHost(ip=ip, hostname=hostname, behavior=behavior, unknown_reply=reply,
-                        latency=latency, **kw)  # type: ignore[arg-type]
+        host = SmtpHost(
+            ip=ip, hostname=hostname, behavior=behavior, unknown_reply=reply, latency=latency, **kw
+        )  # type: ignore[arg-type]
         self.smtp_hosts[ip] = host
         self._record(hostname, "A", ip)
         return host
@@ -239,10 +362,15 @@ class World:
             self._record(domain.name, "MX", f"{pref} {host.rstrip('.')}.")
         for ip in domain.a:
             self._record(domain.name, "A", ip)
-        self._record(domain.name, "TXT", '"v=spf1 -all"' if not domain.mx and not domain.a
-                     else '"v=spf1 mx -all"')
+        self._record(
+            domain.name,
+            "TXT",
+            '"v=spf1 -all"' if not domain.mx and not domain.a else '"v=spf1 mx -all"',
+        )
 
-    def _mail_domain(self, name: str, kind: str, behavior: str, latency: float, **kw: object) -> None:
+    def _mail_domain(
+        self, name: str, kind: str, behavior: str, latency: float, **kw: object
+    ) -> None:
         host = self._host(f"mx1.{name}", behavior, latency, **kw)
         self._add_domain(Domain(name, kind, mx=((10, host.hostname),)))
 
@@ -268,16 +396,25 @@ class World:
                 name = f"{kind.replace('_', '-')}-{k}.example"
                 self._mail_domain(name, kind, kind, latency, **kw)
         # Big providers, with their real MX host names so provider rules can be exercised.
-        google = self._host("gmail-smtp-in.l.google.com", "normal", latency,
-                            unknown_reply=USER_UNKNOWN_REPLIES[1])
+        google = self._host(
+            "gmail-smtp-in.l.google.com", "normal", latency, unknown_reply=USER_UNKNOWN_REPLIES[1]
+        )
         self._add_domain(Domain("gmail.com", "gmail", mx=((5, google.hostname),)))
-        outlook = self._host("outlook-com.olc.protection.outlook.com", "normal", latency,
-                             unknown_reply=USER_UNKNOWN_REPLIES[3])
+        outlook = self._host(
+            "outlook-com.olc.protection.outlook.com",
+            "normal",
+            latency,
+            unknown_reply=USER_UNKNOWN_REPLIES[3],
+        )
         self._add_domain(Domain("outlook.com", "outlook", mx=((10, outlook.hostname),)))
         for k in range(2):
             name = f"contoso-{k}.example"
-            m365 = self._host(f"contoso-{k}-example.mail.protection.outlook.com", "normal", latency,
-                              unknown_reply=USER_UNKNOWN_REPLIES[4])
+            m365 = self._host(
+                f"contoso-{k}-example.mail.protection.outlook.com",
+                "normal",
+                latency,
+                unknown_reply=USER_UNKNOWN_REPLIES[4],
+            )
             self._add_domain(Domain(name, "m365", mx=((0, m365.hostname),)))
         yahoo = self._host("mta5.am0.yahoodns.net", "accept_all", latency)
         self._add_domain(Domain("yahoo.com", "provider_yahoo", mx=((1, yahoo.hostname),)))
@@ -286,7 +423,9 @@ class World:
             idn_unicode = f"bücher-{k}.example"
             idn_ascii = idn_unicode.encode("idna").decode("ascii")
             host = self._host(f"mx1.{idn_ascii}", "normal", latency)
-            self._add_domain(Domain(idn_ascii, "idn", mx=((10, host.hostname),), display=idn_unicode))
+            self._add_domain(
+                Domain(idn_ascii, "idn", mx=((10, host.hostname),), display=idn_unicode)
+            )
             implicit = self._host(f"no-mx-a-{k}.example", "normal", latency, esmtp=False)
             self.zone[implicit.hostname]["A"].clear()  # the domain's own A record is added below
             self._add_domain(Domain(implicit.hostname, "no_mx_a", a=(implicit.ip,)))
@@ -295,7 +434,9 @@ class World:
             name = f"dead-first-mx-{k}.example"
             self._record(f"mx1.{name}", "A", dead_ip)
             second = self._host(f"mx2.{name}", "normal", latency)
-            self._add_domain(Domain(name, "dead_first_mx", mx=((10, f"mx1.{name}"), (20, second.hostname))))
+            self._add_domain(
+                Domain(name, "dead_first_mx", mx=((10, f"mx1.{name}"), (20, second.hostname)))
+            )
             slow = f"slow-dns-{k}.example"
             self._mail_domain(slow, "slow_dns", "normal", latency)
             self.dns_delay[slow] = SLOW_DNS_SECONDS
@@ -309,7 +450,9 @@ class World:
             self._add_domain(Domain(typo, "typo"))
         # Real disposable domains from the list (and a subdomain of one); the pipeline must not probe them.
         disposable = sorted(d for d in _DISPOSABLE_BLOCKLIST if d.count(".") == 1)
-        picks = [d for d in random.Random(self.seed).sample(disposable, 5) if d != "mailinator.com"][:4]
+        picks = [
+            d for d in random.Random(self.seed).sample(disposable, 5) if d != "mailinator.com"
+        ][:4]
         for name in [*picks, "mailinator.com", "inbox.mailinator.com"]:
             host = self._host(f"mx.{name}", "accept_all", latency)
             self._add_domain(Domain(name, "disposable", mx=((10, host.hostname),)))
@@ -340,12 +483,19 @@ class World:
             email, truth, mailbox = self._address(i, rng, case, first, last)
         # Email-only People: the address is then the Person's identifier, so it is unique in the workspace
         # (never a duplicate nor a shared role mailbox).
-        own_address = email is not None and duplicate_of is None and f"{i}@" in normalize_address(email)
+        own_address = (
+            email is not None and duplicate_of is None and f"{i}@" in normalize_address(email)
+        )
         person_id = None if (own_address and rng.random() < 0.1) else str(ID_OFFSET + i)
         cio_id = f"{CIO_ID_OFFSET + i:x}"
         created = int(self.now) - rng.randrange(400 * DAY)
-        attrs = {"cio_id": cio_id, "created_at": str(created), "first_name": first.title(),
-                 "last_name": last.title(), "plan": rng.choice(("free", "pro", "enterprise"))}
+        attrs = {
+            "cio_id": cio_id,
+            "created_at": str(created),
+            "first_name": first.title(),
+            "last_name": last.title(),
+            "plan": rng.choice(("free", "pro", "enterprise")),
+        }
         if person_id is not None:
             attrs["id"] = person_id
         if email is not None:
@@ -357,8 +507,17 @@ class World:
             attrs["EV_SubStatus"] = truth.substatus
             attrs["EV_Validation_Timestamp"] = str(int(self.now) - days * DAY - rng.randrange(DAY))
         segments = tuple(sid for sid, *_rest, rule in self.SEGMENTS if rule(i))
-        return Person(index=i, cio_id=cio_id, id=person_id, email=email, attributes=attrs,
-                      unsubscribed=rng.random() < 0.05, segments=segments, truth=truth, mailbox=mailbox)
+        return Person(
+            index=i,
+            cio_id=cio_id,
+            id=person_id,
+            email=email,
+            attributes=attrs,
+            unsubscribed=rng.random() < 0.05,
+            segments=segments,
+            truth=truth,
+            mailbox=mailbox,
+        )
 
     def _domain_for(self, rng: random.Random, case: str) -> Domain:
         kind = {"hard_bounce": "normal"}.get(case, case)
@@ -372,7 +531,11 @@ class World:
             return None, _truth(UNKNOWN, "no_email", case), None
         if case == "bad_syntax":
             domain = self._domain_for(rng, "normal").name
-            return rng.choice(_BAD_SYNTAX).format(l=local, d=domain), _truth(INVALID, "invalid_syntax", case), None
+            return (
+                rng.choice(_BAD_SYNTAX).format(l=local, d=domain),
+                _truth(INVALID, "invalid_syntax", case),
+                None,
+            )
         domain = self._domain_for(rng, case)
         shown = domain.display or domain.name
         if case in MAILBOX_CASES:
@@ -388,7 +551,11 @@ class World:
         if case == "greylist":  # a verifier that waits out the window gets the honest answer
             mailbox = _pick(rng, _MAILBOX_WEIGHTS)
             honest = self._mailbox_truth(case, mailbox, local)
-            return address, _truth(UNKNOWN, "greylisted", case, (honest.status, honest.substatus)), mailbox
+            return (
+                address,
+                _truth(UNKNOWN, "greylisted", case, (honest.status, honest.substatus)),
+                mailbox,
+            )
         return address, _truth(*_FIXED_VERDICTS[case], case), None
 
     @staticmethod
@@ -400,7 +567,9 @@ class World:
             "full": (INVALID, "mailbox_full"),
         }[mailbox]
         if case == "busy_421":  # a verifier that exceeds the host's connection limit gets 421s
-            return _truth(*verdict, case, (UNKNOWN, "smtp_connection_failed"), (UNKNOWN, "smtp_blocked"))
+            return _truth(
+                *verdict, case, (UNKNOWN, "smtp_connection_failed"), (UNKNOWN, "smtp_blocked")
+            )
         return _truth(*verdict, case)
 
     @staticmethod
@@ -498,13 +667,22 @@ class World:
     def segments(self) -> list[dict[str, object]]:
         created = int(self.now) - 200 * DAY
         return [
-            {"id": sid, "deduplicate_id": f"{sid}:{created}", "name": name, "description": "",
-             "state": state, "progress": progress, "type": kind, "tags": None,
-             "created_at": created, "updated_at": created + sid * 3600}
+            {
+                "id": sid,
+                "deduplicate_id": f"{sid}:{created}",
+                "name": name,
+                "description": "",
+                "state": state,
+                "progress": progress,
+                "type": kind,
+                "tags": None,
+                "created_at": created,
+                "updated_at": created + sid * 3600,
+            }
             for sid, name, kind, state, progress, _rule in self.SEGMENTS
         ]
 
-    def segment_rule(self, segment_id: int):  # noqa: ANN201 - a predicate on the person index
+    def segment_rule(self, segment_id: int):
         for sid, *_rest, rule in self.SEGMENTS:
             if sid == segment_id:
                 return rule
@@ -521,9 +699,14 @@ class World:
             if p.email is None or normalize_address(p.email).count("@") != 1:
                 continue
             status = "550" if kind in self.HARD_BOUNCE_KINDS else "554"
-            rows.append({"created": int(self.now) - (self.people_count - i) * 60,
-                         "email": normalize_address(p.email), "reason": _SUPPRESSION_REASON[kind],
-                         "status": status})
+            rows.append(
+                {
+                    "created": int(self.now) - (self.people_count - i) * 60,
+                    "email": normalize_address(p.email),
+                    "reason": _SUPPRESSION_REASON[kind],
+                    "status": status,
+                }
+            )
         return rows
 
     def stats(self) -> dict[str, object]:
@@ -535,8 +718,14 @@ class World:
             by_status[p.truth.status] = by_status.get(p.truth.status, 0) + 1
             by_case[p.truth.case] = by_case.get(p.truth.case, 0) + 1
             email_only += p.id is None
-        return {"people": self.people_count, "email_only": email_only, "domains": len(self.domains),
-                "mail_hosts": len(self.smtp_hosts), "by_status": by_status, "by_case": by_case}
+        return {
+            "people": self.people_count,
+            "email_only": email_only,
+            "domains": len(self.domains),
+            "mail_hosts": len(self.smtp_hosts),
+            "by_status": by_status,
+            "by_case": by_case,
+        }
 
 
 # Behaviours whose verdict does not depend on the mailbox.

@@ -410,17 +410,31 @@ def test_a_million_people_are_served_a_page_at_a_time(make_sandbox) -> None:
         ]
 
 
-def test_landed_traits_are_read_back_as_string_attributes(sb: Sandbox, api: requests.Session) -> None:
+def test_landed_traits_are_read_back_as_string_attributes(
+    sb: Sandbox, api: requests.Session
+) -> None:
     """What the Pipelines fake landed is what the next run's tap reads, stored as strings like Customer.io."""
     person = sb.world.person(0)
-    sb.obs.land(person.cio_id, {"EV_Status": "Valid", "EV_SubStatus": "mailbox_exists",
-                                "EV_Validation_Timestamp": 1790000000}, None)
-    r = api.post(f"{sb.app_api_url}/v1/customers/attributes", params={"id_type": "cio_id"},
-                 json={"ids": [person.cio_id]})
+    sb.obs.land(
+        person.cio_id,
+        {
+            "EV_Status": "Valid",
+            "EV_SubStatus": "mailbox_exists",
+            "EV_Validation_Timestamp": 1790000000,
+        },
+        None,
+    )
+    r = api.post(
+        f"{sb.app_api_url}/v1/customers/attributes",
+        params={"id_type": "cio_id"},
+        json={"ids": [person.cio_id]},
+    )
     attributes = r.json()["customers"][0]["customer"]["attributes"]
     assert attributes["EV_Status"] == "Valid"
     assert attributes["EV_Validation_Timestamp"] == "1790000000"
     assert attributes["email"] == person.attributes["email"]
     sb.obs.reset_counters()
-    r = api.get(f"{sb.app_api_url}/v1/customers/{person.cio_id}/attributes", params={"id_type": "cio_id"})
+    r = api.get(
+        f"{sb.app_api_url}/v1/customers/{person.cio_id}/attributes", params={"id_type": "cio_id"}
+    )
     assert r.json()["customer"]["attributes"] == person.attributes

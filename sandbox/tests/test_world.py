@@ -6,17 +6,32 @@ import ipaddress
 from collections import Counter
 
 import pytest
-
 from cio_sandbox.world import MAILBOX_CASES, ROLE_MAILBOXES, World, normalize_address
 
 TAXONOMY = {
     "Valid": {"role_based", "mailbox_exists"},
-    "Invalid": {"invalid_syntax", "domain_not_found", "no_mx_record", "null_mx", "mailbox_not_found",
-                "mailbox_disabled", "mailbox_full", "hard_bounce_history"},
+    "Invalid": {
+        "invalid_syntax",
+        "domain_not_found",
+        "no_mx_record",
+        "null_mx",
+        "mailbox_not_found",
+        "mailbox_disabled",
+        "mailbox_full",
+        "hard_bounce_history",
+    },
     "Disposable": {"disposable_domain"},
     "Catch-All": {"catch_all"},
-    "Unknown": {"smtp_timeout", "smtp_connection_failed", "greylisted", "smtp_blocked", "dns_error",
-                "provider_unverifiable", "smtp_unavailable", "no_email"},
+    "Unknown": {
+        "smtp_timeout",
+        "smtp_connection_failed",
+        "greylisted",
+        "smtp_blocked",
+        "dns_error",
+        "provider_unverifiable",
+        "smtp_unavailable",
+        "no_email",
+    },
 }
 
 
@@ -43,10 +58,34 @@ def test_every_label_is_in_the_taxonomy(world: World) -> None:
 
 def test_world_covers_every_behaviour(world: World) -> None:
     cases = Counter(p.truth.case for p in world.iter_people())
-    expected = {"normal", "gmail", "outlook", "m365", "idn", "no_mx_a", "starttls", "too_many_rcpt",
-                "busy_421", "dead_first_mx", "slow_dns", "catch_all", "greylist", "tarpit", "policy_block",
-                "drop_after_banner", "provider_yahoo", "disposable", "typo", "nxdomain", "null_mx",
-                "no_mx_no_a", "servfail", "bad_syntax", "no_email", "hard_bounce"}
+    expected = {
+        "normal",
+        "gmail",
+        "outlook",
+        "m365",
+        "idn",
+        "no_mx_a",
+        "starttls",
+        "too_many_rcpt",
+        "busy_421",
+        "dead_first_mx",
+        "slow_dns",
+        "catch_all",
+        "greylist",
+        "tarpit",
+        "policy_block",
+        "drop_after_banner",
+        "provider_yahoo",
+        "disposable",
+        "typo",
+        "nxdomain",
+        "null_mx",
+        "no_mx_no_a",
+        "servfail",
+        "bad_syntax",
+        "no_email",
+        "hard_bounce",
+    }
     assert expected <= set(cases), expected - set(cases)
     statuses = Counter(p.truth.status for p in world.iter_people())
     assert set(statuses) == set(TAXONOMY)
@@ -64,7 +103,9 @@ def test_people_shapes(world: World) -> None:
     emails = Counter(normalize_address(p.email) for p in people if p.email)
     assert any(n > 1 for n in emails.values()), "the world should contain duplicate addresses"
     assert any(p.email != p.email.strip() or p.email != p.email.lower() for p in people if p.email)
-    assert any(not p.email.isascii() for p in people if p.email), "the world should contain IDN addresses"
+    assert any(not p.email.isascii() for p in people if p.email), (
+        "the world should contain IDN addresses"
+    )
 
 
 def test_lookups_round_trip(world: World) -> None:
@@ -86,13 +127,17 @@ def test_mailbox_state_is_what_the_truth_says(world: World) -> None:
         if person.truth.case in MAILBOX_CASES - {"hard_bounce"}:
             assert world.mailbox_state(person.email) == person.mailbox
     domain = next(iter(world.domains))
-    assert world.mailbox_state(f"q8z1k2j3h4g5f6d@{domain}") == "unknown", "random probes must not exist"
+    assert world.mailbox_state(f"q8z1k2j3h4g5f6d@{domain}") == "unknown", (
+        "random probes must not exist"
+    )
     assert world.mailbox_state(f"{ROLE_MAILBOXES[0]}@{domain}") == "exists"
 
 
 def test_hard_bounces_are_in_the_suppression_lists(world: World) -> None:
     bounced = {row["email"] for kind in world.HARD_BOUNCE_KINDS for row in world.suppressions(kind)}
-    hard = {normalize_address(p.email) for p in world.iter_people() if p.truth.case == "hard_bounce"}
+    hard = {
+        normalize_address(p.email) for p in world.iter_people() if p.truth.case == "hard_bounce"
+    }
     assert hard and hard <= bounced
     assert world.suppressions("spam_reports")
 

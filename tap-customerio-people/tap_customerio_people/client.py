@@ -76,21 +76,28 @@ class CustomerIOStream(RESTStream[Any]):
         path: str,
         *,
         params: dict[str, Any] | None = None,
-        json: Any = None,  # noqa: ANN401 - any JSON body
+        json: Any = None,
         context: Context | None = None,
     ) -> requests.Response:
         """Send one App API request (rate-limited, retried) outside the SDK's paging loop."""
         prepared = self.build_prepared_request(
-            method=method, url=f"{self.url_base}{path}", params=params or {}, json=json,
+            method=method,
+            url=f"{self.url_base}{path}",
+            params=params or {},
+            json=json,
             headers=self.http_headers,
         )
         return self.retrying_request(prepared, context)
 
     @functools.cached_property
-    def retrying_request(self) -> Callable[[requests.PreparedRequest, Context | None], requests.Response]:
+    def retrying_request(
+        self,
+    ) -> Callable[[requests.PreparedRequest, Context | None], requests.Response]:
         return self.request_decorator(self._request)
 
-    def _request(self, prepared_request: requests.PreparedRequest, context: Context | None) -> requests.Response:
+    def _request(
+        self, prepared_request: requests.PreparedRequest, context: Context | None
+    ) -> requests.Response:
         """One attempt: wait for a slot in the shared budget, send, classify the answer."""
         if self.cancelled.is_set():
             raise SyncCancelledError(self.name)
@@ -121,7 +128,8 @@ class CustomerIOStream(RESTStream[Any]):
             raise RetriableAPIError(message, response)
         if status == HTTPStatus.UNAUTHORIZED:
             raise errors.AuthenticationError(
-                errors.authentication_message(self._tap.region, self._tap.api_origin))
+                errors.authentication_message(self._tap.region, self._tap.api_origin)
+            )
         if status == HTTPStatus.FORBIDDEN:
             raise errors.ForbiddenError(errors.forbidden_message(errors.request_path(response)))
         if status == HTTPStatus.NOT_FOUND:
@@ -133,7 +141,9 @@ class CustomerIOStream(RESTStream[Any]):
         return errors.http_error_message(response)
 
     # ------------------------------------------------------------------ retries
-    def request_decorator(self, func: Callable[..., requests.Response]) -> Callable[..., requests.Response]:
+    def request_decorator(
+        self, func: Callable[..., requests.Response]
+    ) -> Callable[..., requests.Response]:
         """Retry transient failures (bounded in tries and time), then fail with one clear line."""
         max_time = float(self.config.get("max_retry_seconds", 300))
         retrying = backoff.on_exception(
@@ -148,7 +158,9 @@ class CustomerIOStream(RESTStream[Any]):
         )(func)
 
         @functools.wraps(func)
-        def request(prepared: requests.PreparedRequest, context: Context | None) -> requests.Response:
+        def request(
+            prepared: requests.PreparedRequest, context: Context | None
+        ) -> requests.Response:
             started = time.monotonic()
             try:
                 return retrying(prepared, context)
@@ -156,7 +168,8 @@ class CustomerIOStream(RESTStream[Any]):
                 if errors.is_certificate_failure(exc):
                     raise errors.TlsError(errors.tls_message(self._tap.api_origin)) from None
                 raise errors.RetriesExhaustedError(
-                    errors.retries_exhausted_message(exc, time.monotonic() - started)) from exc
+                    errors.retries_exhausted_message(exc, time.monotonic() - started)
+                ) from exc
 
         return request
 
@@ -170,7 +183,7 @@ class CustomerIOStream(RESTStream[Any]):
         """RetryPolicy jitters already, and a 429 must never wait less than Retry-After."""
         return value
 
-    def backoff_handler(self, details: Any) -> None:  # noqa: ANN401 - backoff's details dict
+    def backoff_handler(self, details: Any) -> None:
         self._tap.stats.count("retries")
         exc = details.get("exception")
         response = getattr(exc, "response", None)
@@ -178,7 +191,18 @@ class CustomerIOStream(RESTStream[Any]):
             what, path = errors.status_summary(response), errors.request_path(response)
         else:
             what, path = type(exc).__name__, errors.request_path(getattr(exc, "request", None))
-        level = logging.INFO if isinstance(exc, RetriableAPIError) and response is not None \
-            and response.status_code == HTTPStatus.TOO_MANY_REQUESTS else logging.WARNING
-        self.logger.log(level, "Retrying %s in %.1f s (attempt %d failed: %s)",
-                        path, details.get("wait", 0.0), details.get("tries", 0), what)
+        level = (
+            logging.INFO
+            if isinstance(exc, RetriableAPIError)
+            and response is not None
+            and response.status_code == HTTPStatus.TOO_MANY_REQUESTS
+            else logging.WARNING
+        )
+        self.logger.log(
+            level,
+            "Retrying %s in %.1f s (attempt %d failed: %s)",
+            path,
+            details.get("wait", 0.0),
+            details.get("tries", 0),
+            what,
+        )

@@ -107,7 +107,12 @@ def is_certificate_failure(exc: BaseException) -> bool:
         seen.add(id(current))
         if isinstance(current, ssl.SSLCertVerificationError):
             return True
-        pending += [*current.args, getattr(current, "reason", None), current.__cause__, current.__context__]
+        pending += [
+            *current.args,
+            getattr(current, "reason", None),
+            current.__cause__,
+            current.__context__,
+        ]
     return False
 
 

@@ -68,7 +68,8 @@ def person_record(hit: Identifier, customer: Mapping[str, Any]) -> dict[str, Any
 
 def _customer_cio_id(customer: Mapping[str, Any]) -> str | None:
     return _text((customer.get("identifiers") or {}).get("cio_id")) or _text(
-        (customer.get("attributes") or {}).get("cio_id"))
+        (customer.get("attributes") or {}).get("cio_id")
+    )
 
 
 class PeopleSearch:
@@ -91,11 +92,14 @@ class PeopleSearch:
             if self.cursor.start is not None:
                 params["start"] = self.cursor.start
             page = self.stream.send("POST", "/customers", params=params, json=self.body).json()
-            hits = [hit for raw in page.get("identifiers") or [] if (hit := Identifier.from_api(raw))]
+            hits = [
+                hit for raw in page.get("identifiers") or [] if (hit := Identifier.from_api(raw))
+            ]
             if not hits and page.get("ids"):
                 raise UnexpectedResponseError(
                     "Customer.io's People search answered without `identifiers` (only `ids`); this tap needs "
-                    "the current App API: check api_url points at https://api.customer.io or a faithful proxy.")
+                    "the current App API: check api_url points at https://api.customer.io or a faithful proxy."
+                )
             self.cursor.advance(page.get("next"), [hit.cio_id for hit in hits])
             fresh = []
             page_ids: set[str] = set()
@@ -107,7 +111,7 @@ class PeopleSearch:
                 fresh.append(hit)
             self.recent_pages.append(page_ids)
             for start in range(0, len(fresh), HYDRATION_BATCH):
-                yield fresh[start:start + HYDRATION_BATCH]
+                yield fresh[start : start + HYDRATION_BATCH]
 
 
 class Hydrator:
@@ -117,14 +121,20 @@ class Hydrator:
         self.stream = stream
 
     def __call__(self, chunk: list[Identifier]) -> list[dict[str, Any]]:
-        response = self.stream.send("POST", "/customers/attributes", params={"id_type": "cio_id"},
-                                    json={"ids": [hit.cio_id for hit in chunk]})
+        response = self.stream.send(
+            "POST",
+            "/customers/attributes",
+            params={"id_type": "cio_id"},
+            json={"ids": [hit.cio_id for hit in chunk]},
+        )
         profiles: dict[str, Mapping[str, Any]] = {}
         for item in response.json().get("customers") or []:
             customer = item.get("customer", item)
             if cio_id := _customer_cio_id(customer):
                 profiles[cio_id] = customer
-        records = [person_record(hit, profiles[hit.cio_id]) for hit in chunk if hit.cio_id in profiles]
+        records = [
+            person_record(hit, profiles[hit.cio_id]) for hit in chunk if hit.cio_id in profiles
+        ]
         if missing := len(chunk) - len(records):
             # Deleted between search and hydration: Customer.io omits unknown ids.
             self.stream._tap.stats.count("vanished", missing)

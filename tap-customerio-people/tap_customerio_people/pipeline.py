@@ -32,8 +32,14 @@ _DONE = object()
 class _Feeder(Generic[T, R]):
     """Walks ``produce`` in its own thread and queues one future per item, in order, with back-pressure."""
 
-    def __init__(self, produce: Iterable[T], work: Callable[[T], R], pool: ThreadPoolExecutor,
-                 pending: queue.Queue[object], cancelled: threading.Event) -> None:
+    def __init__(
+        self,
+        produce: Iterable[T],
+        work: Callable[[T], R],
+        pool: ThreadPoolExecutor,
+        pending: queue.Queue[object],
+        cancelled: threading.Event,
+    ) -> None:
         self.produce, self.work, self.pool = produce, work, pool
         self.pending, self.cancelled = pending, cancelled
         self.thread = threading.Thread(target=self.run, name="cio-search", daemon=True)
@@ -46,7 +52,7 @@ class _Feeder(Generic[T, R]):
                 if not self.put(self.pool.submit(self.work, item)):
                     return
             self.put(_DONE)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
+        except BaseException as exc:
             self.put(_Failed(exc))
 
     def put(self, entry: object) -> bool:
@@ -88,7 +94,9 @@ def run_ahead(
             yield entry.result()
     finally:
         cancelled.set()
-        while True:  # free the feeder if it is blocked on a full queue, and drop work not yet started
+        while (
+            True
+        ):  # free the feeder if it is blocked on a full queue, and drop work not yet started
             try:
                 entry = pending.get_nowait()
             except queue.Empty:

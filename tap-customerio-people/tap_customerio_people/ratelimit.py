@@ -38,7 +38,9 @@ class Ticket:
 class RateLimiter:
     """Thread-safe scheduler of request starts; ``acquire()`` before sending, ``release()`` after."""
 
-    def __init__(self, rate: float, *, margin: float = SAFETY_MARGIN, max_delay: float = MAX_DELAY_CREDIT) -> None:
+    def __init__(
+        self, rate: float, *, margin: float = SAFETY_MARGIN, max_delay: float = MAX_DELAY_CREDIT
+    ) -> None:
         if not rate > 0:
             raise ValueError("rate must be greater than 0 requests per second")
         # "r per second" as the server counts it: N requests per window of N / r seconds (1 per 1/r below 1/s).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Generator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 
@@ -27,7 +27,9 @@ RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 
-RATE_LIMITED_FALLBACK_SECONDS = 1.0  # 429 without Retry-After (e.g. a daily quota): still pause, then back off
+RATE_LIMITED_FALLBACK_SECONDS = (
+    1.0  # 429 without Retry-After (e.g. a daily quota): still pause, then back off
+)
 MAX_RETRY_AFTER_SECONDS = 120.0
 
 
@@ -46,8 +48,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         except (TypeError, ValueError, IndexError):
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
     if seconds != seconds:  # NaN
         return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)

@@ -21,55 +21,82 @@ MAX_PAGE_SIZE = 1000  # the search endpoint's maximum `limit`
 
 CONFIG_SCHEMA = th.PropertiesList(
     th.Property(
-        "app_api_key", th.StringType(nullable=False, min_length=1), required=True, secret=True,
+        "app_api_key",
+        th.StringType(nullable=False, min_length=1),
+        required=True,
+        secret=True,
         title="App API key",
         description="Customer.io App API key (Bearer), from Account Settings > API Credentials > App API Keys.",
     ),
     th.Property(
-        "region", th.StringType(nullable=False), default="us", allowed_values=["us", "eu"],
+        "region",
+        th.StringType(nullable=False),
+        default="us",
+        allowed_values=["us", "eu"],
         title="Region",
         description="Region of the workspace: us (api.customer.io) or eu (api-eu.customer.io).",
     ),
     th.Property(
-        "workspace_url", th.StringType, title="Workspace URL",
+        "workspace_url",
+        th.StringType,
+        title="Workspace URL",
         description=f"Optional workspace URL, e.g. {WORKSPACE_URL_EXAMPLE}; an eu.fly.customer.io host implies "
-                    "region eu.",
+        "region eu.",
     ),
     th.Property(
-        "api_url", th.StringType, title="API URL override",
+        "api_url",
+        th.StringType,
+        title="API URL override",
         description="Override of the App API origin; requests go to {api_url}/v1/... Plain http:// is only "
-                    "accepted for loopback hosts.",
+        "accepted for loopback hosts.",
     ),
     th.Property(
-        "segment_ids", th.ArrayType(th.IntegerType(minimum=1)), title="Segment ids",
+        "segment_ids",
+        th.ArrayType(th.IntegerType(minimum=1)),
+        title="Segment ids",
         description="Only People in any of these segments; empty means every Person.",
     ),
     th.Property(
-        "requests_per_second", th.NumberType(nullable=False, exclusive_minimum=0), default=10,
+        "requests_per_second",
+        th.NumberType(nullable=False, exclusive_minimum=0),
+        default=10,
         title="Requests per second",
         description="Client-side budget shared by every request of the run (Customer.io allows 10/s).",
     ),
     th.Property(
-        "page_size", th.IntegerType(nullable=False, minimum=1, maximum=MAX_PAGE_SIZE), default=MAX_PAGE_SIZE,
-        title="Search page size", description="People per search page (at most 1000).",
+        "page_size",
+        th.IntegerType(nullable=False, minimum=1, maximum=MAX_PAGE_SIZE),
+        default=MAX_PAGE_SIZE,
+        title="Search page size",
+        description="People per search page (at most 1000).",
     ),
     th.Property(
-        "hydration_concurrency", th.IntegerType(nullable=False, minimum=1, maximum=64), default=8,
+        "hydration_concurrency",
+        th.IntegerType(nullable=False, minimum=1, maximum=64),
+        default=8,
         title="Hydration concurrency",
         description="Attribute requests in flight at once; the requests_per_second budget still applies.",
     ),
     th.Property(
-        "max_retries", th.IntegerType(nullable=False, minimum=0, maximum=50), default=8,
+        "max_retries",
+        th.IntegerType(nullable=False, minimum=0, maximum=50),
+        default=8,
         title="Max retries",
         description="Retries of a request after a 429, 5xx, timeout or dropped connection.",
     ),
     th.Property(
-        "max_retry_seconds", th.NumberType(nullable=False, exclusive_minimum=0), default=300,
-        title="Max retry time", description="Give up retrying one request after this many seconds.",
+        "max_retry_seconds",
+        th.NumberType(nullable=False, exclusive_minimum=0),
+        default=300,
+        title="Max retry time",
+        description="Give up retrying one request after this many seconds.",
     ),
     th.Property(
-        "request_timeout", th.NumberType(nullable=False, exclusive_minimum=0), default=60,
-        title="Request timeout", description="Seconds to wait for one App API answer before retrying.",
+        "request_timeout",
+        th.NumberType(nullable=False, exclusive_minimum=0),
+        default=60,
+        title="Request timeout",
+        description="Seconds to wait for one App API answer before retrying.",
     ),
 ).to_dict()
 
@@ -99,8 +126,10 @@ def workspace_region(workspace_url: str) -> tuple[str | None, str | None]:
     except ValueError:
         host = ""
     if host not in WORKSPACE_HOSTS or parts.scheme != "https":
-        return None, (f"workspace_url must be a Customer.io workspace URL such as {WORKSPACE_URL_EXAMPLE} "
-                      f"(or https://eu.fly.customer.io/... for EU workspaces)")
+        return None, (
+            f"workspace_url must be a Customer.io workspace URL such as {WORKSPACE_URL_EXAMPLE} "
+            f"(or https://eu.fly.customer.io/... for EU workspaces)"
+        )
     return WORKSPACE_HOSTS[host], None
 
 
@@ -153,7 +182,11 @@ def config_errors(config: Mapping[str, Any], *, region_given: bool) -> list[str]
 
 def effective_region(config: Mapping[str, Any], *, region_given: bool) -> str:
     """The region to use: the one set, else the one the workspace URL implies, else us."""
-    if not region_given and isinstance(workspace_url := config.get("workspace_url"), str) and workspace_url:
+    if (
+        not region_given
+        and isinstance(workspace_url := config.get("workspace_url"), str)
+        and workspace_url
+    ):
         implied, _ = workspace_region(workspace_url)
         if implied:
             return implied

@@ -35,12 +35,25 @@ class PeopleStream(CustomerIOStream):
     primary_keys = ("cio_id",)
     replication_key = None
     schema = th.PropertiesList(
-        th.Property("cio_id", th.StringType(nullable=False), required=True,
-                    description="Customer.io's own id of the Person; stable, never null."),
-        th.Property("id", th.StringType(nullable=True), description="Your id of the Person; null if email-only."),
-        th.Property("email", th.StringType(nullable=True), description="The email address, as stored."),
-        th.Property("attributes", th.ObjectType(additional_properties=th.StringType(nullable=True)),
-                    description="Every attribute as Customer.io returns it (strings), EV_* ones included."),
+        th.Property(
+            "cio_id",
+            th.StringType(nullable=False),
+            required=True,
+            description="Customer.io's own id of the Person; stable, never null.",
+        ),
+        th.Property(
+            "id",
+            th.StringType(nullable=True),
+            description="Your id of the Person; null if email-only.",
+        ),
+        th.Property(
+            "email", th.StringType(nullable=True), description="The email address, as stored."
+        ),
+        th.Property(
+            "attributes",
+            th.ObjectType(additional_properties=th.StringType(nullable=True)),
+            description="Every attribute as Customer.io returns it (strings), EV_* ones included.",
+        ),
         th.Property("unsubscribed", th.BooleanType, description="Unsubscribed from all messages."),
     ).to_dict()
 
@@ -54,9 +67,13 @@ class PeopleStream(CustomerIOStream):
         self.cancelled = threading.Event()
         started, emitted = time.monotonic(), 0
         batches_per_page = math.ceil(page_size / HYDRATION_BATCH)
-        for records in run_ahead(search.chunks(), Hydrator(self), workers=workers,
-                                 max_pending=max(workers, PAGES_AHEAD * batches_per_page),
-                                 cancelled=self.cancelled):
+        for records in run_ahead(
+            search.chunks(),
+            Hydrator(self),
+            workers=workers,
+            max_pending=max(workers, PAGES_AHEAD * batches_per_page),
+            cancelled=self.cancelled,
+        ):
             emitted += len(records)
             yield from records
         elapsed = max(time.monotonic() - started, 1e-9)
@@ -64,8 +81,16 @@ class PeopleStream(CustomerIOStream):
         self.logger.info(
             "people: %d records from %d search pages in %.1f s (%.0f/s); %d requests, %d rate limited (429), "
             "%d retries, %d duplicates skipped, %d vanished before hydration",
-            emitted, search.cursor.pages, elapsed, emitted / elapsed, stats.get("requests", 0),
-            stats.get("rate_limited", 0), stats.get("retries", 0), search.duplicates, stats.get("vanished", 0))
+            emitted,
+            search.cursor.pages,
+            elapsed,
+            emitted / elapsed,
+            stats.get("requests", 0),
+            stats.get("rate_limited", 0),
+            stats.get("retries", 0),
+            search.duplicates,
+            stats.get("vanished", 0),
+        )
 
     def check_segments(self, segment_ids: list[int]) -> None:
         """Fail fast on a segment that does not exist; warn about one still building (People may be missing)."""
@@ -73,13 +98,18 @@ class PeopleStream(CustomerIOStream):
             try:
                 segment = self.send("GET", f"/segments/{segment_id}").json().get("segment") or {}
             except errors.NotFoundError:
-                raise errors.SegmentNotFoundError(errors.segment_not_found_message(segment_id)) from None
+                raise errors.SegmentNotFoundError(
+                    errors.segment_not_found_message(segment_id)
+                ) from None
             state = segment.get("state")
             if state is not None and state not in SEGMENT_READY_STATES:
                 progress = segment.get("progress")
                 self.logger.warning(
                     "segment %d is still building (state %s%s): People who join it later are read on the next run",
-                    segment_id, state, f", {progress}%" if progress is not None else "")
+                    segment_id,
+                    state,
+                    f", {progress}%" if progress is not None else "",
+                )
 
 
 class SegmentsStream(CustomerIOStream):
@@ -95,7 +125,11 @@ class SegmentsStream(CustomerIOStream):
         th.Property("deduplicate_id", th.StringType),
         th.Property("name", th.StringType),
         th.Property("description", th.StringType),
-        th.Property("state", th.StringType, description="events, build, events_queued, build_queued or finished"),
+        th.Property(
+            "state",
+            th.StringType,
+            description="events, build, events_queued, build_queued or finished",
+        ),
         th.Property("progress", th.IntegerType(nullable=True)),
         th.Property("type", th.StringType, description="dynamic or manual"),
         th.Property("tags", th.ArrayType(th.StringType)),
@@ -120,12 +154,18 @@ class SuppressionsStream(CustomerIOStream):
     replication_key = None
     records_jsonpath = "$.suppressions[*]"
     schema = th.PropertiesList(
-        th.Property("type", th.StringType(nullable=False), required=True,
-                    allowed_values=list(SUPPRESSION_TYPES)),
+        th.Property(
+            "type",
+            th.StringType(nullable=False),
+            required=True,
+            allowed_values=list(SUPPRESSION_TYPES),
+        ),
         th.Property("email", th.StringType(nullable=False), required=True),
         th.Property("created", th.IntegerType, description="Unix seconds"),
         th.Property("reason", th.StringType),
-        th.Property("status", th.StringType, description="SMTP status as recorded by the sender, e.g. 550"),
+        th.Property(
+            "status", th.StringType, description="SMTP status as recorded by the sender, e.g. 550"
+        ),
     ).to_dict()
 
     @property
@@ -135,8 +175,10 @@ class SuppressionsStream(CustomerIOStream):
     def get_new_paginator(self) -> SuppressionOffsetPaginator:  # type: ignore[override]
         return SuppressionOffsetPaginator(start_value=0, page_size=SUPPRESSION_PAGE_SIZE)
 
-    def get_url_params(self, context: Context | None, next_page_token: Any) -> dict[str, Any]:  # noqa: ANN401
+    def get_url_params(self, context: Context | None, next_page_token: Any) -> dict[str, Any]:
         return {"limit": SUPPRESSION_PAGE_SIZE, "offset": next_page_token or 0}
 
-    def post_process(self, row: dict[str, Any], context: Context | None = None) -> dict[str, Any] | None:
+    def post_process(
+        self, row: dict[str, Any], context: Context | None = None
+    ) -> dict[str, Any] | None:
         return {**row, "type": (context or {})["type"]}

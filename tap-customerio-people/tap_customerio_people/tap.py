@@ -29,7 +29,9 @@ class TapCustomerIOPeople(Tap):
         super().__init__(*args, **kwargs)
         # Built before any stream runs, so that every thread shares the very same budget.
         rate = self.config.get("requests_per_second")
-        self.rate_limiter = RateLimiter(float(rate) if isinstance(rate, (int, float)) and rate > 0 else 10.0)
+        self.rate_limiter = RateLimiter(
+            float(rate) if isinstance(rate, (int, float)) and rate > 0 else 10.0
+        )
         self.stats = RunStats()
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
@@ -53,8 +55,9 @@ class TapCustomerIOPeople(Tap):
         try:
             self._state_writer.write_state(self.state)
         finally:
-            self.logger.warning("Stopped by signal %d before every record was read; run the tap again.",
-                                signum)
+            self.logger.warning(
+                "Stopped by signal %d before every record was read; run the tap again.", signum
+            )
             sys.exit(128 + signum)
 
     @classmethod
@@ -63,7 +66,7 @@ class TapCustomerIOPeople(Tap):
         try:
             super().invoke(*args, **kwargs)
         except errors.ActionableError as exc:
-            cls.logger.error("%s", exc)  # noqa: TRY400 - the message is the whole story
+            cls.logger.error("%s", exc)
             sys.exit(1)
 
     @functools.cached_property

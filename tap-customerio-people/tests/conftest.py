@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-
 from tap_customerio_people.tap import TapCustomerIOPeople
 
 

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 import pytest
 from cio_sandbox import Sandbox, World
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
-
 from tap_customerio_people.tap import TapCustomerIOPeople
 
 WORLD = World(seed=41, people=300)

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
 from tap_customerio_people import errors
 
 from .conftest import run_tap
@@ -22,14 +21,28 @@ class StuckSearch(BaseHTTPRequestHandler):
 
     searches = 0
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.path.startswith("/v1/customers/attributes"):
-            body = {"customers": [{"customer": {"id": "1", "identifiers": {"cio_id": "c1", "id": "1"},
-                                                "attributes": {"cio_id": "c1"}, "unsubscribed": False}}]}
+            body = {
+                "customers": [
+                    {
+                        "customer": {
+                            "id": "1",
+                            "identifiers": {"cio_id": "c1", "id": "1"},
+                            "attributes": {"cio_id": "c1"},
+                            "unsubscribed": False,
+                        }
+                    }
+                ]
+            }
         else:
             type(self).searches += 1
-            body = {"identifiers": [{"cio_id": "c1", "id": "1", "email": None}], "ids": ["1"], "next": "NEXT"}
+            body = {
+                "identifiers": [{"cio_id": "c1", "id": "1", "email": None}],
+                "ids": ["1"],
+                "next": "NEXT",
+            }
         data = json.dumps(body).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

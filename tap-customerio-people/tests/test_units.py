@@ -5,12 +5,11 @@ from __future__ import annotations
 import random
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 from singer_sdk.exceptions import ConfigValidationError, RetriableAPIError
-
 from tap_customerio_people import errors, settings
 from tap_customerio_people.pagination import SearchCursor
 from tap_customerio_people.people import Identifier, person_record, search_filter
@@ -22,7 +21,9 @@ from tap_customerio_people.tap import TapCustomerIOPeople
 KEY = "sk_app_0123456789abcdef"
 
 
-def response(status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> requests.Response:
+def response(
+    status: int, headers: dict[str, str] | None = None, body: bytes = b""
+) -> requests.Response:
     resp = requests.Response()
     resp.status_code = status
     resp.headers.update(headers or {})
@@ -64,7 +65,9 @@ def test_rate_limiter_window_waits_for_a_slow_request_to_be_counted() -> None:
     fast = limiter.acquire()
     limiter.release(fast, "GET /x")  # the fastest answer seen for this endpoint: ~0 s
     slow = limiter.acquire()
-    time.sleep(0.3)  # answered 0.3 s later than the fastest: the server may have counted it that late
+    time.sleep(
+        0.3
+    )  # answered 0.3 s later than the fastest: the server may have counted it that late
     limiter.release(slow, "GET /x")
     third, fourth = limiter.acquire(), limiter.acquire()
     fifth, sixth = limiter.acquire(), limiter.acquire()
@@ -109,7 +112,7 @@ def test_fractional_rates_keep_their_meaning() -> None:
 
 # ---------------------------------------------------------------------------------------------- retries
 def test_parse_retry_after_seconds_and_dates() -> None:
-    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
     assert parse_retry_after("1") == 1.0
     assert parse_retry_after(" 2.5 ") == 2.5
     http_date = (now + timedelta(seconds=3)).strftime("%a, %d %b %Y %H:%M:%S GMT")
@@ -152,7 +155,9 @@ def test_error_messages_carry_no_body() -> None:
     body = b'{"errors":[{"detail":"jane.doe@example.com is invalid","status":"400"}]}'
     message = errors.http_error_message(response(400, body=body))
     assert "@" not in message and "jane" not in message
-    assert message == "Customer.io App API answered 400 Bad Request for POST /v1/customers/attributes"
+    assert (
+        message == "Customer.io App API answered 400 Bad Request for POST /v1/customers/attributes"
+    )
     assert "\n" not in errors.authentication_message("us", "https://api.customer.io")
     assert "segment 42 does not exist" in errors.segment_not_found_message(42)
 
@@ -161,9 +166,18 @@ def test_error_messages_carry_no_body() -> None:
 @pytest.mark.parametrize(
     ("config", "fragment"),
     [
-        ({"region": "us", "workspace_url": "https://eu.fly.customer.io/workspaces/1"}, "set region to 'eu'"),
-        ({"region": "eu", "workspace_url": "https://fly.customer.io/workspaces/1"}, "set region to 'us'"),
-        ({"workspace_url": "https://example.com/workspaces/1"}, "workspace_url must be a Customer.io"),
+        (
+            {"region": "us", "workspace_url": "https://eu.fly.customer.io/workspaces/1"},
+            "set region to 'eu'",
+        ),
+        (
+            {"region": "eu", "workspace_url": "https://fly.customer.io/workspaces/1"},
+            "set region to 'us'",
+        ),
+        (
+            {"workspace_url": "https://example.com/workspaces/1"},
+            "workspace_url must be a Customer.io",
+        ),
         ({"api_url": "http://api.example.com"}, "must use https://"),
         ({"api_url": "ftp://127.0.0.1"}, "http(s) origin"),
         ({"api_url": "https://user:pw@api.example.com"}, "must not contain credentials"),
@@ -184,12 +198,20 @@ def test_loopback_http_and_region_inference() -> None:
     assert settings.effective_region(eu_workspace, region_given=False) == "eu"
     assert settings.api_origin({}, "eu") == "https://api-eu.customer.io"
     assert settings.api_origin({}, "us") == "https://api.customer.io"
-    assert settings.api_origin({"api_url": "http://127.0.0.1:9/proxy/"}, "us") == "http://127.0.0.1:9/proxy"
+    assert (
+        settings.api_origin({"api_url": "http://127.0.0.1:9/proxy/"}, "us")
+        == "http://127.0.0.1:9/proxy"
+    )
 
 
 def test_tap_rejects_bad_config_in_one_line_per_problem_without_the_key() -> None:
-    bad = {"app_api_key": KEY, "region": "us", "workspace_url": "https://eu.fly.customer.io/workspaces/1",
-           "segment_ids": ["all"], "requests_per_second": 0}
+    bad = {
+        "app_api_key": KEY,
+        "region": "us",
+        "workspace_url": "https://eu.fly.customer.io/workspaces/1",
+        "segment_ids": ["all"],
+        "requests_per_second": 0,
+    }
     with pytest.raises(ConfigValidationError) as caught:
         TapCustomerIOPeople(config=bad)
     problems = caught.value.errors
@@ -203,8 +225,9 @@ def test_tap_rejects_bad_config_in_one_line_per_problem_without_the_key() -> Non
 
 
 def test_eu_workspace_without_region_picks_the_eu_host() -> None:
-    tap = TapCustomerIOPeople(config={"app_api_key": KEY,
-                                      "workspace_url": "https://eu.fly.customer.io/workspaces/7"})
+    tap = TapCustomerIOPeople(
+        config={"app_api_key": KEY, "workspace_url": "https://eu.fly.customer.io/workspaces/7"}
+    )
     assert (tap.region, tap.api_origin) == ("eu", "https://api-eu.customer.io")
     tap = TapCustomerIOPeople(config={"app_api_key": KEY, "region": "eu"})
     assert tap.api_origin == "https://api-eu.customer.io"
@@ -240,17 +263,27 @@ def test_cursor_that_does_not_advance_is_an_error() -> None:
 
 
 def test_search_filters() -> None:
-    assert search_filter([]) == {"filter": {"and": [{"attribute": {"field": "cio_id", "operator": "exists"}}]}}
-    assert search_filter([3, 9]) == {"filter": {"or": [{"segment": {"id": 3}}, {"segment": {"id": 9}}]}}
+    assert search_filter([]) == {
+        "filter": {"and": [{"attribute": {"field": "cio_id", "operator": "exists"}}]}
+    }
+    assert search_filter([3, 9]) == {
+        "filter": {"or": [{"segment": {"id": 3}}, {"segment": {"id": 9}}]}
+    }
 
 
 def test_email_only_person_keeps_its_null_id() -> None:
     hit = Identifier.from_api({"cio_id": 3000005, "id": "", "email": "x@example.com"})
     assert hit == Identifier(cio_id="3000005", id=None, email="x@example.com")
-    record = person_record(hit, {"attributes": {"email": "x@example.com", "EV_Status": "Valid"},
-                                 "unsubscribed": True})
-    assert record == {"cio_id": "3000005", "id": None, "email": "x@example.com",
-                      "attributes": {"email": "x@example.com", "EV_Status": "Valid"}, "unsubscribed": True}
+    record = person_record(
+        hit, {"attributes": {"email": "x@example.com", "EV_Status": "Valid"}, "unsubscribed": True}
+    )
+    assert record == {
+        "cio_id": "3000005",
+        "id": None,
+        "email": "x@example.com",
+        "attributes": {"email": "x@example.com", "EV_Status": "Valid"},
+        "unsubscribed": True,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
@@ -260,7 +293,9 @@ def test_run_ahead_keeps_order_and_overlaps_work() -> None:
         return n * n
 
     started = time.monotonic()
-    out = list(run_ahead(iter(range(40)), work, workers=8, max_pending=16, cancelled=threading.Event()))
+    out = list(
+        run_ahead(iter(range(40)), work, workers=8, max_pending=16, cancelled=threading.Event())
+    )
     assert out == [n * n for n in range(40)]
     assert time.monotonic() - started < 40 * 0.025  # sequential would take ~1 s
 
@@ -268,7 +303,7 @@ def test_run_ahead_keeps_order_and_overlaps_work() -> None:
 def test_run_ahead_raises_the_first_failure_and_stops_the_producer() -> None:
     produced: list[int] = []
 
-    def produce():  # noqa: ANN202
+    def produce():
         for n in range(1000):
             produced.append(n)
             yield n
@@ -288,7 +323,9 @@ def test_run_ahead_raises_the_first_failure_and_stops_the_producer() -> None:
 
 def test_run_ahead_stops_when_the_consumer_does() -> None:
     cancelled = threading.Event()
-    results = run_ahead(iter(range(10**6)), lambda n: n, workers=2, max_pending=4, cancelled=cancelled)
+    results = run_ahead(
+        iter(range(10**6)), lambda n: n, workers=2, max_pending=4, cancelled=cancelled
+    )
     assert next(results) == 0
     results.close()
     assert cancelled.is_set()
@@ -298,9 +335,11 @@ def test_repeats_across_neighbouring_pages_are_dropped_and_memory_stays_bounded(
     from tap_customerio_people.people import RECENT_PAGES, PeopleSearch
 
     pages = [
-        {"identifiers": [{"cio_id": f"{p}-{i}", "id": None, "email": None} for i in range(3)]
-         + ([{"cio_id": f"{p - 1}-2", "id": None, "email": None}] if p else []),
-         "next": f"c{p + 1}" if p < 9 else ""}
+        {
+            "identifiers": [{"cio_id": f"{p}-{i}", "id": None, "email": None} for i in range(3)]
+            + ([{"cio_id": f"{p - 1}-2", "id": None, "email": None}] if p else []),
+            "next": f"c{p + 1}" if p < 9 else "",
+        }
         for p in range(10)
     ]
 
@@ -308,7 +347,7 @@ def test_repeats_across_neighbouring_pages_are_dropped_and_memory_stays_bounded(
         def __init__(self) -> None:
             self.calls = 0
 
-        def send(self, *_args: object, **_kwargs: object):  # noqa: ANN202 - a response stand-in
+        def send(self, *_args: object, **_kwargs: object):
             page = pages[self.calls]
             self.calls += 1
             return type("Response", (), {"json": lambda _self: page})()
