@@ -1,13 +1,14 @@
 # Two commands do all the set-up on a fresh machine with only Python 3.11 and pip:
 #   make demo   - the real job against the local sandbox
 #   make test   - the full test suite
+# Contributors: make check (lint, format, types) and make test-fast (everything not marked slow).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PACKAGES := sandbox tap-customerio-people mapper-emailverify target-customerio-ev
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install check test test-fast demo bench clean
 
 $(STAMP): $(foreach p,$(PACKAGES),$(p)/pyproject.toml) requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +18,16 @@ $(STAMP): $(foreach p,$(PACKAGES),$(p)/pyproject.toml) requirements-dev.txt
 
 install: $(STAMP)
 
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 demo: $(STAMP)
 	$(BIN)/cio-sandbox demo
