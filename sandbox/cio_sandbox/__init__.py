@@ -1,4 +1,7 @@
-"""Customer.io sandbox: App, Pipelines, Track and EmailVerify.io APIs plus a DNS and SMTP mail world on loopback."""
+"""A local stand-in for Customer.io, EmailVerify.io and a mail world, on loopback only.
+
+The App, Pipelines, Track and EmailVerify.io APIs plus DNS and SMTP servers, over a seeded world.
+"""
 
 from __future__ import annotations
 

@@ -12,11 +12,18 @@ import binascii
 import hashlib
 import json
 import secrets
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from .audience import (
+    SCAN_BUDGET_ATTRIBUTES,
+    SCAN_BUDGET_INDEX_ONLY,
+    AudienceFilter,
+    FilterError,
+    Predicate,
+    scan,
+)
 from .http_faults import (
     ApiError,
     FaultProfile,
@@ -45,12 +52,6 @@ MAX_ATTRIBUTE_IDS = 100
 DEFAULT_RATE_LIMIT = 10.0
 ID_TYPES = ("id", "cio_id", "email")
 SUPPRESSION_TYPES = ("bounces", "blocks", "spam_reports", "invalid_emails")
-# Indexes a page may scan before it answers with what it found so far (when it found something),
-# so sparse filters over a huge world stay responsive. Reading attributes costs far more per step.
-SCAN_BUDGET_INDEX_ONLY = 200_000
-SCAN_BUDGET_ATTRIBUTES = 5_000
-
-Predicate = Callable[[int], bool]
 
 
 def bad_request(message: str) -> ApiError:
@@ -59,88 +60,6 @@ def bad_request(message: str) -> ApiError:
 
 def not_found(detail: str) -> ApiError:
     return ApiError(404, errors_body(detail, 404))
-
-
-# --- audience filters ----------------------------------------------------------------------------
-class AudienceFilter:
-    """A compiled ``audienceFilter``: and/or, not, segment id, attribute eq/exists."""
-
-    def __init__(self, world: World, node: Any) -> None:
-        self._world = world
-        self.reads_attributes = False
-        self.matches: Predicate = self._compile(node, "filter")
-
-    def _compile(self, node: Any, where: str) -> Predicate:
-        if not isinstance(node, dict) or len(node) != 1:
-            raise bad_request(
-                f"{where}: expected an object with exactly one of and, or, not, segment, attribute"
-            )
-        ((kind, value),) = node.items()
-        if kind in ("and", "or"):
-            if not isinstance(value, list) or not value:
-                raise bad_request(f"{where}.{kind}: expected a non-empty list of filters")
-            parts = [self._compile(item, f"{where}.{kind}[{k}]") for k, item in enumerate(value)]
-            combine = all if kind == "and" else any
-            return lambda i: combine(part(i) for part in parts)
-        if kind == "not":
-            inner = self._compile(value, f"{where}.not")
-            return lambda i: not inner(i)
-        if kind == "segment":
-            return self._segment(value, where)
-        if kind == "attribute":
-            return self._attribute(value, where)
-        raise bad_request(f"{where}: unknown filter {kind!r}")
-
-    def _segment(self, value: Any, where: str) -> Predicate:
-        segment_id = value.get("id") if isinstance(value, dict) else None
-        if isinstance(segment_id, bool) or not isinstance(segment_id, int | str):
-            raise bad_request(f'{where}.segment: expected {{"id": <segment id>}}')
-        try:
-            rule = self._world.segment_rule(int(segment_id))
-        except ValueError:
-            raise bad_request(f"{where}.segment.id: not a segment id") from None
-        return rule if rule is not None else (lambda i: False)
-
-    def _attribute(self, value: Any, where: str) -> Predicate:
-        if (
-            not isinstance(value, dict)
-            or not isinstance(value.get("field"), str)
-            or not value["field"]
-        ):
-            raise bad_request(f'{where}.attribute: expected {{"field", "operator", "value"}}')
-        field, operator = value["field"], value.get("operator")
-        if operator == "exists":
-            if field == "cio_id":
-                return lambda i: True
-            self.reads_attributes = True
-            return lambda i: field in self._world.person(i).attributes
-        if operator == "eq":
-            wanted = value.get("value")
-            if isinstance(wanted, bool) or not isinstance(wanted, str | int | float):
-                raise bad_request(f"{where}.attribute.value: expected a string or a number")
-            wanted = str(wanted)
-            self.reads_attributes = True
-            return lambda i: self._world.person(i).attributes.get(field) == wanted
-        raise bad_request(f"{where}.attribute.operator: expected eq or exists")
-
-
-def scan(
-    world: World, matches: Predicate, start: int, limit: int, budget: int
-) -> tuple[list[int], int | None]:
-    """Up to ``limit`` matching indexes from ``start``, and where the next page starts (or None)."""
-    found: list[int] = []
-    end = world.people_count
-    i = start
-    while i < end:
-        if matches(i):
-            if len(found) == limit:
-                return found, i  # the next page starts at a match, so it is never empty
-            found.append(i)
-        i += 1
-        budget -= 1
-        if budget <= 0 and found and i < end:
-            return found, i
-    return found, None
 
 
 # --- cursors -------------------------------------------------------------------------------------
@@ -273,7 +192,10 @@ class AppApi:
         body = await json_body(request)
         if not isinstance(body, dict) or "filter" not in body:
             raise bad_request('filter: required, e.g. {"filter":{"attribute":{...}}}')
-        audience = AudienceFilter(self.world, body["filter"])
+        try:
+            audience = AudienceFilter(self.world, body["filter"])
+        except FilterError as exc:
+            raise bad_request(str(exc)) from None
         budget = SCAN_BUDGET_ATTRIBUTES if audience.reads_attributes else SCAN_BUDGET_INDEX_ONLY
         found, after = scan(self.world, audience.matches, start, limit, budget)
         return json_response(
@@ -341,6 +263,14 @@ class AppApi:
                 return segment
         raise not_found("segment not found")
 
+    def segment_members(self, request: web.Request) -> tuple[int, Predicate]:
+        """The requested segment's id and its membership rule."""
+        segment_id = int(self.segment(request)["id"])
+        rule = self.world.segment_rule(segment_id)
+        if rule is None:  # never: every segment the world lists has a rule
+            raise not_found("segment not found")
+        return segment_id, rule
+
     async def segments(self, request: web.Request) -> web.Response:
         return json_response({"segments": self.world.segments})
 
@@ -348,20 +278,18 @@ class AppApi:
         return json_response({"segment": self.segment(request)})
 
     async def segment_count(self, request: web.Request) -> web.Response:
-        segment_id = int(self.segment(request)["id"])
+        segment_id, rule = self.segment_members(request)
         if segment_id not in self._segment_counts:
-            rule = self.world.segment_rule(segment_id)
             self._segment_counts[segment_id] = sum(
                 1 for i in range(self.world.people_count) if rule(i)
             )
         return json_response({"count": self._segment_counts[segment_id], "segment_id": segment_id})
 
     async def membership(self, request: web.Request) -> web.Response:
-        segment_id = int(self.segment(request)["id"])
+        segment_id, rule = self.segment_members(request)
         limit = int_param(request, "limit", *MEMBERSHIP_LIMIT)
         scope = f"segment:{segment_id}"
         start = self.cursors.decode(scope, request.query.get("start"))
-        rule = self.world.segment_rule(segment_id)
         found, after = scan(self.world, rule, start, limit, SCAN_BUDGET_INDEX_ONLY)
         return json_response(identifier_page(self.world, found, self.cursors.encode(scope, after)))
 

@@ -8,9 +8,12 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .demo import run_demo
+from .report import describe_world
 from .sandbox import Ports, Sandbox
 from .world import World
 
@@ -50,19 +53,6 @@ def write_configs(sb: Sandbox, directory: Path) -> dict[str, Path]:
     return paths
 
 
-def describe_world(world: World) -> str:
-    stats = world.stats()
-    lines = [
-        f"World seed {world.seed}, region {world.region}: {stats['people']} People "
-        f"({stats['email_only']} email-only), {stats['domains']} domains, {stats['mail_hosts']} mail hosts.",
-        "Ground truth by EV_Status:",
-    ]
-    by_status: dict[str, int] = stats["by_status"]  # type: ignore[assignment]
-    for status, count in sorted(by_status.items(), key=lambda kv: -kv[1]):
-        lines.append(f"  {status:<11} {count:>7}")
-    return "\n".join(lines)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     started = time.monotonic()
     ports = Ports.from_base(args.port_base) if args.port_base else Ports()
@@ -97,8 +87,6 @@ def cmd_world(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
     return run_demo(_world(args))
 
 
@@ -131,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     _world_args(demo)
     demo.set_defaults(func=cmd_demo)
     args = parser.parse_args(argv)
+    command: Callable[[argparse.Namespace], int] = args.func
     try:
-        return args.func(args)
+        return command(args)
     except (ValueError, OSError) as exc:
         print(f"cio-sandbox: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,7 @@
-"""The README's demo: the real `meltano run` job against the sandbox, twice, with a report a marketer can read."""
+"""The README's demo: the real `meltano run` job against the sandbox, twice.
+
+The first run ends with a report a marketer can read; the second shows what a re-run leaves alone.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cli import describe_world
-from .report import evaluate, render
+from .report import describe_world, evaluate, render
 from .sandbox import Sandbox
 from .world import World
 
@@ -47,7 +49,10 @@ def meltano_env(sb: Sandbox, report_path: Path) -> dict[str, str]:
 
 
 def meltano(args: list[str], env: dict[str, str], root: Path, log: Path) -> float:
-    """Run one meltano command, its log to a file; returns seconds taken. Raises with the log's tail."""
+    """Run one meltano command, its log to a file; returns seconds taken.
+
+    Raises with the log's tail when the command fails.
+    """
     started = time.monotonic()
     with log.open("a") as handle:
         result = subprocess.run(
@@ -68,7 +73,8 @@ def meltano(args: list[str], env: dict[str, str], root: Path, log: Path) -> floa
 
 def mapper_summary(report_path: Path) -> dict[str, Any]:
     try:
-        return json.loads(report_path.read_text())
+        summary: dict[str, Any] = json.loads(report_path.read_text())
+        return summary
     except (OSError, ValueError):
         return {}
 
@@ -81,8 +87,8 @@ def describe_mapper(summary: dict[str, Any]) -> str:
     return (
         f"Mapper: {summary.get('records', 0)} People read; {src.get('engine', 0)} verified now, "
         f"{src.get('fresh', 0)} already fresh (skipped), {src.get('cache', 0)} from the cache, "
-        f"{src.get('local', 0)} without an address; {summary.get('verifications_per_second', 0):.0f} "
-        "verifications/s."
+        f"{src.get('local', 0)} without an address; "
+        f"{summary.get('verifications_per_second', 0):.0f} verifications/s."
     )
 
 
@@ -98,9 +104,8 @@ def run_demo(world: World) -> int:
         print(describe_world(world))
         print(f"\nSandbox up on loopback in {time.monotonic() - started:.1f} s.")
         env = meltano_env(sb, work / "mapper-report-1.json")
-        env["MAPPER_EMAILVERIFY_CACHE_PATH"] = str(
-            work / "emailverify-cache.sqlite"
-        )  # a cold start each demo
+        # A cold start each demo.
+        env["MAPPER_EMAILVERIFY_CACHE_PATH"] = str(work / "emailverify-cache.sqlite")
         print("Installing the three plugins into Meltano's virtual environments ...", flush=True)
         meltano(
             ["install", "tap-customerio-people", "mapper-emailverify", "target-customerio-ev"],
@@ -130,7 +135,8 @@ def run_demo(world: World) -> int:
         print(render(report))
 
         print(
-            "\nRunning the same job again (fresh People are skipped, unchanged People are not rewritten) ...",
+            "\nRunning the same job again (fresh People are skipped, unchanged People are not "
+            "rewritten) ...",
             flush=True,
         )
         sb.obs.reset_traffic()

@@ -8,12 +8,12 @@ zones, and slow zones answered late without holding up anyone else's queries.
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import logging
 import random
 import socket
 import struct
+from typing import cast
 
 import dns.exception
 import dns.flags
@@ -26,20 +26,20 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from .loopback import bind_on_one_port
 from .observe import Observatory
-from .sandbox import bind_socket
-from .world import DNS_TTL, World
+from .world import World
+from .world_data import DNS_TTL
 
 log = logging.getLogger(__name__)
 
 SOA_TEXT = f"ns1.sandbox.invalid. hostmaster.sandbox.invalid. 1 3600 600 86400 {DNS_TTL}"
 CLASSIC_UDP_SIZE = 512  # RFC 1035 limit for a query without EDNS
 TCP_IDLE_SECONDS = 10.0  # RFC 7766: servers close idle connections after seconds, not minutes
-BIND_ATTEMPTS = 20
 
 
 @functools.lru_cache(maxsize=8192)
-def _rdata(rdtype: int, text: str) -> dns.rdata.Rdata:
+def _rdata(rdtype: dns.rdatatype.RdataType, text: str) -> dns.rdata.Rdata:
     return dns.rdata.from_text(dns.rdataclass.IN, rdtype, text)
 
 
@@ -184,7 +184,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.DatagramTransport, transport)  # made by a datagram endpoint
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         reply, delay = self.answers.answer(data, udp=True)
@@ -216,7 +216,11 @@ class DnsServer:
 
     async def start(self, host: str, port: int) -> DnsServer:
         loop = asyncio.get_running_loop()
-        tcp_sock, udp_sock = _bind_pair(host, port)
+        tcp_sock, udp_sock = bind_on_one_port(
+            [(host, socket.SOCK_STREAM), (host, socket.SOCK_DGRAM)],
+            port,
+            busy="no port is free for both DNS UDP and TCP; pass an explicit free port",
+        )
         self.port = tcp_sock.getsockname()[1]
         self._udp, _ = await loop.create_datagram_endpoint(
             lambda: _UdpProtocol(self.answers), sock=udp_sock
@@ -260,23 +264,6 @@ class DnsServer:
             await asyncio.gather(*self._tcp_tasks, return_exceptions=True)
         if self._tcp is not None:
             await self._tcp.wait_closed()
-
-
-def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
-    """A TCP and a UDP socket on one port; with port 0, retry until a port is free for both."""
-    for _ in range(BIND_ATTEMPTS):
-        tcp = bind_socket(host, port)
-        try:
-            udp = bind_socket(host, tcp.getsockname()[1], socket.SOCK_DGRAM)
-        except OSError as exc:
-            tcp.close()
-            if port or exc.errno != errno.EADDRINUSE:
-                raise
-            continue
-        return tcp, udp
-    raise OSError(
-        errno.EADDRINUSE, "no port is free for both DNS UDP and TCP; pass an explicit free port"
-    )
 
 
 async def start_dns(

@@ -14,7 +14,8 @@ from aiohttp import web
 
 from .http_faults import count_middleware, json_errors_middleware, json_response
 from .observe import Observatory
-from .world import ROLE_MAILBOXES, World, normalize_address
+from .world import World, normalize_address
+from .world_data import ROLE_MAILBOXES
 
 UNLIMITED_CREDITS = 1_000_000
 NOT_AN_ADDRESS = ("invalid", "failed_syntax_check")

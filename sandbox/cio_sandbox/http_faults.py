@@ -203,7 +203,9 @@ async def rejected_calls(request: web.Request, ids: frozenset[str]) -> list[str]
     for index, call in enumerate(calls):
         if not isinstance(call, dict):
             continue
-        traits = call.get("traits") if isinstance(call.get("traits"), dict) else {}
+        traits = call.get("traits")
+        if not isinstance(traits, dict):
+            traits = {}
         who = {str(call.get("userId") or "").lower(), str(traits.get("email") or "").lower()}
         if who & wanted:
             named.append(f"batch[{index}]: rejected (fault injection)")

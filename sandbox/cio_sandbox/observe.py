@@ -1,7 +1,7 @@
 """What the sandbox saw (counters, landed writes) and the faults it is told to inject.
 
-The servers run on the sandbox's event-loop thread and tests read from theirs, so every mutation goes through
-one lock and readers get copies.
+The servers run on the sandbox's event-loop thread and tests read from theirs, so every mutation
+goes through one lock and readers get copies.
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ class Faults:
     pipelines_429_storm_until: float = 0.0
     pipelines_timeout_rate: float = 0.0  # requests that hang until the client gives up
     pipelines_timeout_seconds: float = 30.0
-    smtp_latency: float | None = (
-        None  # seconds before each SMTP reply; None keeps each host's own latency
-    )
+    # seconds before each SMTP reply; None keeps each host's own latency
+    smtp_latency: float | None = None
     dns_latency: float = 0.0  # seconds added to every DNS answer
     emailverify_credits: int | None = None  # EmailVerify.io credits left; None is unlimited
     # A request that is processed (it lands) but whose answer is held for pipelines_timeout_seconds,
@@ -69,9 +68,8 @@ class Observatory:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self.faults = Faults()
-        self._smtp_open: Counter[str] = (
-            Counter()
-        )  # a gauge of open sessions: counter resets leave it be
+        # a gauge of open sessions: counter resets leave it be
+        self._smtp_open: Counter[str] = Counter()
         self.reset_counters()
 
     # ------------------------------------------------------------------ resets
@@ -136,9 +134,11 @@ class Observatory:
             return True
 
     def current_attributes(self, person: Any) -> dict[str, str]:
-        """The Person's attributes as the workspace holds them now: the world's, updated by what landed.
+        """The Person's attributes as the workspace holds them now: the world's, updated by what
+        landed.
 
-        Customer.io stores every attribute value as a string, so landed values are read back as strings.
+        Customer.io stores every attribute value as a string, so landed values are read back as
+        strings.
         """
         with self._lock:
             landed = self.landed.get(person.cio_id)

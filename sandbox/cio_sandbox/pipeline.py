@@ -31,9 +31,7 @@ def executable(name: str) -> str:
 @dataclass
 class PipedRun:
     returncodes: dict[str, int]
-    states: list[dict[str, Any]] = field(
-        default_factory=list
-    )  # every STATE line the target emitted
+    states: list[dict[str, Any]] = field(default_factory=list)  # every STATE the target emitted
     logs: dict[str, str] = field(default_factory=dict)  # stderr of each plugin
 
     @property
@@ -62,7 +60,10 @@ def run_piped(
     env: dict[str, str] | None = None,
     timeout: float = 600,
 ) -> PipedRun:
-    """tap | mapper | target with the sandbox's settings plus overrides; returns exit codes and state."""
+    """tap | mapper | target with the sandbox's settings plus overrides.
+
+    Returns the exit codes, the states the target emitted and each plugin's log.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     tap_cmd = [
         executable(TAP),
@@ -98,7 +99,9 @@ def run_piped(
             env=run_env,
         )
         assert tap_proc.stdout and map_proc.stdout
-        tap_proc.stdout.close()  # the mapper owns it now; lets the tap see SIGPIPE if the mapper dies
+        # The mapper owns the tap's stdout now; closing ours lets the tap see SIGPIPE if the
+        # mapper dies.
+        tap_proc.stdout.close()
         map_proc.stdout.close()
         out, _ = tgt_proc.communicate(timeout=timeout)
         codes = {

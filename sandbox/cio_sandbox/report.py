@@ -1,8 +1,9 @@
 """What a run left in the sandbox's Customer.io, measured against the world's ground truth.
 
-The demo, the end-to-end tests and the benchmarks all judge a run the same way: a Person's verdict is what the
-workspace now holds for it (the traits the run wrote, else the `EV_*` attributes it already had), and a verdict is
-correct when its (status, substatus) pair is one the ground truth accepts.
+The demo, the end-to-end tests and the benchmarks all judge a run the same way: a Person's verdict
+is what the workspace now holds for it (the traits the run wrote, else the `EV_*` attributes it
+already had), and a verdict is correct when its (status, substatus) pair is one the ground truth
+accepts. ``describe_world`` says what a world holds before any run.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .world import INVALID, Person, World
+from .world import Person, World
+from .world_data import INVALID
 
 STATUS_ORDER = ("Valid", "Invalid", "Catch-All", "Disposable", "Unknown")
 
@@ -27,11 +29,11 @@ class RunReport:
     correct: int = 0
     false_invalid: int = 0
     missing: list[str] = field(default_factory=list)  # cio_ids with an address but no verdict
-    wrong: list[tuple[str, str, str, str]] = field(
-        default_factory=list
-    )  # cio_id, got status/substatus, case
+    # cio_id, got status/substatus, case
+    wrong: list[tuple[str, str, str, str]] = field(default_factory=list)
     by_status: Counter[str] = field(default_factory=Counter)
-    by_substatus: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # (status, substatus); a verdict written without a substatus counts under None
+    by_substatus: Counter[tuple[str, str | None]] = field(default_factory=Counter)
     timestamps_unix: bool = True
 
     @property
@@ -131,7 +133,8 @@ def render(report: RunReport, title: str = "Email verification results") -> str:
         "=" * len(title),
         f"People in the workspace:        {report.people:>8}",
         f"People with an email address:   {report.with_address:>8}",
-        f"People holding a verdict:       {report.verdicts:>8}  (coverage {100 * report.coverage:.1f}%)",
+        f"People holding a verdict:       {report.verdicts:>8}  "
+        f"(coverage {100 * report.coverage:.1f}%)",
         f"People written in this run:     {report.written:>8}",
         "",
         "EV_Status of every Person:",
@@ -140,4 +143,18 @@ def render(report: RunReport, title: str = "Email verification results") -> str:
         f"Accuracy against the sandbox's ground truth: {100 * report.accuracy:.2f}% "
         f"({report.correct}/{report.verdicts}); false Invalids: {report.false_invalid}",
     ]
+    return "\n".join(lines)
+
+
+def describe_world(world: World) -> str:
+    """What a world holds, by ground-truth status (`cio-sandbox world`, `serve` and the demo)."""
+    stats = world.stats()
+    lines = [
+        f"World seed {world.seed}, region {world.region}: {stats['people']} People "
+        f"({stats['email_only']} email-only), {stats['domains']} domains, "
+        f"{stats['mail_hosts']} mail hosts.",
+        "Ground truth by EV_Status:",
+    ]
+    for status, count in sorted(stats["by_status"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {status:<11} {count:>7}")
     return "\n".join(lines)

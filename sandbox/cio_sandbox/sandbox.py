@@ -3,41 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
+import contextlib
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
+from .app_api import build_app_api
+from .dns_server import start_dns
+from .emailverify_api import build_emailverify_api
+from .loopback import bind_socket, ensure_loopback
 from .observe import Observatory
+from .pipelines_api import build_pipelines_api, build_track_api
+from .smtp_server import start_smtp
 from .world import World
 
-HttpFactory = Callable[[World, Observatory], web.Application]
-
-
-def ensure_loopback(host: str) -> str:
-    """The sandbox never listens anywhere but 127.0.0.0/8 (or ::1)."""
-    if not ipaddress.ip_address(host).is_loopback:
-        raise ValueError(f"the sandbox only listens on loopback addresses, not {host}")
-    return host
-
-
-def bind_socket(host: str, port: int = 0, kind: int = socket.SOCK_STREAM) -> socket.socket:
-    # IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections (it skips sockets made with proto 0).
-    sock = socket.socket(
-        socket.AF_INET, kind, socket.IPPROTO_TCP if kind == socket.SOCK_STREAM else 0
-    )
-    if kind == socket.SOCK_STREAM:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((ensure_loopback(host), port))
-    return sock
+T = TypeVar("T")
 
 
 def _cancel_pending(loop: asyncio.AbstractEventLoop) -> None:
-    """Requests still stalled by a fault (or sessions held by a tarpit) end with the sandbox, quietly."""
+    """Requests stalled by a fault (or sessions held by a tarpit) end with the sandbox, quietly."""
     pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
     for task in pending:
         task.cancel()
@@ -122,18 +109,12 @@ class Sandbox:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def call(self, coro: Awaitable[Any], timeout: float = 30) -> Any:
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         """Run a coroutine on the sandbox loop (for tests that poke a server's state)."""
         assert self._loop is not None, "sandbox not started"
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)  # type: ignore[arg-type]
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     async def _start(self) -> None:
-        from .app_api import build_app_api
-        from .dns_server import start_dns
-        from .emailverify_api import build_emailverify_api
-        from .pipelines_api import build_pipelines_api, build_track_api
-        from .smtp_server import start_smtp
-
         other = "eu" if self.world.region == "us" else "us"
         w, o, p = self.world, self.obs, self.ports
         self.app_api_url = await self._serve(build_app_api(w, o, region=w.region), p.app)
@@ -159,10 +140,8 @@ class Sandbox:
 
     async def _close(self) -> None:
         for close in reversed(self._closers):
-            try:
+            with contextlib.suppress(Exception):
                 await close()
-            except Exception:
-                pass
         self._closers.clear()
 
     # ------------------------------------------------------------------ settings for the plugins

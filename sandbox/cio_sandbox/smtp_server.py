@@ -10,7 +10,7 @@ hook for (connect-time refusals, reply delays, DATA refusal).
 from __future__ import annotations
 
 import asyncio
-import errno
+import functools
 import logging
 import random
 import socket
@@ -18,18 +18,17 @@ import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException, syntax
 
+from .loopback import address_key, bind_on_one_port
 from .observe import Observatory
-from .sandbox import bind_socket
 from .tls import server_tls_context
 from .world import SmtpHost, World
 
 log = logging.getLogger(__name__)
 
-BIND_ATTEMPTS = 20
 BACKLOG = 1024
 IDLE_TIMEOUT = 300.0  # RFC 5321 4.5.3.2.7: servers wait at least 5 minutes for a command
 
@@ -70,6 +69,13 @@ class MailWorld:
 
 
 SESSION_FAULTS = frozenset({"greylist", "tarpit", "disconnect", "busy_421"})
+
+
+def _abort(transport: asyncio.BaseTransport) -> None:
+    """Drop a session's connection at once, unsent replies and all."""
+    # aiosmtpd types it as a BaseTransport; it is the socket's (or, after STARTTLS, the TLS
+    # layer's) asyncio.Transport, which has abort().
+    cast(asyncio.Transport, transport).abort()
 
 
 class MailHost:
@@ -121,7 +127,7 @@ class MailHost:
         self.mail.obs.count_rcpt(address)
         server.rcpt_count += 1
         if server.fault == "disconnect" and server.transport is not None:
-            server.transport.abort()  # mid-conversation, without a reply
+            _abort(server.transport)  # mid-conversation, without a reply
             return GREYLISTED  # never sent: the connection is gone
         reply = self._rcpt_reply(server, envelope, address)
         if reply.startswith("250"):
@@ -297,13 +303,17 @@ class SmtpServers:
             self.port = port
             return self
         loop = asyncio.get_running_loop()
-        socks = _bind_all([h.ip for h in hosts], port)
+        socks = bind_on_one_port(
+            [(h.ip, socket.SOCK_STREAM) for h in hosts],
+            port,
+            busy="no port is free on every mail host address; pass an explicit free port",
+        )
         self.port = socks[0].getsockname()[1]
         try:
             for host, sock in zip(hosts, socks, strict=True):
                 handler = MailHost(host, self.mail)
                 server = await loop.create_server(
-                    lambda h=handler: MailSession(h), sock=sock, backlog=BACKLOG
+                    functools.partial(MailSession, handler), sock=sock, backlog=BACKLOG
                 )
                 self._servers.append(server)
         except BaseException:
@@ -319,7 +329,7 @@ class SmtpServers:
         tasks = []
         for session in list(self.mail.sessions):
             if session.transport is not None:
-                session.transport.abort()
+                _abort(session.transport)
             if session._handler_coroutine is not None:
                 tasks.append(session._handler_coroutine)
         if tasks:
@@ -327,25 +337,6 @@ class SmtpServers:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
-
-
-def _bind_all(ips: list[str], port: int) -> list[socket.socket]:
-    """One socket per address, all on one port; port 0 retries until one is free on them all."""
-    for _ in range(BIND_ATTEMPTS):
-        socks: list[socket.socket] = []
-        try:
-            socks.append(bind_socket(ips[0], port))
-            chosen = socks[0].getsockname()[1]
-            socks.extend(bind_socket(ip, chosen) for ip in ips[1:])
-            return socks
-        except OSError as exc:
-            for sock in socks:
-                sock.close()
-            if port or exc.errno != errno.EADDRINUSE:
-                raise
-    raise OSError(
-        errno.EADDRINUSE, "no port is free on every mail host address; pass an explicit free port"
-    )
 
 
 async def start_smtp(world: World, obs: Observatory, *, port: int = 0) -> SmtpServers:
@@ -357,7 +348,7 @@ async def start_smtp(world: World, obs: Observatory, *, port: int = 0) -> SmtpSe
     tls_names = [h.hostname for h in world.smtp_hosts.values() if h.require_starttls]
     policy_ips = sorted(
         (h.ip for h in world.smtp_hosts.values() if h.behavior == "policy_block"),
-        key=lambda ip: tuple(int(part) for part in ip.split(".")),
+        key=address_key,
     )
     mail = MailWorld(
         world=world,

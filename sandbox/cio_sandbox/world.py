@@ -1,14 +1,16 @@
 """A deterministic world of People, domains, DNS records and mail hosts, generated from a seed.
 
-Everything is derived from ``(seed, index)`` on demand, so a world of a million People costs no more memory than
-one of a thousand: the servers look a Person up by index, by ``cio_id``, by ``id`` or by address in O(1). Each
-Person carries its ground truth (the verdict DESIGN.md's precedence gives for its address), so accuracy can be
-measured against what the pipeline writes.
+Everything is derived from ``(seed, index)`` on demand, so a world of a million People costs no
+more memory than one of a thousand: the servers look a Person up by index, by ``cio_id``, by ``id``
+or by address in O(1). Each Person carries its ground truth (the verdict DESIGN.md's precedence
+gives for its address), so accuracy can be measured against what the pipeline writes. The tables
+it draws from (names, domains, reply wordings, weights, verdicts) are in ``world_data.py``.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import itertools
 import random
@@ -16,184 +18,71 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import ClassVar, TypedDict, Unpack
 
 from disposable_email_domains import blocklist as _DISPOSABLE_BLOCKLIST
 
-VALID, INVALID, CATCH_ALL, DISPOSABLE, UNKNOWN = (
-    "Valid",
-    "Invalid",
-    "Catch-All",
-    "Disposable",
-    "Unknown",
+from .loopback import host_address
+from .world_data import (
+    BAD_SYNTAX,
+    BIG_PROVIDERS,
+    CASE_WEIGHTS,
+    CATCH_ALL,
+    CIO_ID_OFFSET,
+    DAY,
+    DISPOSABLE,
+    DNS_TTL,
+    DOMAIN_WORDS,
+    FIRST_NAMES,
+    FIXED_VERDICTS,
+    HARD_BOUNCE_KINDS,
+    HOST_BEHAVIOURS,
+    ID_OFFSET,
+    INVALID,
+    LAST_NAMES,
+    MAILBOX_CASES,
+    MAILBOX_VERDICTS,
+    MAILBOX_WEIGHTS,
+    PLANS,
+    ROLE_MAILBOXES,
+    SEGMENTS,
+    SLOW_DNS_SECONDS,
+    SUPPRESSION_REASONS,
+    SUPPRESSION_RULES,
+    TYPO_DOMAINS,
+    UNKNOWN,
+    USER_UNKNOWN_REPLIES,
+    VALID,
+    HostOptions,
+    SegmentRow,
+    SegmentRule,
 )
 
-CIO_ID_OFFSET = 0x3000000
-ID_OFFSET = 100000
-DNS_TTL = 300
-SLOW_DNS_SECONDS = 0.4
-DAY = 86400
-
-# Mailboxes that exist on every domain whose mail host answers honestly (RFC 2142 and common role names).
-ROLE_MAILBOXES = ("info", "support", "admin", "sales", "contact", "billing", "noreply", "hello")
-
-_FIRST = (
-    "maria",
-    "john",
-    "aiko",
-    "omar",
-    "lena",
-    "carlos",
-    "priya",
-    "noah",
-    "fatima",
-    "liam",
-    "sofia",
-    "chen",
-    "amara",
-    "lucas",
-    "ingrid",
-    "mateo",
-    "zara",
-    "ivan",
-    "yuki",
-    "emma",
-    "kwame",
-    "elena",
-    "raj",
-    "nora",
-)
-_LAST = (
-    "garcia",
-    "smith",
-    "tanaka",
-    "haddad",
-    "muller",
-    "silva",
-    "patel",
-    "brown",
-    "khan",
-    "oconnor",
-    "rossi",
-    "wang",
-    "okafor",
-    "dubois",
-    "larsen",
-    "lopez",
-    "ahmed",
-    "petrov",
-    "sato",
-    "jones",
-    "mensah",
-    "novak",
-)
-_WORDS = (
-    "north",
-    "wind",
-    "blue",
-    "harbor",
-    "acme",
-    "pine",
-    "river",
-    "stone",
-    "bright",
-    "cedar",
-    "maple",
-    "summit",
-    "orbit",
-    "lumen",
-    "delta",
-    "falcon",
-    "copper",
-    "meadow",
-    "atlas",
-    "nimbus",
-    "quartz",
-    "ember",
-    "tidal",
-    "willow",
-    "granite",
-    "vertex",
-    "aurora",
-    "sparrow",
-    "beacon",
-    "cobalt",
-)
-_BAD_SYNTAX = (
-    "{l}@",
-    "@{d}",
-    "{l}..{l}@{d}",
-    "{l} {l}@{d}",
-    "{l}@@{d}",
-    "{l}@{d}.",
-    "{l}(at){d}",
-    "{l}@-{d}",
-    ".{l}@{d}",
-    "{l}@{d}..example",
-    "{l}@localhost",
-    "{l}@[300.1.1.1]",
-    '{l}"@{d}',
-)
-# Typos of big providers that do not resolve (some typo domains, gmial.com among them, are on the disposable
-# list; those would rightly be Disposable, so they are not used here).
-_TYPO_DOMAINS = ("gmai.com", "gamil.com", "gnail.com", "yaho.com", "outlok.com", "gmail.con")
-
-# SMTP reply texts for "no such user", as real servers word them (reference/email_verification.md 5.8-5.10).
-USER_UNKNOWN_REPLIES = (
-    "550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown in virtual mailbox table",
-    "550 5.1.1 The email account that you tried to reach does not exist. NoSuchUser",
-    "550 Requested action not taken: mailbox unavailable",
-    "550 5.5.0 Requested action not taken: mailbox unavailable (S2017062302)",
-    "550 5.4.1 Recipient address rejected: Access denied. AS(201806281)",
-    "550 No such user here",
-    "550 5.1.1 Recipient unknown",
-)
-
-# World behaviours. Weights are shares of People (per mille) for the default mix.
-_CASE_WEIGHTS = (
-    ("normal", 330),
-    ("gmail", 60),
-    ("outlook", 40),
-    ("m365", 25),
-    ("idn", 10),
-    ("no_mx_a", 20),
-    ("starttls", 30),
-    ("too_many_rcpt", 30),
-    ("busy_421", 20),
-    ("dead_first_mx", 20),
-    ("slow_dns", 20),
-    ("catch_all", 40),
-    ("greylist", 20),
-    ("tarpit", 10),
-    ("policy_block", 20),
-    ("drop_after_banner", 10),
-    ("provider_yahoo", 30),
-    ("disposable", 30),
-    ("typo", 20),
-    ("nxdomain", 10),
-    ("null_mx", 10),
-    ("no_mx_no_a", 10),
-    ("servfail", 10),
-    ("bad_syntax", 20),
-    ("no_email", 20),
-)
-# Cases whose mail host answers RCPT honestly, so the mailbox state decides the verdict.
-MAILBOX_CASES = frozenset(
-    {
-        "normal",
-        "gmail",
-        "outlook",
-        "m365",
-        "idn",
-        "no_mx_a",
-        "starttls",
-        "too_many_rcpt",
-        "busy_421",
-        "dead_first_mx",
-        "slow_dns",
-        "hard_bounce",
-    }
-)
-_MAILBOX_WEIGHTS = (("exists", 84), ("unknown", 10), ("disabled", 3), ("full", 3))
+# The world's types, and the constants tests, benchmarks and the plugins' tests import from here
+# (re-exported from world_data, where they are declared).
+__all__ = [
+    "CATCH_ALL",
+    "CIO_ID_OFFSET",
+    "DAY",
+    "DISPOSABLE",
+    "DNS_TTL",
+    "ID_OFFSET",
+    "INVALID",
+    "MAILBOX_CASES",
+    "ROLE_MAILBOXES",
+    "SLOW_DNS_SECONDS",
+    "UNKNOWN",
+    "USER_UNKNOWN_REPLIES",
+    "VALID",
+    "Domain",
+    "Keys",
+    "Person",
+    "SmtpHost",
+    "Truth",
+    "World",
+    "WorldStats",
+    "normalize_address",
+]
 
 
 @dataclass(frozen=True)
@@ -202,10 +91,9 @@ class SmtpHost:
 
     ip: str
     hostname: str
-    behavior: (
-        str  # normal, catch_all, accept_all, greylist, tarpit, policy_block, drop_after_banner,
-    )
-    #                too_many_rcpt, busy_421, starttls
+    # normal, catch_all, accept_all, greylist, tarpit, policy_block, drop_after_banner,
+    # too_many_rcpt, busy_421, starttls
+    behavior: str
     unknown_reply: str = USER_UNKNOWN_REPLIES[0]
     max_connections: int | None = None  # busy_421: more concurrent connections get "421 4.7.0"
     max_rcpt_per_session: int | None = None  # too_many_rcpt: later RCPTs get "452 4.5.3"
@@ -247,9 +135,19 @@ class Person:
     unsubscribed: bool
     segments: tuple[int, ...]
     truth: Truth
-    mailbox: (
-        str | None
-    )  # exists / unknown / disabled / full, when the address reaches an honest mail host
+    # exists / unknown / disabled / full, when the address reaches an honest mail host
+    mailbox: str | None
+
+
+class WorldStats(TypedDict):
+    """``World.stats()``: what `cio-sandbox serve`, `cio-sandbox world` and the demo print."""
+
+    people: int
+    email_only: int
+    domains: int
+    mail_hosts: int
+    by_status: dict[str, int]
+    by_case: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -279,22 +177,9 @@ def _pick(rng: random.Random, weights: tuple[tuple[str, int], ...]) -> str:
 class World:
     """The sandbox's ground truth: People, segments, suppressions, DNS zone and mail hosts."""
 
-    SEGMENTS = (
-        # id, name, type, state, progress, membership rule on the person index
-        (1, "Signed up last 30 days", "dynamic", "finished", None, lambda i: i % 3 == 0),
-        (2, "Paying customers", "manual", "finished", None, lambda i: i % 5 == 1),
-        (3, "Newsletter readers", "dynamic", "finished", None, lambda i: i % 7 in (2, 3)),
-        (4, "EU visitors", "dynamic", "build", 40, lambda i: i % 11 == 4),
-        (5, "Nobody yet", "manual", "finished", None, lambda i: False),
-    )
-    # Suppression lists (Customer.io as ESP). Bounces and invalid emails are hard bounces.
-    SUPPRESSION_RULES = {
-        "bounces": (50, 7),
-        "invalid_emails": (199, 11),
-        "spam_reports": (97, 3),
-        "blocks": (89, 4),
-    }
-    HARD_BOUNCE_KINDS = ("bounces", "invalid_emails")
+    SEGMENTS: ClassVar[tuple[SegmentRow, ...]] = SEGMENTS
+    SUPPRESSION_RULES: ClassVar[dict[str, tuple[int, int]]] = SUPPRESSION_RULES
+    HARD_BOUNCE_KINDS: ClassVar[tuple[str, ...]] = HARD_BOUNCE_KINDS
 
     def __init__(
         self,
@@ -313,7 +198,7 @@ class World:
         self.people_count = people
         self.region = region
         self.now = time.time() if now is None else now
-        self.case_weights = case_weights or _CASE_WEIGHTS
+        self.case_weights = case_weights or CASE_WEIGHTS
         self.keys = Keys(
             app_api_key=f"sbx_app_{region}_{seed}_k3y",
             pipelines_api_key=f"sbx_cdp_{seed}_wr1te",
@@ -337,14 +222,27 @@ class World:
     def _next_ip(self) -> str:
         n = self._ip_counter
         self._ip_counter += 1
-        return f"127.0.{1 + n // 250}.{1 + n % 250}"
+        return host_address(n)
 
-    def _host(self, hostname: str, behavior: str, latency: float, **kw: object) -> SmtpHost:
+    def _host(
+        self,
+        hostname: str,
+        behavior: str,
+        latency: float,
+        *,
+        unknown_reply: str | None = None,
+        **options: Unpack[HostOptions],
+    ) -> SmtpHost:
         ip = self._next_ip()
-        reply = kw.pop("unknown_reply", None) or self._rng.choice(USER_UNKNOWN_REPLIES)
+        reply = unknown_reply or self._rng.choice(USER_UNKNOWN_REPLIES)
         host = SmtpHost(
-            ip=ip, hostname=hostname, behavior=behavior, unknown_reply=reply, latency=latency, **kw
-        )  # type: ignore[arg-type]
+            ip=ip,
+            hostname=hostname,
+            behavior=behavior,
+            unknown_reply=reply,
+            latency=latency,
+            **options,
+        )
         self.smtp_hosts[ip] = host
         self._record(hostname, "A", ip)
         return host
@@ -369,55 +267,28 @@ class World:
         )
 
     def _mail_domain(
-        self, name: str, kind: str, behavior: str, latency: float, **kw: object
+        self, name: str, kind: str, behavior: str, latency: float, **options: Unpack[HostOptions]
     ) -> None:
-        host = self._host(f"mx1.{name}", behavior, latency, **kw)
+        host = self._host(f"mx1.{name}", behavior, latency, **options)
         self._add_domain(Domain(name, kind, mx=((10, host.hostname),)))
 
     def _word_domain(self, k: int) -> str:
-        w = _WORDS
+        w = DOMAIN_WORDS
         return f"{w[k % len(w)]}{w[(k // len(w) + 7 * k) % len(w)]}-{k}.example"
 
     def _build_domains(self, normal_count: int, latency: float) -> None:
         for k in range(normal_count):
             self._mail_domain(self._word_domain(k), "normal", "normal", latency)
-        behaviours = {
-            "catch_all": {},
-            "greylist": {},
-            "tarpit": {},
-            "policy_block": {},
-            "drop_after_banner": {},
-            "too_many_rcpt": {"max_rcpt_per_session": 3},
-            "busy_421": {"max_connections": 2},
-            "starttls": {"require_starttls": True},
-        }
-        for kind, kw in behaviours.items():
+        for kind, options in HOST_BEHAVIOURS.items():
             for k in range(2):
                 name = f"{kind.replace('_', '-')}-{k}.example"
-                self._mail_domain(name, kind, kind, latency, **kw)
-        # Big providers, with their real MX host names so provider rules can be exercised.
-        google = self._host(
-            "gmail-smtp-in.l.google.com", "normal", latency, unknown_reply=USER_UNKNOWN_REPLIES[1]
-        )
-        self._add_domain(Domain("gmail.com", "gmail", mx=((5, google.hostname),)))
-        outlook = self._host(
-            "outlook-com.olc.protection.outlook.com",
-            "normal",
-            latency,
-            unknown_reply=USER_UNKNOWN_REPLIES[3],
-        )
-        self._add_domain(Domain("outlook.com", "outlook", mx=((10, outlook.hostname),)))
-        for k in range(2):
-            name = f"contoso-{k}.example"
-            m365 = self._host(
-                f"contoso-{k}-example.mail.protection.outlook.com",
-                "normal",
-                latency,
-                unknown_reply=USER_UNKNOWN_REPLIES[4],
+                self._mail_domain(name, kind, kind, latency, **options)
+        for provider in BIG_PROVIDERS:
+            host = self._host(
+                provider.mx_host, provider.behavior, latency, unknown_reply=provider.unknown_reply
             )
-            self._add_domain(Domain(name, "m365", mx=((0, m365.hostname),)))
-        yahoo = self._host("mta5.am0.yahoodns.net", "accept_all", latency)
-        self._add_domain(Domain("yahoo.com", "provider_yahoo", mx=((1, yahoo.hostname),)))
+            mx = ((provider.mx_preference, host.hostname),)
+            self._add_domain(Domain(provider.domain, provider.kind, mx=mx))
         # DNS-level behaviours.
         for k in range(2):
             idn_unicode = f"bücher-{k}.example"
@@ -446,9 +317,10 @@ class World:
             self._add_domain(Domain(broken, "servfail"))
             self.dns_servfail.add(broken)
             self._add_domain(Domain(f"expired-startup-{k}.example", "nxdomain"))
-        for typo in _TYPO_DOMAINS:
+        for typo in TYPO_DOMAINS:
             self._add_domain(Domain(typo, "typo"))
-        # Real disposable domains from the list (and a subdomain of one); the pipeline must not probe them.
+        # Real disposable domains from the list (and a subdomain of one); the pipeline must not
+        # probe them.
         disposable = sorted(d for d in _DISPOSABLE_BLOCKLIST if d.count(".") == 1)
         picks = [
             d for d in random.Random(self.seed).sample(disposable, 5) if d != "mailinator.com"
@@ -467,22 +339,25 @@ class World:
             raise IndexError(i)
         return self._person(i)
 
-    @functools.lru_cache(maxsize=131072)  # noqa: B019 - at most ~160 MB; the world lives as long as the process
+    # One cache for every World: its entries keep their world alive, which B019 warns of; worlds
+    # live for the whole process anyway, and 131072 People are about 160 MB.
+    @functools.lru_cache(maxsize=131072)  # noqa: B019  worlds live for the whole process; <=160 MB
     def _person(self, i: int) -> Person:
         rng = random.Random(self.seed * 1_000_003 + i)
         hard_bounce = any(i % m == r for m, r in self._hard_bounce_rules)
         case = "hard_bounce" if hard_bounce else _pick(rng, self.case_weights)
-        first, last = rng.choice(_FIRST), rng.choice(_LAST)
+        first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
         mailbox: str | None = None
         duplicate_of = None
+        email: str | None
         if case in ("normal", "gmail", "outlook") and i > 20 and rng.random() < 0.03:
             duplicate_of = self._person(rng.randrange(i))
         if duplicate_of is not None and duplicate_of.email is not None:
             email, truth, mailbox = duplicate_of.email, duplicate_of.truth, duplicate_of.mailbox
         else:
             email, truth, mailbox = self._address(i, rng, case, first, last)
-        # Email-only People: the address is then the Person's identifier, so it is unique in the workspace
-        # (never a duplicate nor a shared role mailbox).
+        # Email-only People: the address is then the Person's identifier, so it is unique in the
+        # workspace (never a duplicate nor a shared role mailbox).
         own_address = (
             email is not None and duplicate_of is None and f"{i}@" in normalize_address(email)
         )
@@ -494,7 +369,7 @@ class World:
             "created_at": str(created),
             "first_name": first.title(),
             "last_name": last.title(),
-            "plan": rng.choice(("free", "pro", "enterprise")),
+            "plan": rng.choice(PLANS),
         }
         if person_id is not None:
             attrs["id"] = person_id
@@ -530,16 +405,16 @@ class World:
         if case == "no_email":
             return None, _truth(UNKNOWN, "no_email", case), None
         if case == "bad_syntax":
-            domain = self._domain_for(rng, "normal").name
+            name = self._domain_for(rng, "normal").name
             return (
-                rng.choice(_BAD_SYNTAX).format(l=local, d=domain),
+                rng.choice(BAD_SYNTAX).format(l=local, d=name),
                 _truth(INVALID, "invalid_syntax", case),
                 None,
             )
         domain = self._domain_for(rng, case)
         shown = domain.display or domain.name
         if case in MAILBOX_CASES:
-            mailbox = _pick(rng, _MAILBOX_WEIGHTS)
+            mailbox = _pick(rng, MAILBOX_WEIGHTS)
             if mailbox == "exists" and case != "hard_bounce" and rng.random() < 0.06:
                 local = rng.choice(ROLE_MAILBOXES)
             address = self._disguise(rng, f"{local}@{shown}")
@@ -549,23 +424,20 @@ class World:
             return address, truth, mailbox
         address = self._disguise(rng, f"{local}@{shown}")
         if case == "greylist":  # a verifier that waits out the window gets the honest answer
-            mailbox = _pick(rng, _MAILBOX_WEIGHTS)
+            mailbox = _pick(rng, MAILBOX_WEIGHTS)
             honest = self._mailbox_truth(case, mailbox, local)
             return (
                 address,
                 _truth(UNKNOWN, "greylisted", case, (honest.status, honest.substatus)),
                 mailbox,
             )
-        return address, _truth(*_FIXED_VERDICTS[case], case), None
+        return address, _truth(*FIXED_VERDICTS[case], case), None
 
     @staticmethod
     def _mailbox_truth(case: str, mailbox: str, local: str) -> Truth:
-        verdict = {
-            "exists": (VALID, "role_based" if local in ROLE_MAILBOXES else "mailbox_exists"),
-            "unknown": (INVALID, "mailbox_not_found"),
-            "disabled": (INVALID, "mailbox_disabled"),
-            "full": (INVALID, "mailbox_full"),
-        }[mailbox]
+        verdict = MAILBOX_VERDICTS[mailbox]
+        if mailbox == "exists" and local in ROLE_MAILBOXES:
+            verdict = (VALID, "role_based")
         if case == "busy_421":  # a verifier that exceeds the host's connection limit gets 421s
             return _truth(
                 *verdict, case, (UNKNOWN, "smtp_connection_failed"), (UNKNOWN, "smtp_blocked")
@@ -607,8 +479,8 @@ class World:
     def person_by_email(self, address: str) -> Person | None:
         """The first Person whose address normalizes to ``address`` (case-insensitive).
 
-        Local parts end with the Person's index, so the candidates are the digit runs of the string (a malformed
-        address still carries its index somewhere).
+        Local parts end with the Person's index, so the candidates are the digit runs of the string
+        (a malformed address still carries its index somewhere).
         """
         wanted = normalize_address(address)
         for digits in re.findall(r"\d+", wanted.rpartition("@")[0] or wanted):
@@ -634,7 +506,7 @@ class World:
         return person.mailbox
 
     def truth_for_address(self, address: str) -> Truth | None:
-        """The verdict an ideal verifier gives any address on this world (None when it is not an address)."""
+        """The verdict an ideal verifier gives any address on this world (None: not an address)."""
         person = self.person_by_email(address)
         if person is not None:
             return person.truth
@@ -647,11 +519,11 @@ class World:
             return _truth(INVALID, "domain_not_found", "nxdomain")
         if domain.kind in MAILBOX_CASES:
             return self._mailbox_truth(domain.kind, self.mailbox_state(wanted), local)
-        fixed = _FIXED_VERDICTS.get(domain.kind)
+        fixed = FIXED_VERDICTS.get(domain.kind)
         return _truth(*fixed, domain.kind) if fixed else None
 
     def address_for(self, case: str, mailbox: str = "exists") -> str:
-        """A Person's address of the given behaviour (and mailbox state, where it matters), for tests."""
+        """A Person's address of the given behaviour (and mailbox state, where it matters)."""
         for person in self.iter_people():
             if person.truth.case != case or person.email is None:
                 continue
@@ -682,7 +554,7 @@ class World:
             for sid, name, kind, state, progress, _rule in self.SEGMENTS
         ]
 
-    def segment_rule(self, segment_id: int):
+    def segment_rule(self, segment_id: int) -> SegmentRule | None:
         for sid, *_rest, rule in self.SEGMENTS:
             if sid == segment_id:
                 return rule
@@ -703,13 +575,13 @@ class World:
                 {
                     "created": int(self.now) - (self.people_count - i) * 60,
                     "email": normalize_address(p.email),
-                    "reason": _SUPPRESSION_REASON[kind],
+                    "reason": SUPPRESSION_REASONS[kind],
                     "status": status,
                 }
             )
         return rows
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> WorldStats:
         """A summary of the world for `cio-sandbox serve` and the demo."""
         by_status: dict[str, int] = {}
         by_case: dict[str, int] = {}
@@ -728,38 +600,12 @@ class World:
         }
 
 
-# Behaviours whose verdict does not depend on the mailbox.
-_FIXED_VERDICTS = {
-    "catch_all": (CATCH_ALL, "catch_all"),
-    "greylist": (UNKNOWN, "greylisted"),
-    "tarpit": (UNKNOWN, "smtp_timeout"),
-    "policy_block": (UNKNOWN, "smtp_blocked"),
-    "drop_after_banner": (UNKNOWN, "smtp_connection_failed"),
-    "provider_yahoo": (UNKNOWN, "provider_unverifiable"),
-    "disposable": (DISPOSABLE, "disposable_domain"),
-    "typo": (INVALID, "domain_not_found"),
-    "nxdomain": (INVALID, "domain_not_found"),
-    "null_mx": (INVALID, "null_mx"),
-    "no_mx_no_a": (INVALID, "no_mx_record"),
-    "servfail": (UNKNOWN, "dns_error"),
-}
-
-_SUPPRESSION_REASON = {
-    "bounces": "smtp; 550 5.1.1 The email account that you tried to reach does not exist",
-    "invalid_emails": "Invalid recipient address",
-    "spam_reports": "Recipient marked the message as spam",
-    "blocks": "smtp; 554 5.7.1 Service unavailable; client host blocked",
-}
-
-
 def normalize_address(address: str) -> str:
     """Lower-case, trimmed, with the domain in ASCII (punycode) form."""
     address = address.strip().lower()
     local, at, domain = address.rpartition("@")
     if not at:
         return address
-    try:
+    with contextlib.suppress(UnicodeError):
         domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        pass
     return f"{local}@{domain}"

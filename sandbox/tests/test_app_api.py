@@ -413,7 +413,8 @@ def test_a_million_people_are_served_a_page_at_a_time(make_sandbox) -> None:
 def test_landed_traits_are_read_back_as_string_attributes(
     sb: Sandbox, api: requests.Session
 ) -> None:
-    """What the Pipelines fake landed is what the next run's tap reads, stored as strings like Customer.io."""
+    """What the Pipelines fake landed is what the next run's tap reads, stored as strings (as
+    Customer.io stores them)."""
     person = sb.world.person(0)
     sb.obs.land(
         person.cio_id,

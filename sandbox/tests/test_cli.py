@@ -1,4 +1,4 @@
-"""`cio-sandbox serve` starts quickly, prints the settings a pipeline needs, and stops cleanly on Ctrl-C."""
+"""`cio-sandbox serve` starts fast, prints a pipeline's settings and stops cleanly on Ctrl-C."""
 
 from __future__ import annotations
 

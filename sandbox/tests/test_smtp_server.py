@@ -269,7 +269,9 @@ def test_starttls_is_required_before_mail(sandbox: Sandbox) -> None:
         assert client.mail(SENDER)[0] == 250
         assert client.rcpt(address)[0] == 550
         assert client.rcpt(f"info@{address.rpartition('@')[2]}")[0] == 250
-        cert = client.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
+        sock = client.sock
+        assert isinstance(sock, ssl.SSLSocket)  # STARTTLS swapped in a TLS socket
+        cert = sock.getpeercert(binary_form=True)
         assert cert
 
 
