@@ -95,7 +95,7 @@ def cached_share(world: World, new_every: int) -> tuple[list[tuple[str, str, str
 
 def seed_cache(path: Path, verdicts: Iterable[tuple[str, str, str]], ttl_days: float = 30) -> None:
     """Write verdicts with the mapper's own cache API (hashed keys, the same file format as a real run)."""
-    from mapper_emailverify.results_cache import SqliteResultsCache, Verdict, address_key
+    from mapper_emailverify.stream_map.verdict_cache import SqliteResultsCache, Verdict, address_key
 
     cache = SqliteResultsCache(path, ttl_days=ttl_days)
     now = time.time()

@@ -102,7 +102,7 @@ def people_input(count: int, path: Path) -> list[str]:
 
 
 def fill_cache(path: Path, verdicts: list[tuple[str, str, str]]) -> None:
-    from mapper_emailverify.results_cache import SqliteResultsCache, Verdict, address_key
+    from mapper_emailverify.stream_map.verdict_cache import SqliteResultsCache, Verdict, address_key
 
     cache = SqliteResultsCache(path, ttl_days=30)
     now = time.time()

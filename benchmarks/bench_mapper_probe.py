@@ -34,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_mapper_cached import MAPPER, ensure_peers
-from mapper_emailverify.config import VerifierConfig
+from mapper_emailverify.engine.config import VerifierConfig
 
 DOMAINS = 500
 SMTP_LATENCY = 0.05

@@ -56,7 +56,16 @@ def own_settings(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def _type(spec: dict[str, Any]) -> str:
     types = spec.get("type") or [next(iter(spec.get("anyOf", [{}])), {}).get("type", "any")]
     types = [types] if isinstance(types, str) else types
-    return " / ".join(t for t in types if t != "null") or "any"
+    shown = " / ".join(t for t in types if t != "null") or "any"
+    low, high = spec.get("minimum"), spec.get("maximum")
+    if low is not None and high is not None:
+        return f"{shown} ({low} to {high})"
+    limits = [
+        f"{sign} {spec[key]}"
+        for key, sign in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"))
+        if spec.get(key) is not None
+    ]
+    return f"{shown} ({', '.join(limits)})" if limits else shown
 
 
 def _cell(text: Any) -> str:

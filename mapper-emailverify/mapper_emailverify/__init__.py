@@ -18,23 +18,24 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mapper_emailverify.config import ConfigError, VerifierConfig
-    from mapper_emailverify.result import Evidence, Result, SmtpReply
+    from mapper_emailverify.engine.config import VerifierConfig
+    from mapper_emailverify.engine.errors import ConfigError
+    from mapper_emailverify.engine.result import Evidence, Result, SmtpReply
+    from mapper_emailverify.engine.verifier import Verifier
     from mapper_emailverify.taxonomy import PAIRS, Status, SubStatus
-    from mapper_emailverify.verifier import Verifier
 
-# Imported on first use: the mapper's cached path never needs the engine (dnspython, email-validator, ...), and
-# importing it eagerly would cost every mapper start about half a second.
+# Imported on first use: the mapper's cached path never needs the engine (dnspython,
+# email-validator, ...), and importing it eagerly would cost every mapper start about half a second.
 _EXPORTS = {
-    "ConfigError": "config",
-    "VerifierConfig": "config",
-    "Evidence": "result",
-    "Result": "result",
-    "SmtpReply": "result",
+    "ConfigError": "engine.errors",
+    "VerifierConfig": "engine.config",
+    "Evidence": "engine.result",
+    "Result": "engine.result",
+    "SmtpReply": "engine.result",
     "PAIRS": "taxonomy",
     "Status": "taxonomy",
     "SubStatus": "taxonomy",
-    "Verifier": "verifier",
+    "Verifier": "engine.verifier",
 }
 
 

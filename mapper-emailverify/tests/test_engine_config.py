@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from mapper_emailverify import ConfigError, VerifierConfig
-from mapper_emailverify.config import DEFAULT_EMAILVERIFY_URL
+from mapper_emailverify.engine.config import DEFAULT_EMAILVERIFY_URL
 
 
 def test_defaults() -> None:

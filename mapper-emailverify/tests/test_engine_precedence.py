@@ -12,21 +12,27 @@ from collections import Counter
 
 import pytest
 from mapper_emailverify import Status, SubStatus, Verifier
-from mapper_emailverify.dns_lookup import DomainRoute, MailHost
-from mapper_emailverify.smtp_probe import Probe
+from mapper_emailverify.engine.dns_lookup import DomainRoute, MailHost
+from mapper_emailverify.engine.smtp.prober import Probe
 
 
 class Fakes:
-    """Counts calls and answers with the configured outcome per domain."""
+    """DNS and prober in one: counts calls and answers with the configured outcome per domain."""
 
-    def __init__(self, verifier: Verifier) -> None:
+    smtp_unavailable = False
+
+    def __init__(self) -> None:
         self.dns_verdicts: dict[str, SubStatus | None] = {}
         self.mx: dict[str, list[str]] = {}
         self.probes: dict[str, Probe] = {}
         self.dns_calls: Counter[str] = Counter()
         self.probe_calls: Counter[str] = Counter()
-        verifier._dns.route = self.route  # type: ignore[method-assign]
-        verifier._prober.probe = self.probe  # type: ignore[method-assign]
+
+    def reset_loop(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
 
     async def route(self, domain: str) -> DomainRoute:
         self.dns_calls[domain] += 1
@@ -43,13 +49,17 @@ class Fakes:
 
 
 @pytest.fixture
-def verifier() -> Verifier:
-    return Verifier({"dns_nameservers": ["127.0.0.1:9"], "hard_bounces": ["bounced@ok.example"]})
+def fakes() -> Fakes:
+    return Fakes()
 
 
 @pytest.fixture
-def fakes(verifier: Verifier) -> Fakes:
-    return Fakes(verifier)
+def verifier(fakes: Fakes) -> Verifier:
+    return Verifier(
+        {"dns_nameservers": ["127.0.0.1:9"], "hard_bounces": ["bounced@ok.example"]},
+        dns=fakes,
+        prober=fakes,
+    )
 
 
 def verdict(verifier: Verifier, address: object) -> tuple[str, str]:
@@ -141,8 +151,10 @@ def test_provider_rule_skips_smtp(verifier: Verifier, fakes: Fakes) -> None:
 
 
 def test_smtp_check_off_stops_after_dns() -> None:
-    verifier = Verifier({"smtp_check": False, "dns_nameservers": ["127.0.0.1:9"]})
-    fakes = Fakes(verifier)
+    fakes = Fakes()
+    verifier = Verifier(
+        {"smtp_check": False, "dns_nameservers": ["127.0.0.1:9"]}, dns=fakes, prober=fakes
+    )
     assert verdict(verifier, "maria@ok.example") == ("Unknown", "smtp_unavailable")
     fakes.dns_verdicts["gone.example"] = SubStatus.DOMAIN_NOT_FOUND
     assert verdict(verifier, "maria@gone.example") == ("Invalid", "domain_not_found")

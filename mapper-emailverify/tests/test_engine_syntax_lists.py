@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from mapper_emailverify import lists
-from mapper_emailverify.syntax import SyntaxProblem, parse
+from mapper_emailverify.engine import lists
+from mapper_emailverify.engine.syntax import SyntaxProblem, parse
 
 
 @pytest.mark.parametrize(

@@ -13,10 +13,11 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from mapper_emailverify.freshness import FieldNames, carried_verdict, parse_timestamp
-from mapper_emailverify.mapper import EmailVerifyMapper
-from mapper_emailverify.ordering import ReorderBuffer
-from mapper_emailverify.results_cache import (
+from mapper_emailverify.stream_map.freshness import FieldNames, carried_verdict, parse_timestamp
+from mapper_emailverify.stream_map.mapper import EmailVerifyMapper
+from mapper_emailverify.stream_map.ordering import ReorderBuffer
+from mapper_emailverify.stream_map.singer_io import BufferedMsgSpecWriter
+from mapper_emailverify.stream_map.verdict_cache import (
     DAY,
     MemoryResultsCache,
     SqliteResultsCache,
@@ -24,7 +25,6 @@ from mapper_emailverify.results_cache import (
     address_key,
     normalize_address,
 )
-from mapper_emailverify.singer_io import BufferedMsgSpecWriter
 
 NAMES = FieldNames.for_prefix("EV_")
 
@@ -256,7 +256,7 @@ def test_mapper_flow_with_fake_engine():
         person(5, "fast@a.example"),
         state(2),
     ]
-    out, engine = run_mapper(lines)
+    out, _engine = run_mapper(lines)
     schema = out[0]
     assert schema["key_properties"] == ["id"] and schema["bookmark_properties"] == ["id"]
     assert schema["schema"]["required"] == ["id"]
@@ -336,7 +336,7 @@ def test_invalid_engine_setting_is_a_one_line_config_error():
 def test_progress_line_summary_and_report(tmp_path, caplog):
     import logging
 
-    from mapper_emailverify.progress import Progress
+    from mapper_emailverify.stream_map.progress import Progress
 
     logger = logging.getLogger("test-progress")
     progress = Progress(logger, log_every=0)
@@ -386,11 +386,11 @@ def test_cached_and_fresh_records_never_start_the_engine(tmp_path):
         ("Valid", "role_based"),
         ("Unknown", "no_email"),
     ]
-    assert not mapper._engine.started
+    assert not mapper.engine_started
 
 
 def test_schema_declares_dotted_paths() -> None:
-    from mapper_emailverify.mapper import _schema_declares
+    from mapper_emailverify.stream_map.plan import schema_declares as _schema_declares
 
     nested = {
         "properties": {"contact": {"type": "object", "properties": {"email": {"type": "string"}}}}

@@ -7,7 +7,7 @@ Rows marked "Reacher" are lines Reacher's substring matcher gets wrong: it reads
 from __future__ import annotations
 
 import pytest
-from mapper_emailverify.replies import (
+from mapper_emailverify.engine.smtp.replies import (
     VERDICT_OF,
     Outcome,
     Reply,

@@ -18,13 +18,14 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-DAY = 86400.0
-#: Fixed salt: keys are stable across runs and machines, yet a leaked file cannot be joined against
-#: a
-#: plain list of hashed addresses made by someone else.
+from mapper_emailverify.stream_map.settings import DAY, HOUR, MapperSettings
+
+#: Fixed salt: keys are stable across runs and machines, yet a leaked file cannot be joined
+#: against a plain list of hashed addresses made by someone else.
 KEY_SALT = b"mapper-emailverify/v1\x00"
 #: Unknown verdicts that describe the moment rather than the mailbox (a fault, a greylist, a full
-#: mailbox for now): trusted for `reverify_unknown_after_hours` only, so the next scheduled run retries.
+#: mailbox for now): trusted for `reverify_unknown_after_hours` only, so the next scheduled run
+#: retries them.
 TRANSIENT_SUBSTATUSES = frozenset(
     {
         "smtp_timeout",
@@ -36,7 +37,8 @@ TRANSIENT_SUBSTATUSES = frozenset(
         "mailbox_full",
     }
 )
-DEFAULT_TRANSIENT_HOURS = 20.0  # below a day, so a daily schedule always re-checks them
+#: Declared once, with the setting `reverify_unknown_after_hours`.
+DEFAULT_TRANSIENT_HOURS: float = MapperSettings.reverify_unknown_after_hours
 
 
 def is_transient(status: str, substatus: str) -> bool:
@@ -95,7 +97,7 @@ class SqliteResultsCache:
         self, path: str | Path, ttl_days: float, transient_hours: float = DEFAULT_TRANSIENT_HOURS
     ) -> None:
         self.ttl = float(ttl_days) * DAY
-        self.transient_ttl = float(transient_hours) * 3600.0
+        self.transient_ttl = float(transient_hours) * HOUR
         path = Path(path).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -164,7 +166,8 @@ class SqliteResultsCache:
 
     def has_bounces(self) -> bool:
         with self._lock:
-            return self._db.execute("SELECT EXISTS (SELECT 1 FROM bounces)").fetchone()[0] == 1
+            row = self._db.execute("SELECT EXISTS (SELECT 1 FROM bounces)").fetchone()
+            return bool(row[0])
 
     def commit(self) -> None:
         with self._lock:
@@ -199,7 +202,7 @@ class MemoryResultsCache:
         max_entries: int = 200_000,
     ) -> None:
         self.ttl = float(ttl_days) * DAY
-        self.transient_ttl = float(transient_hours) * 3600.0
+        self.transient_ttl = float(transient_hours) * HOUR
         self.max_entries = max_entries
         self._results: OrderedDict[str, Verdict] = OrderedDict()
         self._bounces: set[str] = set()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from mapper_emailverify.results_cache import Verdict, lifetime
+from mapper_emailverify.stream_map.verdict_cache import Verdict, lifetime
 from mapper_emailverify.taxonomy import Status
 
 STATUSES = frozenset(str(status) for status in Status)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mapper_emailverify.stream_map.stats import RunStats
 from mapper_emailverify.taxonomy import Status
 
 #: Where a verdict came from: `fresh` (carried by the record), `cache`, `engine` (verified now),
@@ -24,12 +25,14 @@ SOURCES = ("fresh", "cache", "engine", "local")
 
 
 class Progress:
-    def __init__(self, logger: logging.Logger, log_every: float = 5.0) -> None:
+    def __init__(
+        self, logger: logging.Logger, log_every: float = 5.0, stats: RunStats | None = None
+    ) -> None:
         self.logger = logger
         self.log_every = log_every
         self.started = time.monotonic()
-        self.passthrough = 0  # records of streams without the email field (reader thread)
-        self.bounces = 0  # hard-bounce records seen on the bounce history stream (reader thread)
+        #: `passthrough_records` (streams without the email field) and `hard_bounces_seen`.
+        self.stats = stats if stats is not None else RunStats()
         self._reader: Counter[tuple[str, str, str]] = Counter()
         self._engine: Counter[tuple[str, str, str]] = Counter()
         self._last_log = self.started
@@ -61,8 +64,8 @@ class Progress:
         verified = by_source["engine"]
         return {
             "records": sum(by_status.values()),
-            "passthrough_records": self.passthrough,
-            "hard_bounces_seen": self.bounces,
+            "passthrough_records": self.stats["passthrough_records"],
+            "hard_bounces_seen": self.stats["hard_bounces_seen"],
             "verified": verified,
             "elapsed_seconds": round(elapsed, 3),
             "records_per_second": round(sum(by_status.values()) / elapsed, 1),

@@ -11,9 +11,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mapper_emailverify.config import ConfigError, VerifierConfig
-from mapper_emailverify.result import Result
-from mapper_emailverify.verifier import Verifier
+from mapper_emailverify.engine.config import Declared, VerifierConfig, declared
+from mapper_emailverify.engine.errors import ConfigError, UserError, exit_with
+from mapper_emailverify.engine.result import Result
+from mapper_emailverify.engine.verifier import Verifier
+
+#: Settings offered as options (`--smtp-port`, ...); help, type and choices come from their
+#: declaration in `engine/config.py`. Any other setting can be given with --config.
+OPTIONS = ("smtp_port", "smtp_timeout", "backend", "helo_hostname", "mail_from", "dns_timeout")
+_TYPES: dict[str, type] = {"integer": int, "number": float, "string": str}
+
+
+def _help(item: Declared) -> str:
+    shown = "" if item.default is None else f" (default {item.default})"
+    return item.doc.description + shown
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,16 +34,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("addresses", nargs="+", metavar="ADDRESS")
     parser.add_argument("--config", type=Path, help="a JSON file with mapper-emailverify settings")
+    settings = {item.name: item for item in declared(VerifierConfig)}
     parser.add_argument(
         "--dns-nameserver",
         action="append",
         metavar="HOST[:PORT]",
-        help="ask this DNS server (repeatable)",
+        help=f"{settings['dns_nameservers'].doc.description} Repeatable.",
     )
-    parser.add_argument("--smtp-port", type=int, help="SMTP port of the mail servers (default 25)")
-    parser.add_argument("--smtp-timeout", type=float, help="seconds to wait for each SMTP reply")
-    parser.add_argument("--backend", choices=("builtin", "emailverify"))
-    parser.add_argument("--no-smtp", action="store_true", help="stop after DNS (no mailbox probe)")
+    for name in OPTIONS:
+        item = settings[name]
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=_TYPES[item.kind],
+            choices=item.doc.choices or None,
+            help=_help(item),
+        )
+    parser.add_argument(
+        "--no-smtp", action="store_true", help="smtp_check off: stop after DNS (no mailbox probe)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per address")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     return parser
@@ -49,10 +68,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
             raise ConfigError(f"--config {args.config} must hold a JSON object of settings")
     overrides = {
         "dns_nameservers": args.dns_nameserver,
-        "smtp_port": args.smtp_port,
-        "smtp_timeout": args.smtp_timeout,
-        "backend": args.backend,
         "smtp_check": False if args.no_smtp else None,
+        **{name: getattr(args, name) for name in OPTIONS},
     }
     settings.update({k: v for k, v in overrides.items() if v is not None})
     return settings
@@ -98,7 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ValueError, TypeError) as exc:
         print(f"emailverify-check: {exc}", file=sys.stderr)
         return 2
-    for result in asyncio.run(_run(config, args.addresses)):
+    try:
+        results = asyncio.run(_run(config, args.addresses))
+    except UserError as error:
+        exit_with(error, logging.getLogger("emailverify-check"))
+    for result in results:
         print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else render(result))
     return 0
 

@@ -3,6 +3,8 @@
 Work is shared across a run: one DNS lookup per domain (concurrent callers wait for the same
 lookup), one catch-all probe per domain, one verification per distinct address. `verify` never
 raises for any input; a surprise inside a check becomes an Unknown with the reason in the evidence.
+Only a `UserError` (a setting the user must fix, such as an untrusted certificate) escapes: no
+verdict of the run could be right until it is fixed.
 """
 
 from __future__ import annotations
@@ -12,16 +14,17 @@ import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
-from mapper_emailverify import lists
-from mapper_emailverify.config import VerifierConfig
-from mapper_emailverify.dns_lookup import DnsClient, DomainRoute
-from mapper_emailverify.providers import unverifiable_provider
-from mapper_emailverify.remote import EmailVerifyClient
-from mapper_emailverify.result import Evidence, Result
-from mapper_emailverify.smtp_probe import SmtpProber
-from mapper_emailverify.syntax import Address, SyntaxProblem, parse
+from mapper_emailverify.engine import lists
+from mapper_emailverify.engine.config import VerifierConfig
+from mapper_emailverify.engine.dns_lookup import DnsClient, DomainRoute
+from mapper_emailverify.engine.emailverify_api import EmailVerifyClient, RemoteAnswer
+from mapper_emailverify.engine.errors import UserError
+from mapper_emailverify.engine.providers import unverifiable_provider
+from mapper_emailverify.engine.result import Evidence, Result
+from mapper_emailverify.engine.smtp.prober import Probe, SmtpProber
+from mapper_emailverify.engine.syntax import Address, SyntaxProblem, parse
 from mapper_emailverify.taxonomy import SubStatus
 
 log = logging.getLogger(__name__)
@@ -41,21 +44,61 @@ def _domain_interleaved(items: list[object], run: int) -> list[int]:
     return [index for _, _, index in sorted(keys)]
 
 
-class Verifier:
-    """Verify addresses: `await verifier.verify(address)`, `await verifier.verify_many(items)`."""
+class Resolver(Protocol):
+    """Where a domain's mail goes (`dns_lookup.DnsClient`)."""
 
-    def __init__(self, config: VerifierConfig | Mapping[str, Any] | None = None) -> None:
+    async def route(self, domain: str) -> DomainRoute: ...
+
+
+class Prober(Protocol):
+    """What a domain's mail servers say about a mailbox (`smtp.prober.SmtpProber`)."""
+
+    @property
+    def smtp_unavailable(self) -> bool: ...
+
+    async def probe(self, route: DomainRoute, address: str, needs_utf8: bool = False) -> Probe: ...
+
+    def reset_loop(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class RemoteChecker(Protocol):
+    """A verification service asked instead of our own probes (`emailverify_api`)."""
+
+    async def check(self, address: str) -> RemoteAnswer: ...
+
+    def reset_loop(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Verifier:
+    """Verify addresses: `await verifier.verify(address)`, `await verifier.verify_many(items)`.
+
+    The collaborators are built from the config unless given: tests and embedders pass their own
+    `dns`, `prober` or `remote` (the remote checker is used when `backend` is `emailverify`).
+    """
+
+    def __init__(
+        self,
+        config: VerifierConfig | Mapping[str, Any] | None = None,
+        *,
+        dns: Resolver | None = None,
+        prober: Prober | None = None,
+        remote: RemoteChecker | None = None,
+    ) -> None:
         self.config = (
             config if isinstance(config, VerifierConfig) else VerifierConfig.from_settings(config)
         )
         self._disposable = lists.DisposableDomains(self.config.extra_disposable_domains)
         self._hard_bounces: set[str] = set()
         self.add_hard_bounces(self.config.hard_bounces)
-        self._dns = DnsClient(self.config.dns_nameservers, self.config.dns_timeout)
-        self._prober = SmtpProber(self.config)
-        self._remote = (
-            EmailVerifyClient(self.config) if self.config.backend == "emailverify" else None
-        )
+        self._dns: Resolver = dns or DnsClient(self.config.dns_nameservers, self.config.dns_timeout)
+        self._prober: Prober = prober or SmtpProber(self.config)
+        self._remote: RemoteChecker | None = None
+        if self.config.backend == "emailverify":
+            self._remote = remote or EmailVerifyClient(self.config)
         self._routes: dict[str, DomainRoute] = {}
         self._results: dict[str, Result] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -75,7 +118,7 @@ class Verifier:
                     self._hard_bounces.add(address.strip().casefold())
 
     async def verify(self, address: object) -> Result:
-        """The verdict for one address. Never raises (except cancellation)."""
+        """The verdict for one address. Raises only `UserError` (and cancellation)."""
         started = time.monotonic()
         evidence = Evidence(
             input=address if isinstance(address, str) else None, backend=self.config.backend
@@ -83,7 +126,7 @@ class Verifier:
         try:
             self._bind_loop()
             result = await self._verify(address, evidence)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, UserError):
             raise
         except Exception as exc:  # an engine bug must not take a pipeline down
             log.debug("verification failed unexpectedly: %r", exc, exc_info=True)
@@ -130,7 +173,7 @@ class Verifier:
     @property
     def smtp_unavailable(self) -> bool:
         """True once this host was found unable to reach any mail server on the SMTP port."""
-        return self._prober.watch.unavailable
+        return self._prober.smtp_unavailable
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -180,6 +223,10 @@ class Verifier:
             assert self._limit is not None
             async with self._limit:
                 result = await self._verify_address(parsed, evidence)
+        except UserError as error:
+            future.set_exception(error)
+            future.exception()  # retrieved: the waiters get it, no "never retrieved" warning
+            raise
         except Exception as exc:  # keep the waiters of this address going too
             log.debug("verification failed unexpectedly: %r", exc, exc_info=True)
             evidence.note(f"internal error: {type(exc).__name__}")

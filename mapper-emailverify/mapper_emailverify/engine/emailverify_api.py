@@ -2,7 +2,8 @@
 
 Answers are mapped onto our taxonomy. A bad key or an empty account stops further calls for the run
 (each address then gets Unknown) and is logged once, in one line that says what to do; the key
-itself never reaches a log or an exception.
+itself never reaches a log or an exception. A certificate that fails verification is a
+configuration error: `CertificateError` stops the run instead of retrying for every address.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 
 import httpx
 
-from mapper_emailverify.config import VerifierConfig
+from mapper_emailverify.engine.config import VerifierConfig
+from mapper_emailverify.engine.errors import CertificateError
+from mapper_emailverify.engine.retry import is_certificate_failure, parse_retry_after
 from mapper_emailverify.taxonomy import SubStatus
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,7 @@ for _name in ("httpx", "httpcore"):
         logging.getLogger(_name).addFilter(_RedactQuery())
 
 MAX_TRIES = 4
+VALIDATE_PATH = "/api/v1/validate"
 MAX_RETRY_AFTER = 30.0
 
 #: (status, sub_status) -> our substatus; `None` as sub_status is the fallback for the status.
@@ -112,7 +116,7 @@ class EmailVerifyClient:
     """Asks EmailVerify.io about one address at a time."""
 
     def __init__(self, config: VerifierConfig) -> None:
-        self._url = f"{config.emailverify_api_url.rstrip('/')}/api/v1/validate"
+        self._url = config.emailverify_api_url.rstrip("/") + VALIDATE_PATH
         self._key = config.emailverify_api_key or ""
         self._timeout = config.emailverify_timeout
         self._client: httpx.AsyncClient | None = None
@@ -140,6 +144,8 @@ class EmailVerifyClient:
                     self._url, params={"key": self._key, "email": address}
                 )
             except httpx.HTTPError as exc:
+                if is_certificate_failure(exc):
+                    raise self._certificate_error() from None
                 error = type(exc).__name__
                 await asyncio.sleep(min(2**attempt * 0.5, 4))
                 continue
@@ -157,12 +163,18 @@ class EmailVerifyClient:
         )
         return RemoteAnswer(SubStatus.SMTP_UNAVAILABLE, f"EmailVerify.io: {error}")
 
+    def _certificate_error(self) -> CertificateError:
+        origin = self._url.removesuffix(VALIDATE_PATH)
+        return CertificateError(
+            f"the TLS certificate of {origin} could not be verified: check emailverify_api_url, "
+            "and if a proxy inspects TLS, point SSL_CERT_FILE at its CA certificate "
+            "(verification is never turned off)."
+        )
+
     @staticmethod
     def _retry_after(response: httpx.Response, attempt: int) -> float:
-        try:
-            return min(float(response.headers.get("Retry-After", "")), MAX_RETRY_AFTER)
-        except ValueError:
-            return min(2**attempt * 0.5, MAX_RETRY_AFTER)
+        wait = parse_retry_after(response.headers.get("Retry-After"))
+        return min(2**attempt * 0.5 if wait is None else wait, MAX_RETRY_AFTER)
 
     @staticmethod
     def _answer(response: httpx.Response) -> RemoteAnswer:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
 from python_socks.async_.asyncio import Proxy
 
-from mapper_emailverify.replies import Reply
-from mapper_emailverify.result import SmtpReply
+from mapper_emailverify.engine.result import SmtpReply
+from mapper_emailverify.engine.smtp.replies import Reply
 
 _UNREACHABLE_ERRNOS = {
     errno.ENETUNREACH,

@@ -18,11 +18,17 @@ import string
 import time
 from dataclasses import dataclass, field
 
-from mapper_emailverify.config import VerifierConfig
-from mapper_emailverify.dns_lookup import DomainRoute
-from mapper_emailverify.replies import VERDICT_OF, Outcome, Reply, classify_rcpt, classify_refusal
-from mapper_emailverify.result import SmtpReply
-from mapper_emailverify.smtp_client import SmtpFailure, SmtpSession, Timeouts
+from mapper_emailverify.engine.config import VerifierConfig
+from mapper_emailverify.engine.dns_lookup import DomainRoute
+from mapper_emailverify.engine.result import SmtpReply
+from mapper_emailverify.engine.smtp.replies import (
+    VERDICT_OF,
+    Outcome,
+    Reply,
+    classify_rcpt,
+    classify_refusal,
+)
+from mapper_emailverify.engine.smtp.session import SmtpFailure, SmtpSession, Timeouts
 from mapper_emailverify.taxonomy import Status, SubStatus
 
 log = logging.getLogger(__name__)
@@ -144,6 +150,11 @@ class SmtpProber:
         self._no_tls: set[str] = set()
         self._proxy_warned = False
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def smtp_unavailable(self) -> bool:
+        """True once this host was found unable to reach any mail server on the SMTP port."""
+        return self.watch.unavailable
 
     def reset_loop(self) -> None:
         """Forget loop-bound state (queues, semaphores); keep what was learned (catch-all, ...)."""
@@ -288,7 +299,8 @@ class SmtpProber:
         for item in domain.pending:
             item.attempts += 1
             if item.attempts >= MAX_ATTEMPTS:
-                item.future.done() or item.future.set_result(probe)
+                if not item.future.done():
+                    item.future.set_result(probe)
             else:
                 keep.append(item)
         domain.pending = keep

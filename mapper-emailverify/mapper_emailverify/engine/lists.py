@@ -37,7 +37,9 @@ TYPO_TARGETS = (
 
 @cache
 def _lines(name: str) -> frozenset[str]:
-    text = resources.files("mapper_emailverify.data").joinpath(name).read_text(encoding="utf-8")
+    text = (
+        resources.files("mapper_emailverify.engine.data").joinpath(name).read_text(encoding="utf-8")
+    )
     return frozenset(
         line.strip().lower()
         for line in text.splitlines()

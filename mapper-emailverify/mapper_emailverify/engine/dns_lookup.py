@@ -15,8 +15,9 @@ import dns.asyncresolver
 import dns.exception
 import dns.nameserver
 import dns.resolver
+import dns.rrset
 
-from mapper_emailverify.config import ConfigError
+from mapper_emailverify.engine.errors import ConfigError
 from mapper_emailverify.taxonomy import SubStatus
 
 NEGATIVE_TTL = 300.0  # definite "no" answers (NXDOMAIN, no MX and no A)
@@ -58,7 +59,7 @@ class _Outcome:
         self.answer, self.nxdomain, self.error = answer, nxdomain, error
 
     @property
-    def rrset(self):
+    def rrset(self) -> dns.rrset.RRset | None:
         return self.answer.rrset if self.answer is not None else None
 
     @property

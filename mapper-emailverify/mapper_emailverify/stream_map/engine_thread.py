@@ -2,7 +2,9 @@
 
 The loop is started only when the first address needs a real verification, so a run whose verdicts
 are all fresh or cached never pays for it. The reader hands work over with `call_soon_threadsafe`;
-verdicts come back through a callback that runs on the loop thread and must not block.
+verdicts come back through a callback that runs on the loop thread and must not block. A
+`UserError` from the engine (a setting to fix, such as an untrusted certificate) gives no verdict:
+it goes to `on_fatal`, and the mapper stops before writing the record.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from mapper_emailverify.engine.errors import UserError
+
 Done = Callable[[str, str], None]
 
 
 class Engine(Protocol):
-    """What the mapper needs from `mapper_emailverify.verifier.Verifier`."""
+    """What the mapper needs from `mapper_emailverify.engine.verifier.Verifier`."""
 
     def add_hard_bounces(self, addresses: Iterable[str]) -> None: ...
 
@@ -27,9 +31,15 @@ class Engine(Protocol):
 
 
 class EngineThread:
-    def __init__(self, make_engine: Callable[[], Engine], logger: logging.Logger) -> None:
+    def __init__(
+        self,
+        make_engine: Callable[[], Engine],
+        logger: logging.Logger,
+        on_fatal: Callable[[UserError], None],
+    ) -> None:
         self._make_engine = make_engine
         self.logger = logger
+        self._on_fatal = on_fatal
         self.engine: Engine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -93,6 +103,9 @@ class EngineThread:
             status, substatus = str(result.status), str(result.substatus)
         except asyncio.CancelledError:
             raise
+        except UserError as error:
+            self._on_fatal(error)
+            return
         except Exception as exc:  # the engine promises not to raise; a bug must not stop the run
             self.logger.debug("Verification raised %r", exc)
             status, substatus = "Unknown", "smtp_connection_failed"

@@ -13,28 +13,49 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 import msgspec
 from singer_sdk.contrib.msgspec import MsgSpecReader, MsgSpecWriter, decoder, enc_hook
 from singer_sdk.singerlib.exceptions import InvalidInputLine
+from typing_extensions import override
+
+from mapper_emailverify.engine.errors import UserError
 
 FLUSH_BYTES = 256 * 1024
 
 
 class InterruptibleInput:
-    """Knows whether the reader is blocked in a read, so a signal handler may safely abandon it."""
+    """Knows whether the reader is blocked in a read, so a signal handler may safely abandon it,
+    and stops reading once a signal came or the engine failed in a way only the user can fix."""
 
     def __init__(self) -> None:
         self.in_read = False
         self.stop_signal: int | None = None
+        self.fatal: UserError | None = None
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_signal is not None or self.fatal is not None
+
+    def fail(self, error: UserError) -> None:
+        """From any thread: the first failure wins; reading stops at the next line."""
+        if self.fatal is None:
+            self.fatal = error
+
+    def check(self) -> None:
+        """Raise what stops the run, if anything does."""
+        if self.stop_signal is not None:
+            raise Interrupted(self.stop_signal)
+        if self.fatal is not None:
+            raise self.fatal
 
     def wrap(self, lines: Iterable[Any]) -> Iterator[Any]:
         iterator = iter(lines)
         while True:
-            if self.stop_signal is not None:
-                raise Interrupted(self.stop_signal)
+            self.check()
             self.in_read = True
             try:
                 line = next(iterator)
@@ -42,8 +63,7 @@ class InterruptibleInput:
                 return
             finally:
                 self.in_read = False
-            if self.stop_signal is not None:
-                raise Interrupted(self.stop_signal)
+            self.check()
             yield line
 
 
@@ -55,8 +75,9 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
-class InputError(Exception):
-    """Input that is not what a Singer tap writes: one line naming the input line, never its content."""
+class InputError(UserError):
+    """Input that is not what a Singer tap writes: one line naming the input line, never its
+    content."""
 
 
 class EmailVerifyReader(MsgSpecReader):
@@ -73,39 +94,47 @@ class EmailVerifyReader(MsgSpecReader):
     def input_error(self, problem: str) -> InputError:
         return InputError(f"Input line {self.line_number}: {problem}; check the upstream tap.")
 
-    def _process_unknown_message(self, message_dict: dict) -> None:
+    @override
+    def _process_unknown_message(self, message_dict: dict[str, Any]) -> None:
         kind = message_dict.get("type")
         shown = repr(kind) if isinstance(kind, str) and len(kind) <= 40 else "of another kind"
         raise self.input_error(f"unknown Singer message type {shown}")
 
     @property
-    def default_input(self) -> IO[Any]:  # type: ignore[override]
+    @override
+    def default_input(self) -> IO[Any]:  # type: ignore[override]  # bytes, where the SDK reads str
         return sys.stdin.buffer
 
-    def deserialize_json(self, line: str | bytes) -> dict:  # type: ignore[override]
+    @override
+    def deserialize_json(self, line: str | bytes) -> dict[str, Any]:
         try:
-            return decoder.decode(line)  # type: ignore[no-any-return]
+            message: dict[str, Any] = decoder.decode(line)
+            return message
         except msgspec.DecodeError:
             raise InvalidInputLine(
                 "A line of input is not valid JSON; is the upstream plugin writing logs to stdout?"
             ) from None
 
     @staticmethod
-    def assert_line_requires(line_dict: dict, requires: set[str]) -> None:
+    @override
+    def assert_line_requires(line_dict: dict[str, Any], requires: set[str]) -> None:
         # The SDK's message quotes the whole line, which may hold an address.
         if not requires.issubset(line_dict):
             missing = ", ".join(sorted(requires - set(line_dict)))
             kind = line_dict.get("type", "?")
             raise InvalidInputLine(f"A {kind} message is missing required key(s): {missing}")
 
+    @override
     def process_lines(
-        self, file_input: IO[Any] | None, callbacks: dict[str, Callable[[dict], None]]
-    ):  # type: ignore[override]
+        self,
+        file_input: IO[Any] | None,
+        callbacks: dict[str, Callable[[dict[str, Any]], None]],
+    ) -> Counter[str]:
         lines: Iterable[Any] = self._numbered(file_input or self.default_input)
         if self.guard is not None:
             lines = self.guard.wrap(lines)
         try:
-            return super().process_lines(lines, callbacks)  # type: ignore[arg-type]
+            return super().process_lines(lines, callbacks)  # type: ignore[arg-type]  # an iterator of lines, not a file: the SDK only iterates it
         except InvalidInputLine as exc:
             raise self.input_error(str(exc).rstrip(".")) from None
 

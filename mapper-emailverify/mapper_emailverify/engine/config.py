@@ -1,0 +1,353 @@
+"""Engine settings, each declared once: name, type, default, description and limits.
+
+`VerifierConfig` is the declaration. The mapper's JSON schema (`stream_map/settings.py`), its
+`--about`, the README tables generated from it, and `emailverify-check` options all derive from the
+fields below, so a default or a limit cannot differ between them. Fields marked `mapper=False` are
+engine knobs for library callers; the mapper does not offer them.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import types
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from mapper_emailverify.engine.errors import ConfigError
+from mapper_emailverify.engine.urls import normalized_origin, origin_error
+
+DEFAULT_EMAILVERIFY_URL = "https://app.emailverify.io"
+BACKENDS = ("builtin", "emailverify")
+
+#: How a setting looks in JSON (the mapper's schema); Python types map onto it.
+Kind = Literal["boolean", "integer", "number", "string", "strings", "mapping"]
+
+
+@dataclass(frozen=True)
+class Doc:
+    """What a setting means to a user, and the values it accepts."""
+
+    description: str
+    minimum: int | None = None
+    exclusive_minimum: int | None = None
+    maximum: int | None = None
+    choices: tuple[str, ...] = ()
+    secret: bool = False
+    #: Offered by the mapper (its schema); False for engine knobs of library callers.
+    mapper: bool = True
+    #: The JSON kind when the Python type does not say it (addresses held as parsed tuples).
+    kind: Kind | None = None
+    #: An empty string is a value of its own (no prefix, no stream) rather than "the default".
+    blank_is_value: bool = False
+
+
+def setting(
+    default: Any = None,
+    description: str = "",
+    *,
+    factory: Callable[[], Any] | None = None,
+    **doc: Any,
+) -> Any:
+    """A dataclass field carrying its `Doc`: the one declaration of a setting."""
+    declared_doc = Doc(description, **doc)
+    metadata = {"doc": declared_doc}
+    shown = not declared_doc.secret  # a secret never reaches a repr, hence never a log line
+    if factory is not None:
+        return field(default_factory=factory, repr=shown, metadata=metadata)
+    return field(default=default, repr=shown, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One declared setting, read back from its dataclass field."""
+
+    name: str
+    kind: Kind
+    default: Any  # None when there is none (or it is computed at run time)
+    doc: Doc
+
+
+def declared(cls: type[Any]) -> list[Declared]:
+    """The settings a dataclass declares with `setting(...)`, in declaration order."""
+    hints = get_type_hints(cls)
+    out = []
+    for item in fields(cls):
+        doc = item.metadata.get("doc")
+        if isinstance(doc, Doc):
+            kind = doc.kind or _kind_of(hints[item.name])
+            out.append(Declared(item.name, kind, _default_of(item), doc))
+    return out
+
+
+def _default_of(item: Field[Any]) -> Any:
+    if item.default is MISSING or item.default is None:
+        return None
+    if isinstance(item.default, frozenset | tuple) and not item.default:
+        return None
+    return item.default
+
+
+def _kind_of(hint: Any) -> Kind:
+    if get_origin(hint) in (Union, types.UnionType):
+        [hint] = [arg for arg in get_args(hint) if arg is not type(None)]
+    origin = get_origin(hint) or hint
+    if origin is bool:
+        return "boolean"
+    if origin is int:
+        return "integer"
+    if origin is float:
+        return "number"
+    if origin is str:
+        return "string"
+    if origin in (tuple, list, frozenset, set):
+        return "strings"
+    if origin is dict:
+        return "mapping"
+    raise TypeError(f"no JSON kind for {hint!r}")
+
+
+def coerce(item: Declared, value: Any) -> Any:
+    """A configured value (JSON, or text from an environment variable) as the declared kind."""
+    if item.kind == "boolean":
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    if item.kind == "integer":
+        return int(value)
+    if item.kind == "number":
+        return float(value)
+    if item.kind == "strings":
+        return _as_list(value)
+    if item.kind == "mapping":
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{item.name} must be an object of names to strings")
+        return {str(k): str(v) for k, v in value.items()}
+    return str(value)
+
+
+def limit_error(item: Declared, value: Any) -> str | None:
+    """Why `value` is outside the declared limits of `item`, or None."""
+    doc = item.doc
+    if doc.choices and value not in doc.choices:
+        return f"{item.name} must be one of {', '.join(doc.choices)}, got {value!r}"
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    if not math.isfinite(value):
+        return f"{item.name} must be a finite number"
+    if doc.exclusive_minimum is not None and value <= doc.exclusive_minimum:
+        return f"{item.name} must be greater than {doc.exclusive_minimum:g}, got {value:g}"
+    if doc.minimum is not None and value < doc.minimum:
+        return f"{item.name} must be at least {doc.minimum:g}, got {value:g}"
+    if doc.maximum is not None and value > doc.maximum:
+        return f"{item.name} must be at most {doc.maximum:g}, got {value:g}"
+    return None
+
+
+def secret_error(value: object, setting: str) -> str | None:
+    """Why `value` cannot be the secret `setting` (never echoing it), or None.
+
+    A key is visible ASCII: a space, line break or control character copied along with it would
+    break the request, or smuggle a header into it.
+    """
+    if not isinstance(value, str) or not value:
+        return f"{setting} must be a non-empty string"
+    if not all("!" <= char <= "~" for char in value):
+        return (
+            f"{setting} contains a space, line break or other character no key has: "
+            "copy the key again without them"
+        )
+    return None
+
+
+def parse_host_port(value: str, default_port: int) -> tuple[str, int]:
+    """Split `host`, `host:port`, `[v6]:port` or a bare IPv6 address."""
+    text = value.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":")
+        return host, int(port) if port else default_port
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        if not port.isdigit():
+            raise ConfigError(f"dns_nameservers entry {value!r} is not host or host:port")
+        return host, int(port)
+    return text, default_port
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(value, Iterable):
+        return [str(item).strip() for item in value if str(item).strip()]
+    raise ConfigError(f"expected a list of strings, got {type(value).__name__}")
+
+
+def _default_helo() -> str:
+    # gethostname() never touches the network, unlike getfqdn().
+    name = socket.gethostname() or "localhost"
+    return name if "." in name else "localhost"
+
+
+@dataclass(frozen=True)
+class VerifierConfig:
+    """Everything the engine needs; `from_settings` accepts the mapper's config dict as is."""
+
+    smtp_check: bool = setting(
+        True, "Ask the mail server about the mailbox (RCPT TO); off stops after DNS."
+    )
+    smtp_port: int = setting(25, "Port of the mail servers.", minimum=1, maximum=65535)
+    helo_hostname: str = setting(
+        description="Name sent in EHLO; one whose forward and reverse DNS match this host.",
+        factory=_default_helo,
+    )
+    mail_from: str | None = setting(
+        description="Envelope sender of probes (default verify@{helo_hostname})."
+    )
+    smtp_timeout: float = setting(10.0, "Seconds to wait for each SMTP reply.", exclusive_minimum=0)
+    smtp_connect_timeout: float | None = setting(
+        description="TCP (or SOCKS) connect budget; defaults to min(5, smtp_timeout).",
+        exclusive_minimum=0,
+        mapper=False,
+    )
+    smtp_banner_timeout: float | None = setting(
+        description="Wait for the greeting (slow banners are a classic tarpit); default "
+        "smtp_timeout.",
+        exclusive_minimum=0,
+        mapper=False,
+    )
+    smtp_session_timeout: float | None = setting(
+        description="Wall-clock cap for one SMTP session; defaults to 3 * smtp_timeout.",
+        exclusive_minimum=0,
+        mapper=False,
+    )
+    smtp_max_rcpt_per_session: int = setting(
+        20,
+        "Recipients tried in one session before reconnecting (servers dislike long RCPT runs).",
+        minimum=1,
+        mapper=False,
+    )
+    smtp_session_linger: float = setting(
+        0.25,
+        "Seconds an idle session waits for more recipients of its domain before QUIT.",
+        minimum=0,
+        mapper=False,
+    )
+    smtp_starttls: bool = setting(
+        True, "Upgrade to TLS when the server offers STARTTLS.", mapper=False
+    )
+    socks_proxy: str | None = setting(
+        description="socks5://[user:pass@]host:port for hosts whose port 25 egress is blocked.",
+        secret=True,
+    )
+    dns_nameservers: tuple[tuple[str, int], ...] = setting(
+        (),
+        "Resolvers as host or host:port; default is the system resolver.",
+        kind="strings",
+    )
+    dns_timeout: float = setting(5.0, "Seconds per DNS lookup.", exclusive_minimum=0)
+    concurrency: int = setting(100, "Verifications in flight.", minimum=1)
+    max_connections_per_mx: int = setting(
+        3, "Simultaneous SMTP sessions per mail server (politeness).", minimum=1
+    )
+    backend: str = setting(
+        "builtin",
+        "builtin (own checks) or emailverify (the EmailVerify.io API).",
+        choices=BACKENDS,
+    )
+    emailverify_api_key: str | None = setting(description="EmailVerify.io API key.", secret=True)
+    emailverify_api_url: str = setting(
+        DEFAULT_EMAILVERIFY_URL, "Override of the EmailVerify.io API origin."
+    )
+    emailverify_timeout: float = setting(
+        30.0, "Seconds per EmailVerify.io request.", exclusive_minimum=0, mapper=False
+    )
+    extra_disposable_domains: frozenset[str] = setting(
+        frozenset(), "Domains treated as disposable in addition to the built-in list."
+    )
+    hard_bounces: frozenset[str] = setting(
+        frozenset(), "Addresses known to have hard-bounced.", mapper=False
+    )
+    result_memory: int = setting(
+        100_000,
+        "Distinct addresses whose verdicts are kept for reuse (oldest dropped first; bounds "
+        "memory).",
+        minimum=0,
+        mapper=False,
+    )
+    port25_probe_hosts: int = setting(
+        3,
+        "Connect failures (timeout/unreachable) to distinct hosts, before any success, that mean "
+        "outbound port 25 is blocked.",
+        minimum=1,
+        mapper=False,
+    )
+
+    def __post_init__(self) -> None:
+        for item in declared(VerifierConfig):
+            value = getattr(self, item.name)
+            if value is not None and (problem := limit_error(item, value)):
+                raise ConfigError(problem)
+            if (
+                item.doc.secret
+                and value is not None
+                and (problem := secret_error(value, item.name))
+            ):
+                raise ConfigError(problem)
+        if self.backend == "emailverify" and not self.emailverify_api_key:
+            raise ConfigError(
+                "backend 'emailverify' needs emailverify_api_key (your EmailVerify.io API key)"
+            )
+        if self.socks_proxy and not self.socks_proxy.startswith(("socks5://", "socks5h://")):
+            raise ConfigError("socks_proxy must look like socks5://host:port")
+
+    @property
+    def connect_timeout(self) -> float:
+        return self.smtp_connect_timeout or min(5.0, self.smtp_timeout)
+
+    @property
+    def banner_timeout(self) -> float:
+        return self.smtp_banner_timeout or self.smtp_timeout
+
+    @property
+    def session_timeout(self) -> float:
+        return self.smtp_session_timeout or 3 * self.smtp_timeout
+
+    @property
+    def sender(self) -> str:
+        return self.mail_from or f"verify@{self.helo_hostname}"
+
+    @classmethod
+    def from_settings(
+        cls, settings: Mapping[str, Any] | None = None, **overrides: Any
+    ) -> VerifierConfig:
+        """Build from mapper settings; unknown (mapper-only) keys are ignored, None is default."""
+        raw = {**(settings or {}), **overrides}
+        values: dict[str, Any] = {}
+        for item in declared(cls):
+            value = raw.get(item.name)
+            if value is None or value == "":
+                continue
+            values[item.name] = value if item.name == "dns_nameservers" else coerce(item, value)
+        if "dns_nameservers" in values:
+            items = values["dns_nameservers"]
+            items = items if isinstance(items, list | tuple) else _as_list(items)
+            values["dns_nameservers"] = tuple(
+                item if isinstance(item, tuple) else parse_host_port(str(item), 53)
+                for item in items
+            )
+        if "extra_disposable_domains" in values:
+            values["extra_disposable_domains"] = frozenset(
+                d.lower().lstrip("@.") for d in values["extra_disposable_domains"]
+            )
+        if "hard_bounces" in values:
+            values["hard_bounces"] = frozenset(values["hard_bounces"])
+        if "emailverify_api_url" in values:
+            url = values["emailverify_api_url"]
+            if problem := origin_error(url, "emailverify_api_url"):
+                raise ConfigError(problem)
+            values["emailverify_api_url"] = normalized_origin(url)
+        return cls(**values)

@@ -1,0 +1,39 @@
+"""Failures the user can fix, each told in one line that says what to do.
+
+The same three classes and two functions exist in each plugin (CONTRIBUTING.md, "Conventions"): a
+message never holds a secret, an email address or a remote server's words, because it reaches logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import NoReturn
+
+MAX_MESSAGE = 500
+
+
+class UserError(Exception):
+    """A failure the user can fix; `str(error)` says how, in one line."""
+
+    exit_code = 1
+
+
+class ConfigError(UserError, ValueError):
+    """A setting is wrong (a ValueError too, for library callers that catch bad values)."""
+
+
+class CertificateError(UserError):
+    """A server's TLS certificate failed verification: a configuration problem, never retried."""
+
+
+def one_line(text: str) -> str:
+    """`text` on one line (whitespace collapsed) and at most `MAX_MESSAGE` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= MAX_MESSAGE else flat[: MAX_MESSAGE - 3] + "..."
+
+
+def exit_with(error: UserError, logger: logging.Logger) -> NoReturn:
+    """The one place a `UserError` becomes what the user sees: one ERROR line and the exit code."""
+    logger.error("%s", one_line(str(error)))
+    sys.exit(error.exit_code)

@@ -1,0 +1,2 @@
+"""The Singer side of the mapper: a thin `InlineMapper` (`mapper.py`) over the verification
+engine."""

@@ -1,0 +1,276 @@
+"""`mapper-emailverify`: a Singer stream map that adds `{prefix}Status`, `{prefix}SubStatus` and
+`{prefix}Validation_Timestamp` to every record of a stream that has an email field.
+
+This class is the adapter between the SDK's message loop and the parts that do the work: `plan`
+decides per stream from its SCHEMA, `records` gives each record its verdict (freshness, cache,
+engine), `ordering` keeps output order and STATE safety (records may be reordered only between two
+barrier messages, and a STATE message is written only after every record read before it).
+
+In a `meltano run`, have the tap emit the bounce stream (`bounce_history_stream`) before the People
+stream to apply bounces in the same run.
+
+Signals: SIGTERM/SIGINT stop reading at once; verifications in flight are abandoned, their records
+and every STATE message after them are never written (the next run resumes from the last STATE
+written) and the mapper exits with 128 + signal number so that Meltano marks the run failed instead
+of complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.helpers.capabilities import PluginCapabilities
+from singer_sdk.mapper_base import InlineMapper
+from typing_extensions import override
+
+from mapper_emailverify.engine.config import VerifierConfig
+from mapper_emailverify.engine.errors import ConfigError, UserError, exit_with
+from mapper_emailverify.stream_map.engine_thread import Engine, EngineThread
+from mapper_emailverify.stream_map.ordering import ReorderBuffer
+from mapper_emailverify.stream_map.plan import PASS, Planner, Treatment, with_verdict_fields
+from mapper_emailverify.stream_map.progress import Progress, Ticker
+from mapper_emailverify.stream_map.records import RecordVerifier
+from mapper_emailverify.stream_map.settings import CONFIG_SCHEMA, MapperSettings
+from mapper_emailverify.stream_map.singer_io import (
+    FLUSH_BYTES,
+    BufferedMsgSpecWriter,
+    EmailVerifyReader,
+    Interrupted,
+    InterruptibleInput,
+)
+from mapper_emailverify.stream_map.verdict_cache import open_cache
+
+WINDOW_PER_SLOT = 4  # records in flight or held, per unit of `concurrency`
+MIN_WINDOW = 64
+# The mapper's own verdict cache (SQLite or in memory) answers a repeated address before the engine
+# is asked, so the engine's per-run memo of full results needs to be small: at the engine's default
+# (100,000 results) it grew the mapper by about 80 MB per million People.
+ENGINE_RESULT_MEMORY = 1_000
+
+
+def _config_error(message: str) -> ConfigValidationError:
+    return ConfigValidationError(message, errors=[message])
+
+
+class EmailVerifyMapper(InlineMapper):
+    """Verifies the email of every record of the streams that have one."""
+
+    name = "mapper-emailverify"
+    package_name = "mapper-emailverify"
+    #: Only what is honoured: stream maps and flattening are not applied by this mapper.
+    capabilities: ClassVar[list[Any]] = [
+        PluginCapabilities.ABOUT,
+        PluginCapabilities.STRUCTURED_LOGGING,
+    ]
+    message_reader_class = EmailVerifyReader
+    message_writer_class = BufferedMsgSpecWriter
+    config_jsonschema = CONFIG_SCHEMA
+
+    def __init__(
+        self, *, engine_factory: Callable[[], Engine] | None = None, **kwargs: Any
+    ) -> None:
+        self._guard = InterruptibleInput()
+        super().__init__(**kwargs)
+        config = dict(self.config)
+        try:
+            settings = MapperSettings.from_config(config)
+            engine_config = VerifierConfig.from_settings(
+                {"result_memory": ENGINE_RESULT_MEMORY, **config}
+            )
+        except (ConfigError, ValueError, TypeError) as exc:
+            raise _config_error(
+                str(exc) if isinstance(exc, ConfigError) else f"Invalid mapper setting: {exc}"
+            ) from None
+        self.settings = settings
+        reader, writer = self.message_reader, self.message_writer
+        if not isinstance(reader, EmailVerifyReader) or not isinstance(
+            writer, BufferedMsgSpecWriter
+        ):
+            raise TypeError("the mapper needs its own reader and writer (singer_io)")
+        reader.guard = self._guard
+        self._reader = reader
+        try:
+            cache = open_cache(
+                settings.cache_path or None,
+                settings.cache_ttl_days,
+                settings.reverify_unknown_after_hours,
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise _config_error(
+                f"cache_path cannot be opened as SQLite ({exc}); point it at a writable file."
+            ) from None
+        self._cache = cache
+        self._planner = Planner(
+            settings.email_field,
+            settings.email_fields,
+            settings.bounce_history_stream or None,
+            self.logger,
+        )
+        self._writer = writer
+        self._out = ReorderBuffer(
+            self._writer.write_message, max(MIN_WINDOW, WINDOW_PER_SLOT * engine_config.concurrency)
+        )
+        if engine_factory is None:
+
+            def engine_factory() -> Engine:
+                # Imported on first use: a run answered from freshness and the cache never loads it.
+                from mapper_emailverify.engine.verifier import Verifier
+
+                return Verifier(engine_config)
+
+        self._engine = EngineThread(engine_factory, self.logger, on_fatal=self._guard.fail)
+        self.progress = Progress(self.logger)
+        self._records = RecordVerifier(
+            settings, cache, self._engine, self._out, self.progress, self.logger
+        )
+        self._ticker = Ticker(
+            0.2, [self._flush_if_pending, cache.commit, self.progress.maybe_log], self.logger
+        ).start()
+
+    @property
+    def engine_started(self) -> bool:
+        """Whether any record needed the engine (fresh and cached verdicts never start it)."""
+        return self._engine.started
+
+    # -- SDK hooks ---------------------------------------------------------------------------------
+
+    @override
+    def map_schema_message(self, message_dict: dict[str, Any]) -> Iterable[Any]:
+        """Decide per stream; verified streams get the three nullable fields in their schema.
+
+        Messages leave through the reorder buffer, not the return value, because verdicts finish
+        later.
+        """
+        self._assert_line_requires(message_dict, requires={"stream", "schema"})
+        plan = self._planner.on_schema(message_dict["stream"], message_dict["schema"])
+        if plan.kind is Treatment.VERIFY:
+            message_dict = with_verdict_fields(message_dict, self._records.names)
+        self._out.barrier(message_dict)
+        return ()
+
+    @override
+    def map_record_message(self, message_dict: dict[str, Any]) -> Iterable[Any]:
+        out = self._out
+        if out.size >= out.window:
+            out.wait_for_room(self._stopping)
+            self._check_stop()
+        plan = self._planner.get(message_dict.get("stream"))
+        if plan is None:
+            self._no_schema(message_dict.get("stream"))
+            plan = PASS
+        if plan.kind is Treatment.VERIFY:
+            self._records.verify(message_dict, plan)
+        else:
+            if plan.kind is Treatment.BOUNCES:
+                self._records.remember_bounce(message_dict.get("record"), plan)
+            self._records.pass_through(message_dict)
+        if self._writer.pending_bytes >= FLUSH_BYTES:
+            self._writer.flush()
+        return ()
+
+    @override
+    def map_state_message(self, message_dict: dict[str, Any]) -> Iterable[Any]:
+        self._out.barrier(message_dict)
+        self._writer.flush()
+        return ()
+
+    @override
+    def map_activate_version_message(self, message_dict: dict[str, Any]) -> Iterable[Any]:
+        self._out.barrier(message_dict)
+        return ()
+
+    @override
+    def process_endofpipe(self) -> None:
+        """End of input: every record read is verified and written, then held STATE follows."""
+        if not self._out.drain(self._stopping):
+            self._check_stop()
+        self._engine.close()
+        self._writer.flush()
+        self._close(interrupted=False)
+
+    @override
+    def _handle_termination(self, signum: int, frame: Any) -> None:
+        self._guard.stop_signal = signum
+        if self._guard.in_read:
+            raise Interrupted(signum)
+
+    @override
+    @classmethod
+    def invoke(  # type: ignore[override]  # keyword-only, as the SDK's CLI calls it
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: Any = None,
+        file_input: Any = None,
+    ) -> None:
+        """As `InlineMapper.invoke`, plus the SIGTERM/SIGINT exit of the module docstring."""
+        super(InlineMapper, cls).invoke(about=about, about_format=about_format)
+        cls.print_version(print_fn=cls.logger.info)
+        mapper = cls(
+            config=config.config if config is not None else None,
+            validate_config=True,
+            parse_env_config=config.parse_env if config is not None else False,
+        )
+        try:
+            mapper.listen(file_input)
+        except Interrupted as stop:
+            mapper.abort(stop.signum)
+            sys.exit(128 + stop.signum)
+        except UserError as error:
+            mapper.abort(None)
+            exit_with(error, mapper.logger)
+
+    def abort(self, signum: int | None) -> None:
+        """Stop without writing unfinished records or the STATE held behind them (on a signal, or
+        on a failure the user must fix when `signum` is None)."""
+        unwritten, held_states = self._out.close()
+        self._engine.close(cancel=True, timeout=5)
+        with contextlib.suppress(BrokenPipeError):
+            self._writer.flush()
+        self.logger.warning(
+            "Stopped%s: %d unfinished records and %d held messages (STATE/SCHEMA) were not "
+            "written; the next run resumes from the last STATE written.",
+            f" by signal {signum}" if signum is not None else "",
+            unwritten,
+            held_states,
+        )
+        self._close(interrupted=True)
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    def _no_schema(self, stream: Any) -> None:
+        shown = repr(stream) if isinstance(stream, str) and len(stream) <= 80 else "(unnamed)"
+        raise self._reader.input_error(f"RECORD for stream {shown} before its SCHEMA message")
+
+    def _stopping(self) -> bool:
+        return self._guard.stopping
+
+    def _check_stop(self) -> None:
+        self._guard.check()
+
+    def _flush_if_pending(self) -> None:
+        if self._writer.pending_bytes:
+            self._writer.flush()
+
+    def _close(self, *, interrupted: bool) -> None:
+        self._ticker.stop()
+        self._cache.close()
+        self.progress.log_summary()
+        if self.settings.report_path:
+            try:
+                self.progress.write_report(self.settings.report_path, interrupted=interrupted)
+            except OSError as exc:
+                self.logger.error(
+                    "Could not write report_path (%s): check the directory is writable.",
+                    exc.strerror,
+                )
+
+
+if __name__ == "__main__":
+    EmailVerifyMapper.cli()

@@ -1,0 +1,155 @@
+"""How one record gets its verdict, cheapest first.
+
+No address or a non-string value (decided here); a verification the record already carries that is
+younger than `reverify_after_days` (see `freshness`); the verdict cache (see `verdict_cache`);
+otherwise the verification engine, running concurrently on a background event loop (see
+`engine_thread`). Every record leaves through the reorder buffer (see `ordering`), in input order
+between two barrier messages.
+
+Hard-bounce history: records of the bounce stream (type `bounces` or `invalid_emails`, or any record
+when the stream has no `type` field) are remembered by hashed address; they pass through untouched.
+A bounce seen since a carried verification outranks it; a bounce voids the cached verdict.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from functools import partial
+from typing import Any
+
+from mapper_emailverify.stream_map.engine_thread import EngineThread
+from mapper_emailverify.stream_map.freshness import FieldNames, carried_verdict
+from mapper_emailverify.stream_map.ordering import Interval, ReorderBuffer
+from mapper_emailverify.stream_map.plan import StreamPlan
+from mapper_emailverify.stream_map.progress import Progress
+from mapper_emailverify.stream_map.settings import MapperSettings
+from mapper_emailverify.stream_map.verdict_cache import ResultsCache, Verdict, address_key
+
+#: Suppression types that are hard bounces (Customer.io as the sender: bounces and invalid emails).
+HARD_BOUNCE_TYPES = frozenset({"bounces", "invalid_emails"})
+_MISSING = object()
+
+
+def _iso(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="seconds")
+
+
+class RecordVerifier:
+    """Gives each RECORD of a verified stream its three fields, then hands it to the reorder
+    buffer."""
+
+    def __init__(
+        self,
+        settings: MapperSettings,
+        cache: ResultsCache,
+        engine: EngineThread,
+        out: ReorderBuffer,
+        progress: Progress,
+        logger: logging.Logger,
+    ) -> None:
+        self.names = FieldNames.for_prefix(settings.field_prefix)
+        self.max_age = settings.max_age
+        self.transient_max_age = settings.transient_max_age
+        self.cache = cache
+        self.engine = engine
+        self.out = out
+        self.progress = progress
+        self.logger = logger
+        self._bounce_known = cache.has_bounces()
+
+    def verify(self, message: dict[str, Any], plan: StreamPlan) -> None:
+        record = message.get("record")
+        if not isinstance(record, dict):
+            self.pass_through(message)
+            return
+        value = plan.email(record)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            self._finish_local(message, record, Verdict("Unknown", "no_email", time.time()))
+            return
+        if not isinstance(value, str):
+            self._finish_local(message, record, Verdict("Invalid", "invalid_syntax", time.time()))
+            return
+        key = address_key(value)
+        fresh = self._carried(record)
+        # A bounce seen since that verification outranks it (unless it already said Invalid).
+        if fresh is not None and (fresh.status == "Invalid" or not self._is_bounce(key)):
+            self._finish_now(message, record, "fresh", fresh)
+            return
+        cached = self.cache.get(key)  # a bounce voids the cached verdict, so no bounce check here
+        if cached is not None:
+            self._finish_now(message, record, "cache", cached)
+            return
+        ticket = self.out.reserve()
+        self.engine.submit(
+            value, self._is_bounce(key), partial(self._on_verdict, ticket, message, key)
+        )
+
+    def pass_through(self, message: dict[str, Any]) -> None:
+        self.progress.stats.count("passthrough_records")
+        self.out.ready(message)
+
+    def remember_bounce(self, record: Any, plan: StreamPlan) -> None:
+        if not isinstance(record, dict):
+            return
+        kind = record.get("type", _MISSING)
+        if kind is not _MISSING and kind not in HARD_BOUNCE_TYPES:
+            return
+        value = plan.email(record)
+        if isinstance(value, str) and value.strip():
+            self.cache.add_bounce(address_key(value))
+            self._bounce_known = True
+            self.progress.stats.count("hard_bounces_seen")
+
+    # -- verdicts --------------------------------------------------------------------------------
+
+    def _carried(self, record: dict[str, Any]) -> Verdict | None:
+        if self.max_age <= 0:
+            return None
+        return carried_verdict(
+            record, self.names, time.time(), self.max_age, self.transient_max_age
+        )
+
+    def _finish_local(
+        self, message: dict[str, Any], record: dict[str, Any], verdict: Verdict
+    ) -> None:
+        """A verdict that needs no lookup; a fresh carried copy of it keeps its timestamp (no
+        rewrite)."""
+        fresh = self._carried(record)
+        if fresh is not None and (fresh.status, fresh.substatus) == (
+            verdict.status,
+            verdict.substatus,
+        ):
+            self._finish_now(message, record, "fresh", fresh)
+            return
+        self._finish_now(message, record, "local", verdict)
+
+    def _is_bounce(self, key: str) -> bool:
+        return self._bounce_known and self.cache.is_bounce(key)
+
+    def _finish_now(
+        self, message: dict[str, Any], record: dict[str, Any], source: str, verdict: Verdict
+    ) -> None:
+        self._write(record, verdict.status, verdict.substatus, verdict.validated_at)
+        self.progress.count(source, verdict.status, verdict.substatus)
+        self.out.ready(message)
+
+    def _on_verdict(
+        self, ticket: Interval, message: dict[str, Any], key: str, status: str, substatus: str
+    ) -> None:
+        """On the engine thread: remember, count, and hand the record to the reorder buffer."""
+        now = time.time()
+        try:
+            self.cache.put(key, Verdict(status, substatus, now))
+        except Exception as exc:  # a cache failure costs a re-check next run, never this record
+            self.logger.warning("Could not store a verdict in the cache: %s", type(exc).__name__)
+        self._write(message["record"], status, substatus, now)
+        self.progress.count_engine(status, substatus)
+        self.out.complete(ticket, message)
+
+    def _write(self, record: dict[str, Any], status: str, substatus: str, at: float) -> None:
+        names = self.names
+        record[names.status] = status
+        record[names.substatus] = substatus
+        record[names.timestamp] = _iso(at)

@@ -1,0 +1,151 @@
+"""The mapper's settings: its own declared here, the engine's declared in `engine/config.py`.
+
+`CONFIG_SCHEMA` (what `--about` and the README tables show) is built from both declarations, so
+each setting has one name, type, default, description and set of limits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from singer_sdk import typing as th
+
+from mapper_emailverify.engine.config import (
+    Declared,
+    VerifierConfig,
+    coerce,
+    declared,
+    limit_error,
+    setting,
+)
+from mapper_emailverify.engine.errors import ConfigError
+
+DAY = 86400.0
+HOUR = 3600.0
+#: Settings shown before the engine's: what a user sets first.
+_LEADING = ("email_field", "stream_email_fields", "field_prefix")
+
+
+@dataclass(frozen=True)
+class MapperSettings:
+    """The Singer side's settings (the engine's are `VerifierConfig`)."""
+
+    email_field: str = setting(
+        "email", "Field holding the address; a dotted path (a.email) reaches into objects."
+    )
+    stream_email_fields: dict[str, str] | None = setting(
+        description='Per-stream override of `email_field`, e.g. {"contacts": "work.email"}.'
+    )
+    field_prefix: str = setting(
+        "EV_",
+        "Fields added: {prefix}Status, {prefix}SubStatus, {prefix}Validation_Timestamp.",
+        blank_is_value=True,
+    )
+    cache_path: str | None = setting(
+        description="SQLite file of past verdicts (hashed addresses only), reused across runs."
+    )
+    cache_ttl_days: float = setting(
+        30.0,
+        "Days a cached verdict is reused (transient Unknown ones: see "
+        "reverify_unknown_after_hours).",
+        minimum=0,
+    )
+    reverify_after_days: float = setting(
+        90.0,
+        "A record already carrying a verification younger than this is not re-verified; "
+        "0 always re-verifies.",
+        minimum=0,
+    )
+    # Below a day, so a daily schedule always re-checks them.
+    reverify_unknown_after_hours: float = setting(
+        20.0,
+        "Unknown verdicts caused by the moment (timeouts, greylisting, blocks, DNS errors) "
+        "are trusted only this long, carried or cached, so the next daily run retries them.",
+        minimum=0,
+    )
+    bounce_history_stream: str | None = setting(
+        "suppressions",
+        "Stream whose bounces / invalid_emails records feed the hard-bounce check.",
+        blank_is_value=True,
+    )
+    report_path: str | None = setting(description="Write the run summary as JSON to this file.")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> MapperSettings:
+        """The settings in `config` (None or "" means the default); other keys are the engine's."""
+        values: dict[str, Any] = {}
+        for item in declared(cls):
+            value = config.get(item.name)
+            if value is None or (value == "" and not item.doc.blank_is_value):
+                continue
+            value = coerce(item, value)
+            if problem := limit_error(item, value):
+                raise ConfigError(problem)
+            values[item.name] = value
+        return cls(**values)
+
+    @property
+    def email_fields(self) -> dict[str, str]:
+        return dict(self.stream_email_fields or {})
+
+    @property
+    def max_age(self) -> float:
+        """Seconds a carried verification stays fresh; 0 turns freshness off."""
+        return self.reverify_after_days * DAY
+
+    @property
+    def transient_max_age(self) -> float:
+        return self.reverify_unknown_after_hours * HOUR
+
+
+def _property(item: Declared) -> th.Property[Any]:
+    doc = item.doc
+    limits = {
+        key: value
+        for key, value in (
+            ("minimum", doc.minimum),
+            ("maximum", doc.maximum),
+            ("exclusive_minimum", doc.exclusive_minimum),
+        )
+        if value is not None
+    }
+    kind: Any
+    if item.kind == "boolean":
+        kind = th.BooleanType
+    elif item.kind == "integer":
+        kind = th.IntegerType(**limits) if limits else th.IntegerType
+    elif item.kind == "number":
+        kind = th.NumberType(**limits) if limits else th.NumberType
+    elif item.kind == "strings":
+        kind = th.ArrayType(th.StringType)
+    elif item.kind == "mapping":
+        kind = th.ObjectType(additional_properties=th.StringType)
+    else:
+        kind = th.StringType
+    default = item.default
+    if isinstance(default, frozenset):
+        default = sorted(default)
+    elif isinstance(default, float) and default.is_integer():
+        default = int(default)  # shown as 10, not 10.0
+    return th.Property(
+        item.name,
+        kind,
+        default=default,
+        description=doc.description,
+        secret=doc.secret or None,
+        allowed_values=list(doc.choices) or None,
+    )
+
+
+def _all_settings() -> list[Declared]:
+    mine = declared(MapperSettings)
+    engine = [item for item in declared(VerifierConfig) if item.doc.mapper]
+    leading = [item for item in mine if item.name in _LEADING]
+    return leading + engine + [item for item in mine if item.name not in _LEADING]
+
+
+CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
+    *(_property(item) for item in _all_settings())
+).to_dict()
