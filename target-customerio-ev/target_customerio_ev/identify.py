@@ -1,6 +1,6 @@
 """Turn a Singer record into one Person write: who, which traits, and whether it is needed at all.
 
-The result is API-neutral (`Write`); `encode.py` turns it into Pipelines or Track JSON.
+The result is API-neutral (`Write`); `pipelines.py` or `track.py` turns it into that API's JSON.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
 """Singer input that is not what a Singer tap writes stops the run with one line naming the line.
 
-The SDK's msgspec reader quotes an unparsable line in its error and logs it at ERROR, and the line may
-hold an email address; its other input errors end in a traceback without saying where. Here every
-problem is an `InputError` naming the line number and the problem, never the line's content.
+The SDK's msgspec reader quotes an unparsable line in its error and logs it at ERROR, and the line
+may hold an email address; its other input errors end in a traceback without saying where. Here
+every problem is an `InputError` naming the line number and the problem, never the line's content.
+
+Reading is also where a run stops early (an error, a termination signal): `on_stop` lets the
+target close its sender and log its summary then, since the SDK's `listen` cannot be overridden.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ from typing import IO, Any
 import msgspec
 from singer_sdk.contrib.msgspec import MsgSpecReader, decoder
 from singer_sdk.exceptions import RecordsWithoutSchemaException
+from typing_extensions import override
+
+from .errors import UserError
 
 HINT = "check the upstream tap or mapper"
 
 
-class InputError(Exception):
+class InputError(UserError):
     """Malformed Singer input: one line, without the input's content (it may hold addresses)."""
 
 
@@ -27,8 +33,28 @@ class RecordBeforeSchemaError(InputError, RecordsWithoutSchemaException):
 
 
 class LineNumberingReader(MsgSpecReader):
-    def process_lines(  # type: ignore[override]
-        self, file_input: IO[Any] | None, callbacks: dict[str, Callable[[dict], None]]
+    def __init__(self, *, on_stop: Callable[[], None] | None = None) -> None:
+        """`on_stop` runs when reading ends by an exception (then the exception goes on)."""
+        super().__init__()
+        self.on_stop = on_stop
+
+    @override
+    def process_lines(
+        self,
+        file_input: IO[Any] | None,
+        callbacks: dict[str, Callable[[dict[Any, Any]], None]],
+    ) -> Counter[str]:
+        try:
+            return self._read(file_input, callbacks)
+        except BaseException:
+            if self.on_stop is not None:
+                self.on_stop()
+            raise
+
+    def _read(
+        self,
+        file_input: IO[Any] | None,
+        callbacks: dict[str, Callable[[dict[Any, Any]], None]],
     ) -> Counter[str]:
         stats: Counter[str] = Counter()
         for number, line in enumerate(file_input or self.default_input, start=1):
@@ -54,7 +80,7 @@ class LineNumberingReader(MsgSpecReader):
                 raise InputError(
                     f"Input line {number}: malformed {kind} message ({type(exc).__name__}); {HINT}."
                 ) from None
-            stats[kind] += 1
+            stats[str(kind)] += 1
         return stats
 
     @staticmethod
@@ -63,7 +89,8 @@ class LineNumberingReader(MsgSpecReader):
             message = decoder.decode(line)
         except msgspec.DecodeError:
             raise InputError(
-                f"Input line {number} is not valid JSON; is the upstream plugin writing logs to stdout?"
+                f"Input line {number} is not valid JSON; "
+                "is the upstream plugin writing logs to stdout?"
             ) from None
         if not isinstance(message, dict):
             raise InputError(f"Input line {number} is not a JSON object; {HINT}.")

@@ -1,16 +1,21 @@
-"""The target's settings: the JSON schema users see, and the checks that need more than a schema.
+"""The target's settings: the one declaration of each, the checks, and the resolved `Settings`.
 
-Every check runs before any network call and yields one line that says what to change.
+Each setting's name, type, default, description and limits are declared once, in `CONFIG_SCHEMA`
+(what `--about` shows); `Settings` takes its defaults from there. `config_errors` gives every
+problem as one line naming the setting, before any network call: first what the schema says, then
+the rules a schema cannot express (`rule_errors`). Secrets are never echoed.
 """
 
 from __future__ import annotations
 
-import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from singer_sdk import typing as th
+from singer_sdk.plugin_base import JSONSchemaValidator
+
+from .urls import normalized_origin, origin_error
 
 DEFAULT_TRAITS = ("EV_Status", "EV_SubStatus", "EV_Validation_Timestamp")
 PIPELINES_HOSTS = {"us": "https://cdp.customer.io", "eu": "https://cdp-eu.customer.io"}
@@ -104,44 +109,59 @@ CONFIG_SCHEMA = th.PropertiesList(
     ),
     th.Property(
         "max_batch_bytes",
-        th.IntegerType,
+        th.IntegerType(minimum=API_MESSAGE_LIMIT + 1024, maximum=API_BATCH_LIMIT),
         default=450_000,
         description="Upper bound of one batch request body, in bytes (the API limit is 500 KB).",
     ),
     th.Property(
         "max_batch_messages",
-        th.IntegerType,
+        th.IntegerType(minimum=1, maximum=10_000),
         default=500,
         description="Upper bound of messages in one batch request.",
     ),
     th.Property(
         "max_in_flight",
-        th.IntegerType,
+        th.IntegerType(minimum=1, maximum=32),
         default=4,
         description="Batch requests sent concurrently while a batch drains.",
     ),
     th.Property(
         "max_retries",
-        th.IntegerType,
+        th.IntegerType(minimum=0, maximum=50),
         default=8,
         description="Retries of one request on 408, 429, 5xx, timeouts and dropped connections.",
     ),
     th.Property(
         "max_backoff_seconds",
-        th.NumberType,
+        th.NumberType(exclusive_minimum=0),
         default=30.0,
         description="Longest single wait between retries (Retry-After is honoured up to this).",
     ),
     th.Property(
-        "request_timeout", th.NumberType, default=30.0, description="Seconds per HTTP request."
+        "request_timeout",
+        th.NumberType(exclusive_minimum=0),
+        default=30.0,
+        description="Seconds per HTTP request.",
     ),
     th.Property(
         "checkpoint_interval_seconds",
-        th.NumberType,
+        th.NumberType(exclusive_minimum=0),
         default=300.0,
         description="Drain every pending batch and emit the latest STATE at least this often.",
     ),
 ).to_dict()
+
+PROPERTIES: dict[str, dict[str, Any]] = CONFIG_SCHEMA["properties"]
+DEFAULTS: dict[str, Any] = {
+    name: spec["default"] for name, spec in PROPERTIES.items() if "default" in spec
+}
+SECRETS = tuple(name for name, spec in PROPERTIES.items() if spec.get("secret"))
+
+
+def setting(config: Mapping[str, Any], name: str) -> Any:
+    """The value of setting `name`, or its schema default when it is unset (absent or null)."""
+    value = config.get(name)
+    return DEFAULTS.get(name) if value is None else value
 
 
 @dataclass(frozen=True)
@@ -170,41 +190,133 @@ class Settings:
     checkpoint_interval_seconds: float
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Settings:
-        region = config.get("region") or "us"
-        api = config.get("api") or "pipelines"
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        """Settings from a config, validated or partial: unset settings take the schema default."""
+        region = str(setting(config, "region"))
+        api = str(setting(config, "api"))
         if api == "track":
-            base = config.get("track_api_url") or TRACK_HOSTS.get(region, "")
+            base = setting(config, "track_api_url") or TRACK_HOSTS.get(region, "")
         else:
-            base = config.get("api_url") or PIPELINES_HOSTS.get(region, "")
+            base = setting(config, "api_url") or PIPELINES_HOSTS.get(region, "")
         return cls(
             api=api,
-            pipelines_api_key=config.get("pipelines_api_key") or "",
-            base_url=str(base).rstrip("/"),
-            identify_by=config.get("identify_by") or "auto",
-            traits=tuple(config.get("traits") or DEFAULT_TRAITS),
-            timestamp_format=config.get("timestamp_format") or "unix",
-            skip_unchanged=bool(config.get("skip_unchanged", True)),
-            dry_run=bool(config.get("dry_run", False)),
-            dead_letter_path=config.get("dead_letter_path") or None,
-            track_site_id=config.get("track_site_id") or "",
-            track_api_key=config.get("track_api_key") or "",
-            update_only=bool(config.get("update_only", False)),
+            pipelines_api_key=setting(config, "pipelines_api_key") or "",
+            base_url=normalized_origin(str(base)),
+            identify_by=str(setting(config, "identify_by")),
+            traits=tuple(setting(config, "traits")),
+            timestamp_format=str(setting(config, "timestamp_format")),
+            skip_unchanged=bool(setting(config, "skip_unchanged")),
+            dry_run=bool(setting(config, "dry_run")),
+            dead_letter_path=setting(config, "dead_letter_path") or None,
+            track_site_id=setting(config, "track_site_id") or "",
+            track_api_key=setting(config, "track_api_key") or "",
+            update_only=bool(setting(config, "update_only")),
             region=region,
-            max_batch_bytes=int(config.get("max_batch_bytes") or 450_000),
-            max_batch_messages=int(config.get("max_batch_messages") or 500),
-            max_in_flight=int(config.get("max_in_flight") or 4),
-            max_retries=int(config.get("max_retries", 8)),
-            max_backoff_seconds=float(config.get("max_backoff_seconds") or 30.0),
-            request_timeout=float(config.get("request_timeout") or 30.0),
-            checkpoint_interval_seconds=float(config.get("checkpoint_interval_seconds") or 300.0),
+            max_batch_bytes=int(setting(config, "max_batch_bytes")),
+            max_batch_messages=int(setting(config, "max_batch_messages")),
+            max_in_flight=int(setting(config, "max_in_flight")),
+            max_retries=int(setting(config, "max_retries")),
+            max_backoff_seconds=float(setting(config, "max_backoff_seconds")),
+            request_timeout=float(setting(config, "request_timeout")),
+            checkpoint_interval_seconds=float(setting(config, "checkpoint_interval_seconds")),
         )
 
 
-def config_errors(config: dict[str, Any]) -> list[str]:
-    """Problems the JSON schema cannot express, one line each."""
+def secret_error(value: object, setting: str) -> str | None:
+    """Why `value` cannot be the secret `setting` (never echoing it), or None.
+
+    A key is visible ASCII: a space, line break or control character copied along with it would
+    break the request, or smuggle a header into it.
+    """
+    if not isinstance(value, str) or not value:
+        return f"{setting} must be a non-empty string."
+    if not all("!" <= char <= "~" for char in value):
+        return (
+            f"{setting} contains a space, line break or other character no key has: "
+            "copy the key again without them."
+        )
+    return None
+
+
+def config_errors(config: dict[str, Any], schema: dict[str, Any] = CONFIG_SCHEMA) -> list[str]:
+    """Every problem with `config`, one line each naming the setting, never a secret's value.
+
+    First what `schema` says (the target passes it with the SDK's built-in settings added); the
+    rules it cannot express only when the schema is satisfied, since they read typed values.
+    Like the SDK's own check, this fills schema defaults into `config`.
+    """
+    return schema_errors(config, schema) or rule_errors(config)
+
+
+def schema_errors(config: dict[str, Any], schema: dict[str, Any] = CONFIG_SCHEMA) -> list[str]:
+    """The schema's verdict on `config`, one line each (fills in its defaults, as the SDK does)."""
+    secrets = {name for name, spec in schema.get("properties", {}).items() if spec.get("secret")}
+    errors = sorted(
+        JSONSchemaValidator(schema).iter_errors(config), key=lambda e: [str(p) for p in e.path]
+    )
+    return [_schema_problem(error, secrets) for error in errors]
+
+
+def _schema_problem(error: Any, secrets: set[str]) -> str:
+    path = list(error.absolute_path)
+    if not path:
+        return f"config: {error.message}."
+    name = str(path[0])
+    where = name + "".join(f"[{part!r}]" for part in path[1:])
+    shown = "" if name in secrets else f", got {_shown(error.instance)}"
+    kind = error.validator
+    if kind == "type":
+        expected = error.validator_value
+        expected = [expected] if isinstance(expected, str) else expected
+        kinds = " or ".join(_KINDS.get(t, t) for t in expected if t != "null")
+        return f"{where} must be {kinds}{shown}."
+    if kind == "enum":
+        allowed = ", ".join(str(v) for v in error.validator_value if v is not None)
+        return f"{where} must be one of {allowed}{shown}."
+    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return f"{where} must be {_range(error.schema)}{shown}."
+    if name in secrets:
+        return f"{where} is not valid ({kind}); its value is not shown."
+    return f"{where}: {error.message}."
+
+
+_KINDS = {
+    "integer": "an integer",
+    "number": "a number",
+    "string": "a string",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "an object",
+}
+
+
+def _range(spec: Mapping[str, Any]) -> str:
+    """The limits a property declares, in words: "between 1 and 32", "greater than 0"..."""
+    low, high = spec.get("minimum"), spec.get("maximum")
+    if low is not None and high is not None:
+        return f"between {low} and {high}"
+    parts = []
+    if low is not None:
+        parts.append(f"at least {low}")
+    if spec.get("exclusiveMinimum") is not None:
+        parts.append(f"greater than {spec['exclusiveMinimum']}")
+    if high is not None:
+        parts.append(f"at most {high}")
+    if spec.get("exclusiveMaximum") is not None:
+        parts.append(f"less than {spec['exclusiveMaximum']}")
+    return " and ".join(parts)
+
+
+def _shown(value: Any) -> str:
+    """A non-secret value as given, shortened."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def rule_errors(config: Mapping[str, Any]) -> list[str]:
+    """The checks a JSON schema cannot express (settings that depend on each other, secrets)."""
     errors: list[str] = []
-    api = config.get("api") or "pipelines"
+    api = setting(config, "api")
     if api == "pipelines":
         if not config.get("pipelines_api_key"):
             errors.append(
@@ -216,14 +328,19 @@ def config_errors(config: dict[str, Any]) -> list[str]:
                 "update_only needs api: track (the Pipelines API always creates missing People); "
                 "set api: track with track_site_id and track_api_key, or drop update_only."
             )
-        errors += _url_errors("api_url", config.get("api_url"))
+        errors += _origin_errors(config, "api_url")
     elif api == "track":
         missing = [k for k in ("track_site_id", "track_api_key") if not config.get(k)]
         if missing:
             errors.append(
                 f"api: track needs {' and '.join(missing)} (the workspace's Track API credentials)."
             )
-        errors += _url_errors("track_api_url", config.get("track_api_url"))
+        errors += _origin_errors(config, "track_api_url")
+    for name in SECRETS:
+        value = config.get(name)
+        problem = None if value is None or value == "" else secret_error(value, name)
+        if problem is not None:
+            errors.append(problem)
     traits = config.get("traits")
     if traits is not None and not [t for t in traits if t]:
         errors.append(
@@ -233,20 +350,6 @@ def config_errors(config: dict[str, Any]) -> list[str]:
         errors.append(
             "traits must not contain 'email' when identify_by is email (it is the identifier)."
         )
-    limits = (
-        ("max_batch_bytes", API_MESSAGE_LIMIT + 1024, API_BATCH_LIMIT),
-        ("max_batch_messages", 1, 10_000),
-        ("max_in_flight", 1, 32),
-        ("max_retries", 0, 50),
-    )
-    for name, low, high in limits:
-        value = config.get(name)
-        if value is not None and not low <= int(value) <= high:
-            errors.append(f"{name} must be between {low} and {high}, got {value}.")
-    for name in ("request_timeout", "checkpoint_interval_seconds", "max_backoff_seconds"):
-        value = config.get(name)
-        if value is not None and float(value) <= 0:
-            errors.append(f"{name} must be a positive number of seconds, got {value}.")
     load_method = config.get("load_method")
     if load_method not in (None, "upsert", "append-only"):
         errors.append(
@@ -255,23 +358,7 @@ def config_errors(config: dict[str, Any]) -> list[str]:
     return errors
 
 
-def _url_errors(name: str, url: str | None) -> list[str]:
-    if not url:
-        return []
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return [f"{name} must be an origin such as https://cdp.customer.io, got {url!r}."]
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        return [f"{name} must be an origin without a path, e.g. https://cdp.customer.io."]
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        return [f"{name} uses plain http:// for a non-loopback host; use https://."]
-    return []
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def _origin_errors(config: Mapping[str, Any], name: str) -> list[str]:
+    url = config.get(name)
+    problem = origin_error(url, name) if url else None
+    return [problem] if problem else []

@@ -3,22 +3,40 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from singer_sdk.helpers._typing import get_datelike_property_type
 from singer_sdk.sinks import BatchSink
+from typing_extensions import override
 
+from .errors import UserError
 from .identify import SKIPPED_UNCHANGED, Rejected, Write, WriteBuilder
 from .validation import RecordValidator
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from .target import TargetCustomerIOEV
+    from singer_sdk import Target
+    from singer_sdk.helpers.conform import DatetimeErrorTreatmentEnum
+
+    from .deadletter import DeadLetters
+    from .sender import BatchSender
+    from .settings import Settings
+    from .stats import RunStats
 
 
-class DrainInterrupted(RuntimeError):
+class DrainInterrupted(UserError):
     """A drain re-entered a sink whose batch is being sent (meltano/sdk#3775): refuse, no STATE."""
+
+
+@runtime_checkable
+class SinkHost(Protocol):
+    """What a `CustomerIOSink` needs from its target (`TargetCustomerIOEV` provides it)."""
+
+    settings: Settings
+    stats: RunStats
+    sender: BatchSender
+    dead_letters: DeadLetters
 
 
 class CustomerIOSink(BatchSink):
@@ -33,13 +51,16 @@ class CustomerIOSink(BatchSink):
     # A record that does not match its schema is dead-lettered with the reason; the run goes on.
     fail_on_record_validation_exception = False
 
+    @override
     def __init__(
         self,
-        target: TargetCustomerIOEV,
+        target: Target,
         stream_name: str,
-        schema: dict,
+        schema: dict[str, Any],
         key_properties: Sequence[str] | None,
     ) -> None:
+        if not isinstance(target, SinkHost):
+            raise TypeError("CustomerIOSink needs a target with settings, stats and a sender")
         super().__init__(target, stream_name, schema, key_properties)
         settings = target.settings
         self.settings = settings
@@ -63,7 +84,7 @@ class CustomerIOSink(BatchSink):
             )
         self._sending = threading.Lock()
         # Only traits are read, so only date-like traits need parsing (_parse_timestamps_in_record).
-        self._datelike_schema = {
+        self._datelike_schema: dict[str, Any] = {
             "properties": {
                 name: properties[name]
                 for name in settings.traits
@@ -71,8 +92,14 @@ class CustomerIOSink(BatchSink):
             }
         }
 
-    def _parse_timestamps_in_record(self, record: dict, schema: dict, treatment: Any) -> None:
-        """Parse the date-like traits only: the SDK's walk over every field was a tenth of the run."""
+    @override
+    def _parse_timestamps_in_record(
+        self,
+        record: dict[str, Any],
+        schema: dict[str, Any],
+        treatment: DatetimeErrorTreatmentEnum,
+    ) -> None:
+        """Parse only the date-like traits: the SDK's walk over every field was a tenth of a run."""
         if self.ignored or not self._datelike_schema["properties"]:
             return
         subset = {
@@ -81,13 +108,17 @@ class CustomerIOSink(BatchSink):
         super()._parse_timestamps_in_record(subset, self._datelike_schema, treatment)
         record.update(subset)
 
+    @override
     def get_validator(self) -> RecordValidator | None:
         return RecordValidator(self.schema) if self.validate_schema else None
 
-    def start_batch(self, context: dict) -> None:
+    @override
+    def start_batch(self, context: dict[str, Any]) -> None:
         context["writes"] = []
 
-    def process_record(self, record: dict, context: dict) -> None:
+    @override
+    def process_record(self, record: dict[str, Any], context: dict[str, Any]) -> None:
+        # The SDK validated this record just before (`_validator`); a rejection is dead-lettered.
         invalid = (
             self._validator.take_rejection(record)
             if isinstance(self._validator, RecordValidator)
@@ -99,16 +130,17 @@ class CustomerIOSink(BatchSink):
         if isinstance(outcome, Write):
             context["writes"].append(outcome)
         elif isinstance(outcome, Rejected):
-            self.stats.add("dead_lettered")
+            self.stats.count("dead_lettered")
             self.dead_letters.add(
                 stream=self.stream_name, reason=outcome.reason, cio_id=outcome.cio_id
             )
         elif outcome == SKIPPED_UNCHANGED:
-            self.stats.add("skipped_unchanged")
+            self.stats.count("skipped_unchanged")
         else:
-            self.stats.add("skipped_empty")
+            self.stats.count("skipped_empty")
 
-    def process_batch(self, context: dict) -> None:
+    @override
+    def process_batch(self, context: dict[str, Any]) -> None:
         if not self._sending.acquire(blocking=False):
             raise DrainInterrupted(
                 f"Stream '{self.stream_name}': a drain started while its batch was still "
@@ -124,7 +156,7 @@ class CustomerIOSink(BatchSink):
             if not writes:
                 return
             if self.settings.dry_run:
-                self.stats.add("would_send", len(writes))
+                self.stats.count("would_send", len(writes))
                 self.logger.info(
                     "Dry run: stream '%s' would send %d identifies.", self.stream_name, len(writes)
                 )

@@ -1,28 +1,32 @@
 """target-customerio-ev: upsert email-verification traits onto Customer.io People.
 
-Writes through the Pipelines API (default) or the Track API v2 (`api: track`, for `update_only`).
+The wiring: which sender writes for the settings (Pipelines API by default, the Track API v2 for
+`api: track`), the run's counters and dead letters, and the SDK hooks that keep STATE behind what
+has landed.
 """
 
 from __future__ import annotations
 
 import sys
-import typing as t
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from singer_sdk import Target
 from singer_sdk.exceptions import ConfigValidationError
+from typing_extensions import override
 
-from .client import DeliveryError, make_sender
 from .deadletter import DeadLetters
-from .reader import InputError, LineNumberingReader
+from .errors import UserError, exit_with
+from .pipelines import PipelinesSender
+from .reader import LineNumberingReader
 from .settings import CONFIG_SCHEMA, Settings, config_errors
-from .sinks import CustomerIOSink, DrainInterrupted
-from .summary import RunStats
+from .sinks import CustomerIOSink
+from .stats import RunStats
+from .track import TrackSender
 
-if t.TYPE_CHECKING:
+if TYPE_CHECKING:
     from types import FrameType
 
-# Failures the user acts on: logged as their one-line message, without a traceback.
-USER_FACING = (DeliveryError, DrainInterrupted, InputError)
+    from .sender import BatchSender
 
 
 class TargetCustomerIOEV(Target):
@@ -32,13 +36,22 @@ class TargetCustomerIOEV(Target):
     config_jsonschema = CONFIG_SCHEMA
     default_sink_class = CustomerIOSink
     message_reader_class = LineNumberingReader
+    # Which sender writes, by the `api` setting.
+    senders: ClassVar[dict[str, type[BatchSender]]] = {
+        "pipelines": PipelinesSender,
+        "track": TrackSender,
+    }
 
-    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.settings = Settings.from_config(dict(self.config))
+    @override
+    def __init__(self, **kwargs: Any) -> None:
+        if kwargs.get("message_reader") is None:
+            # The SDK's `listen` is final: reading tells us when a run stops early.
+            kwargs["message_reader"] = LineNumberingReader(on_stop=self.finish)
+        super().__init__(**kwargs)
+        self.settings = Settings.from_config(self.config)
         self.stats = RunStats()
         self.dead_letters = DeadLetters(self.settings.dead_letter_path, self.logger)
-        self.sender = make_sender(self.settings, self.stats, self.dead_letters, self.logger)
+        self.sender = self.make_sender()
         # How often pending batches drain and STATE is emitted (the SDK's max record age, 5 min).
         self._MAX_RECORD_AGE_IN_MINUTES = self.settings.checkpoint_interval_seconds / 60
         if self.settings.api == "pipelines" and not self.settings.dry_run:
@@ -47,31 +60,44 @@ class TargetCustomerIOEV(Target):
                 "(use api: track with update_only: true to only update)."
             )
 
-    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        errors = super()._validate_config(raise_errors=raise_errors)
-        extra = config_errors(dict(self._config))
-        if extra and raise_errors:
-            raise ConfigValidationError(
-                "Config validation failed", errors=extra, schema=self.config_jsonschema
-            )
-        return errors + extra
+    def make_sender(self) -> BatchSender:
+        """The sender for the `api` setting."""
+        sender_class = self.senders.get(self.settings.api, PipelinesSender)
+        return sender_class(self.settings, self.stats, self.dead_letters, self.logger)
 
-    def _write_state_message(self, state: dict) -> None:
+    def finish(self) -> None:
+        """End of a run, finished or not: close the sender and log the summary line."""
+        self.sender.close()
+        self.logger.info("%s", self.stats.line(dry_run=self.settings.dry_run))
+
+    @override
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """The schema (with the SDK's built-in settings) and the rules it cannot express, one line
+        each; fills the schema defaults into the config, as the SDK's own check does."""
+        schema = self.config_jsonschema
+        self.append_builtin_config(schema)
+        errors = config_errors(self._config, schema)
+        if errors and raise_errors:
+            raise ConfigValidationError("Config validation failed", errors=errors, schema=schema)
+        for error in errors:
+            self.logger.warning("Config problem: %s", error)
+        return errors
+
+    @override
+    def _write_state_message(self, state: dict[str, Any]) -> None:
         """STATE acknowledges every record before it: wait until they all landed, or raise."""
         self.sender.flush()
         super()._write_state_message(state)
 
+    @override
     def process_endofpipe(self) -> None:
-        super().process_endofpipe()
-        self.sender.flush()  # also when no STATE came: the run succeeds only if everything landed
-
-    def listen(self, file_input: t.IO[str] | None = None) -> None:
         try:
-            super().listen(file_input)
+            super().process_endofpipe()
+            self.sender.flush()  # also when no STATE came: the run succeeds only if all landed
         finally:
-            self.sender.close()
-            self.logger.info("%s", self.stats.line(dry_run=self.settings.dry_run))
+            self.finish()
 
+    @override
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:  # pragma: no cover
         """Drain what is pending; if a batch was mid-send, exit without STATE (sdk#3775).
 
@@ -85,7 +111,7 @@ class TargetCustomerIOEV(Target):
         except Exception as exc:
             self.sender.abort()
             self.logger.error("Stopped by signal %d: %s", signum, exc)
-            sys.exit(128 + signum)  # listen() still closes the sender and logs the summary
+            sys.exit(128 + signum)  # the reader's on_stop still closes the sender, logs the summary
         self.logger.warning(
             "Stopped by signal %d: everything read so far has landed and its STATE was emitted; "
             "run again to finish.",
@@ -94,12 +120,13 @@ class TargetCustomerIOEV(Target):
         sys.exit(128 + signum)
 
     @classmethod
-    def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:  # type: ignore[override]
+    @override
+    def invoke(cls, *args: Any, **kwargs: Any) -> None:
+        """The SDK's run; a `UserError` becomes one line and its exit code (`exit_with`)."""
         try:
             super().invoke(*args, **kwargs)
-        except USER_FACING as exc:
-            cls.logger.error("%s", exc)
-            sys.exit(1)
+        except UserError as exc:
+            exit_with(exc, cls.logger)
 
 
 if __name__ == "__main__":

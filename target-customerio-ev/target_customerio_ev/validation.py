@@ -12,9 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 import fastjsonschema
-import jsonschema
 from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.sinks.core import BaseJSONSchemaValidator, JSONSchemaValidator
+from typing_extensions import override
 
 
 def _compile(schema: dict[str, Any]) -> Callable[[dict[str, Any]], Any] | None:
@@ -29,14 +29,15 @@ def _reason(where: str, rule: Any, definition: Any) -> str:
 
 
 class RecordValidator(BaseJSONSchemaValidator):
+    @override
     def __init__(self, schema: dict[str, Any]) -> None:
         super().__init__(schema)
-        self._interpreted = JSONSchemaValidator(
-            schema
-        ).validator  # also rejects an invalid schema up front
+        # The SDK's interpreting validator also rejects an invalid schema up front.
+        self._interpreted = JSONSchemaValidator(schema).validator
         self._compiled = _compile(schema)
         self._rejected: tuple[int, str] | None = None
 
+    @override
     def validate(self, record: dict[str, Any]) -> None:
         reason = self._problem(record)
         if reason is not None:
@@ -51,12 +52,12 @@ class RecordValidator(BaseJSONSchemaValidator):
                 where = ".".join(str(p) for p in (exc.path or [])[1:]) or "(record)"
                 return _reason(where, exc.rule, exc.rule_definition)
             return None
-        try:
-            self._interpreted.validate(record)
-        except jsonschema.ValidationError as exc:
-            where = ".".join(str(p) for p in exc.absolute_path) or "(record)"
-            return _reason(where, exc.validator, exc.validator_value)
-        return None
+        # The first error, as `validate()` would raise it (without importing jsonschema's types).
+        error = next(iter(self._interpreted.iter_errors(record)), None)
+        if error is None:
+            return None
+        where = ".".join(str(p) for p in error.absolute_path) or "(record)"
+        return _reason(where, error.validator, error.validator_value)
 
     def take_rejection(self, record: dict[str, Any]) -> str | None:
         """Why the record just validated was invalid, or None (records come one at a time)."""

@@ -7,7 +7,7 @@ import decimal
 import json
 
 import pytest
-from target_customerio_ev.encode import encode, pipelines_identify, track_person
+from target_customerio_ev.batching import encode
 from target_customerio_ev.identify import (
     SKIPPED_EMPTY,
     SKIPPED_UNCHANGED,
@@ -19,6 +19,8 @@ from target_customerio_ev.identify import (
     identify,
     message_id,
 )
+from target_customerio_ev.pipelines import pipelines_identify
+from target_customerio_ev.track import track_person
 
 EV = ("EV_Status", "EV_SubStatus", "EV_Validation_Timestamp")
 WHEN = dt.datetime(2026, 11, 1, 10, 30, 15, tzinfo=dt.UTC)

@@ -9,11 +9,11 @@ import json
 import logging
 
 import pytest
-from target_customerio_ev.client import PipelinesSender
 from target_customerio_ev.deadletter import DeadLetters
 from target_customerio_ev.identify import Identifier, Write, message_id
+from target_customerio_ev.pipelines import PipelinesSender
 from target_customerio_ev.settings import Settings
-from target_customerio_ev.summary import RunStats
+from target_customerio_ev.stats import RunStats
 
 
 def everyone(sb, h, **kw):
@@ -149,7 +149,7 @@ def test_a_bad_message_is_dead_lettered_while_its_batch_mates_land(sb, tmp_path)
             ["not", "an", "object"] if len(writes) in (3, 17) else {"EV_Status": p.truth.status}
         )
         who = Identifier("id", p.id)
-        writes.append(Write(who, traits, message_id(who, {"t": traits}), p.cio_id))  # type: ignore[arg-type]
+        writes.append(Write(who, traits, message_id(who, {"t": traits}), p.cio_id))  # type: ignore[arg-type]  # bad traits on purpose
     sender.send(writes, "people")
     sender.close()
     bad = {writes[3].cio_id, writes[17].cio_id}

@@ -7,9 +7,8 @@ import itertools
 import random
 
 import pytest
-from target_customerio_ev.encode import BATCH_OVERHEAD, batch_body
-from target_customerio_ev.packing import pack
-from target_customerio_ev.retry import RetryPolicy, is_retryable_status, retry_after_seconds
+from target_customerio_ev.batching import BATCH_OVERHEAD, batch_body, pack
+from target_customerio_ev.retry import RetryPolicy, is_retryable_status, parse_retry_after
 from target_customerio_ev.settings import Settings, config_errors
 
 KEY = "sekret-wr1te-k3y"
@@ -59,12 +58,12 @@ def test_retry_after_wins_and_is_capped():
     policy = RetryPolicy(max_seconds=10, rng=random.Random(1))
     assert 3 <= policy.delay(0, retry_after=3) <= 3.25
     assert 10 <= policy.delay(0, retry_after=3600) <= 10.25
-    assert retry_after_seconds("2") == 2
-    assert retry_after_seconds("1.5") == 1.5
-    assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
+    assert parse_retry_after("2") == 2
+    assert parse_retry_after("1.5") == 1.5
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
     date = email.utils.formatdate(1_000_030, usegmt=True)
-    assert retry_after_seconds(date, now=1_000_000) == pytest.approx(30)
-    assert retry_after_seconds(date, now=2_000_000) == 0
+    assert parse_retry_after(date, now=1_000_000) == pytest.approx(30)
+    assert parse_retry_after(date, now=2_000_000) == 0
 
 
 @pytest.mark.parametrize(

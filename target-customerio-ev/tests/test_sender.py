@@ -12,11 +12,12 @@ import threading
 
 import httpx
 import pytest
-from target_customerio_ev.client import DeliveryError, PipelinesSender
 from target_customerio_ev.deadletter import DeadLetters
+from target_customerio_ev.errors import DeliveryError
 from target_customerio_ev.identify import Identifier, Write, message_id
+from target_customerio_ev.pipelines import PipelinesSender
 from target_customerio_ev.settings import Settings
-from target_customerio_ev.summary import RunStats
+from target_customerio_ev.stats import RunStats
 
 LOG = logging.getLogger("test-sender")
 

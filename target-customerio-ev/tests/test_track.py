@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import logging
 
-from target_customerio_ev.client import TrackSender
 from target_customerio_ev.deadletter import DeadLetters
 from target_customerio_ev.identify import Identifier, Write
 from target_customerio_ev.settings import Settings
-from target_customerio_ev.summary import RunStats
+from target_customerio_ev.stats import RunStats
+from target_customerio_ev.track import TrackSender
 
 
 def track_config(sb, **over):

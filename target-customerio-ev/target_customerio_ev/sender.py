@@ -1,4 +1,4 @@
-"""Small batch senders for the Pipelines API (`/v1/batch`) and the Track API v2 (`/api/v2/batch`).
+"""The generic batch sender: HTTP client, requests in flight, retries, bisection, dead letters.
 
 Why not `customerio-cdp-analytics`: it queues asynchronously and drops what fails, while a Singer
 target must know that every message of a batch landed (or was dead-lettered) before STATE moves on.
@@ -6,12 +6,15 @@ target must know that every message of a batch landed (or was dead-lettered) bef
 `submit()` runs a send in the background so the next batch can be read meanwhile; `flush()` waits
 for every submitted send and raises its failure. The target flushes before each STATE it emits, so
 STATE never runs ahead of the API.
+
+What differs between the APIs (path, auth, message shape, how a response names rejected items) is
+left to a subclass: `pipelines.py` and `track.py`.
 """
 
 from __future__ import annotations
 
+import abc
 import logging
-import re
 import threading
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -21,23 +24,19 @@ import httpx
 import msgspec
 
 from . import __version__
+from .batching import batch_body, encode, pack
 from .deadletter import DeadLetters
-from .encode import batch_body, encode, pipelines_identify, track_person
+from .errors import CertificateError, ConfigError, DeliveryError
 from .identify import Write
-from .packing import pack
 from .retry import (
     RetryPolicy,
     is_certificate_failure,
     is_retryable_error,
     is_retryable_status,
-    retry_after_seconds,
+    parse_retry_after,
 )
 from .settings import API_MESSAGE_LIMIT, Settings
-from .summary import RunStats
-
-
-class DeliveryError(Exception):
-    """A failure the user must act on; its message is one line without secrets or personal data."""
+from .stats import RunStats
 
 
 class Aborted(DeliveryError):
@@ -53,11 +52,12 @@ class Item:
 Chunk = list[tuple[Item, bytes]]
 
 
-class BatchSender:
+class BatchSender(abc.ABC):
     """Shared machinery: packing, requests in flight, retries, 400 isolation, dead letters."""
 
     path: ClassVar[str]
     api_name: ClassVar[str]
+    extra_headers: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
@@ -83,20 +83,24 @@ class BatchSender:
         self._submitted: list[Future[None]] = []
         self._lock = threading.Lock()
 
-    # ------------------------------------------------------------------ wiring
+    # ------------------------------------------------------------------ the API dialect
+    @abc.abstractmethod
     def auth(self) -> tuple[str, str]:
-        raise NotImplementedError
+        """HTTP Basic user and password."""
 
+    @abc.abstractmethod
     def to_message(self, write: Write) -> dict[str, Any]:
-        raise NotImplementedError
+        """One write as this API's batch item."""
 
+    @abc.abstractmethod
     def unauthorized(self, status: int) -> str:
-        raise NotImplementedError
+        """The one line for a 401 or 403: which setting to check."""
 
+    @abc.abstractmethod
     def rejected_items(self, status: int, body: Any, size: int) -> dict[int, str] | None:
         """Per-item rejections named by the response, or None when it does not say which."""
-        raise NotImplementedError
 
+    # ------------------------------------------------------------------ lifecycle
     def _http(self) -> tuple[httpx.Client, ThreadPoolExecutor]:
         with self._lock:
             if self._client is None:
@@ -116,8 +120,6 @@ class BatchSender:
                 self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="cio-send")
             assert self._pool is not None
             return self._client, self._pool
-
-    extra_headers: ClassVar[dict[str, str]] = {}
 
     def close(self) -> None:
         with self._lock:
@@ -146,9 +148,8 @@ class BatchSender:
         """Wait until every submitted write landed or was dead-lettered; raise the first failure."""
         with self._lock:
             submitted = list(self._submitted)
-        errors = [
-            f.exception() for f in submitted
-        ]  # waits; concurrent flushers wait on the same futures
+        # Waits; concurrent flushers wait on the same futures.
+        errors = [f.exception() for f in submitted]
         with self._lock:
             self._submitted = [f for f in self._submitted if f not in submitted]
         failure = next((e for e in errors if e is not None), None)
@@ -157,7 +158,7 @@ class BatchSender:
 
     def send(self, writes: list[Write], stream: str) -> None:
         """Every write lands or is dead-lettered before this returns; any other outcome raises."""
-        items: list[tuple[Item, bytes]] = []
+        items: Chunk = []
         for write in writes:
             message = self.to_message(write)
             data = encode(message)
@@ -179,24 +180,24 @@ class BatchSender:
         )
         futures = [pool.submit(self._deliver, client, chunk, stream) for chunk in chunks]
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [f for f in done if f.exception() is not None]
-        if failed:
+        failures = [e for e in (f.exception() for f in done) if e is not None]
+        if failures:
             # The run fails: siblings still retrying give up instead of holding the exit.
             self.abort()
             wait(pending)
-            raise failed[0].exception()  # type: ignore[misc]
+            raise failures[0]
 
     def _deliver(self, client: httpx.Client, chunk: Chunk, stream: str) -> None:
         response = self._post(client, batch_body([data for _, data in chunk]))
         status = response.status_code
         body = _json(response)
         if status in (401, 403):
-            raise DeliveryError(self.unauthorized(status))
+            raise ConfigError(self.unauthorized(status))
         if 200 <= status < 300:
             rejected = self.rejected_items(status, body, len(chunk)) or {}
             for index, reason in sorted(rejected.items()):
                 self._dead(stream, chunk[index][0], reason)
-            self.stats.add("written", len(chunk) - len(rejected))
+            self.stats.count("written", len(chunk) - len(rejected))
             return
         if status in (400, 413, 422):
             self._isolate(client, chunk, stream, status, body)
@@ -231,16 +232,16 @@ class BatchSender:
         while True:
             if self._abort.is_set():
                 raise Aborted(f"{self.api_name} sending stopped: the run is terminating.")
-            self.stats.add("requests")
+            self.stats.count("requests")
             retry_after: float | None = None
             try:
                 response = client.post(self.path, content=body)
             except httpx.HTTPError as exc:
                 if is_certificate_failure(exc):
-                    raise DeliveryError(
-                        f"the TLS certificate of {self.settings.base_url} could not be verified: check "
-                        f"the API origin, and if a proxy inspects TLS, point SSL_CERT_FILE at its CA "
-                        f"certificate (verification is never turned off)."
+                    raise CertificateError(
+                        f"the TLS certificate of {self.settings.base_url} could not be verified: "
+                        "check the API origin, and if a proxy inspects TLS, point SSL_CERT_FILE "
+                        "at its CA certificate (verification is never turned off)."
                     ) from None
                 if not is_retryable_error(exc):
                     raise DeliveryError(
@@ -251,7 +252,7 @@ class BatchSender:
                 if not is_retryable_status(response.status_code):
                     return response
                 problem = f"HTTP {response.status_code}"
-                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if not self.policy.allows(attempt):
                 raise DeliveryError(
                     f"{self.api_name} API still failing after {attempt} retries ({problem}); "
@@ -261,13 +262,13 @@ class BatchSender:
             self.logger.info(
                 "%s API: %s, retry %d in %.1fs", self.api_name, problem, attempt + 1, delay
             )
-            self.stats.add("retries")
+            self.stats.count("retries")
             attempt += 1
             if self._abort.wait(delay):
                 raise Aborted(f"{self.api_name} sending stopped: the run is terminating.")
 
     def _dead(self, stream: str, item: Item, reason: str) -> None:
-        self.stats.add("dead_lettered")
+        self.stats.count("dead_lettered")
         self.dead_letters.add(
             stream=stream,
             reason=reason,
@@ -275,83 +276,6 @@ class BatchSender:
             cio_id=item.write.cio_id,
             message=item.message,
         )
-
-
-class PipelinesSender(BatchSender):
-    path = "/v1/batch"
-    api_name = "Pipelines"
-    extra_headers: ClassVar[dict[str, str]] = {"X-Strict-Mode": "1"}
-    _INDEX = re.compile(r"batch\[(\d+)\]")
-
-    def auth(self) -> tuple[str, str]:
-        return (self.settings.pipelines_api_key, "")
-
-    def to_message(self, write: Write) -> dict[str, Any]:
-        return pipelines_identify(write)
-
-    def unauthorized(self, status: int) -> str:
-        return (
-            f"Customer.io Pipelines API refused the write key (HTTP {status}): pipelines_api_key "
-            f"must be the Pipelines (CDP) API write key of a 'Customer.io API' source, not an App "
-            f"API or Track API key, and region '{self.settings.region}' must match the workspace."
-        )
-
-    def rejected_items(self, status: int, body: Any, size: int) -> dict[int, str] | None:
-        errors = (body.get("meta") or {}).get("errors") if isinstance(body, dict) else None
-        if status != 400 or not isinstance(errors, list):
-            return None
-        named: dict[int, str] = {}
-        for error in errors:
-            match = self._INDEX.search(str(error))
-            if match is None:
-                return None  # an error about the whole request: bisect instead
-            index = int(match.group(1))
-            if not 0 <= index < size:
-                return None
-            named[index] = str(error)
-        return named or None
-
-
-class TrackSender(BatchSender):
-    path = "/api/v2/batch"
-    api_name = "Track"
-
-    def auth(self) -> tuple[str, str]:
-        return (self.settings.track_site_id, self.settings.track_api_key)
-
-    def to_message(self, write: Write) -> dict[str, Any]:
-        return track_person(write, update_only=self.settings.update_only)
-
-    def unauthorized(self, status: int) -> str:
-        return (
-            f"Customer.io Track API refused the credentials (HTTP {status}): check track_site_id "
-            f"and track_api_key (Track API, not the App API or Pipelines key) and that region "
-            f"'{self.settings.region}' matches the workspace."
-        )
-
-    def rejected_items(self, status: int, body: Any, size: int) -> dict[int, str] | None:
-        errors = body.get("errors") if isinstance(body, dict) else None
-        if status not in (207, 400) or not isinstance(errors, list):
-            return None
-        named: dict[int, str] = {}
-        for error in errors:
-            index = error.get("batch_index") if isinstance(error, dict) else None
-            if not isinstance(index, int) or not 0 <= index < size:
-                return None
-            detail = ", ".join(
-                str(error[k]) for k in ("reason", "field", "message") if error.get(k)
-            )
-            named[index] = (
-                named.get(index, "") + ("; " if index in named else "") + (detail or "rejected")
-            )
-        return named or None
-
-
-def make_sender(
-    settings: Settings, stats: RunStats, dead_letters: DeadLetters, logger: logging.Logger
-) -> BatchSender:
-    cls = TrackSender if settings.api == "track" else PipelinesSender
-    return cls(settings, stats, dead_letters, logger)
 
 
 def _json(response: httpx.Response) -> Any:
@@ -362,6 +286,10 @@ def _json(response: httpx.Response) -> Any:
 
 
 def _reason(status: int, body: Any) -> str:
+    """A lone rejected message's reason, from either of Customer.io's error envelopes.
+
+    Both APIs may answer with `{"meta": {"errors": [...]}}` or `{"errors": [...]}`: read both.
+    """
     if isinstance(body, dict):
         errors = (body.get("meta") or {}).get("errors") or body.get("errors")
         if errors:
@@ -369,4 +297,4 @@ def _reason(status: int, body: Any) -> str:
     return f"HTTP {status}: rejected"
 
 
-__all__ = ["BatchSender", "DeliveryError", "PipelinesSender", "TrackSender", "make_sender"]
+__all__ = ["Aborted", "BatchSender", "Chunk", "Item"]

@@ -17,11 +17,13 @@ FIELDS = (
 
 
 class RunStats:
+    """Thread-safe run counters: `count(name, n)`, `stats[name]`, `snapshot()`."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
 
-    def add(self, name: str, n: int = 1) -> None:
+    def count(self, name: str, n: int = 1) -> None:
         with self._lock:
             self._counts[name] += n
 
@@ -29,12 +31,13 @@ class RunStats:
         with self._lock:
             return self._counts[name]
 
-    def as_dict(self) -> dict[str, int]:
+    def snapshot(self) -> dict[str, int]:
+        """Every counter of the summary (zeros included), plus any other counted so far."""
         with self._lock:
-            return {name: self._counts[name] for name in FIELDS}
+            return {**{name: 0 for name in FIELDS}, **self._counts}
 
     def line(self, *, dry_run: bool) -> str:
-        c = self.as_dict()
+        c = self.snapshot()
         if dry_run:
             return (
                 f"Dry run: would send {c['would_send']} identifies; skipped unchanged "

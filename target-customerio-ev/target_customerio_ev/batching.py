@@ -1,13 +1,31 @@
-"""Split encoded messages into batch requests that stay under the API's size limits."""
+"""Messages as bytes, and batch requests packed from them under the API's size limits.
+
+Each message is encoded once; its byte length is what the size limits count, and the request body
+is the encoded messages joined (`{"batch":[a,b,...]}`, the same envelope for Pipelines and Track
+v2), so nothing is serialized twice.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from .encode import BATCH_OVERHEAD
+import msgspec
 
 T = TypeVar("T")
+
+_ENCODER = msgspec.json.Encoder(decimal_format="number")
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return _ENCODER.encode(message)
+
+
+def batch_body(parts: list[bytes]) -> bytes:
+    return b'{"batch":[' + b",".join(parts) + b"]}"
+
+
+BATCH_OVERHEAD = len(batch_body([]))
 
 
 def pack(
