@@ -1,8 +1,8 @@
-"""The base stream for the Customer.io App API: auth, the shared rate budget, retries and safe errors.
+"""The base stream for the Customer.io App API: auth, the shared rate budget, retries, safe errors.
 
-Every request of every stream goes through :meth:`CustomerIOStream._request`, so every attempt (retries
-included) takes a token from the tap's one rate limiter, and every error is turned into a message built from
-status and path only.
+Every request of every stream, retries included, is one attempt of `CustomerIOStream.budgeted`
+(which `request_decorator` wraps around the SDK's sender): each attempt takes a token from the
+run's one rate limiter, and every error is turned into a message built from status and path only.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import backoff
 import requests
@@ -20,52 +20,79 @@ from requests.adapters import HTTPAdapter
 from singer_sdk import RESTStream
 from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from typing_extensions import override
 
-from . import errors
-from .retries import RETRYABLE_EXCEPTIONS, RetryPolicy, rate_limited_wait
+from . import errors, settings
+from .retry import RETRYABLE_EXCEPTIONS, RetryPolicy, is_certificate_failure, rate_limited_wait
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
 
+    from backoff.types import Details
+    from singer_sdk import Tap
     from singer_sdk.helpers.types import Context
+    from singer_sdk.pagination import BaseAPIPaginator
 
-    from .tap import TapCustomerIOPeople
+    from .ratelimit import RateLimiter
+    from .stats import RunStats
 
-# Statuses worth retrying besides 429 and 5xx.
+    RequestFunc = Callable[[requests.PreparedRequest, Context | None], requests.Response]
+
+# Statuses worth retrying besides 5xx.
 RETRYABLE_CLIENT_STATUSES = frozenset({HTTPStatus.REQUEST_TIMEOUT, HTTPStatus.TOO_MANY_REQUESTS})
+EXTRA_POOL_CONNECTIONS = 4  # beyond the hydration workers: the search thread, a retry or two
+
+
+class ApiRun(Protocol):
+    """What every stream of one run shares (the tap provides it): one budget, one set of counts."""
+
+    @property
+    def rate_limiter(self) -> RateLimiter: ...
+
+    @property
+    def stats(self) -> RunStats: ...
+
+    @property
+    def region(self) -> str: ...
+
+    @property
+    def api_origin(self) -> str: ...
 
 
 class SyncCancelledError(Exception):
-    """The stream stopped (an error elsewhere, or the consumer went away): in-flight workers stand down."""
+    """The stream stopped (an error elsewhere, or the consumer went away): workers stand down."""
 
 
 class CustomerIOStream(RESTStream[Any]):
     """A Customer.io App API stream."""
 
-    _tap: TapCustomerIOPeople
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, tap: Tap, *, run: ApiRun) -> None:
+        super().__init__(tap)
+        self.run = run
         self.cancelled = threading.Event()
-        pool = int(self.config.get("hydration_concurrency", 8)) + 4
+        pool = settings.integer(self.config, "hydration_concurrency") + EXTRA_POOL_CONNECTIONS
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool)
         self.requests_session.mount("http://", adapter)
         self.requests_session.mount("https://", adapter)
 
     # ------------------------------------------------------------------ where and who
     @property
+    @override
     def url_base(self) -> str:
-        return f"{self._tap.api_origin}/v1"
+        return f"{self.run.api_origin}/v1"
 
     @functools.cached_property
+    @override
     def authenticator(self) -> BearerTokenAuthenticator:
         return BearerTokenAuthenticator(token=self.config["app_api_key"])
 
     @property
-    def timeout(self) -> float:  # type: ignore[override]
-        return float(self.config.get("request_timeout", 60))
+    @override
+    def timeout(self) -> float:  # type: ignore[override]  # SDK says int; requests takes float s
+        return settings.number(self.config, "request_timeout")
 
-    def get_new_paginator(self) -> None:
+    @override
+    def get_new_paginator(self) -> BaseAPIPaginator[Any] | None:
         """Single-page by default; streams that page say how."""
         return None
 
@@ -90,35 +117,40 @@ class CustomerIOStream(RESTStream[Any]):
         return self.retrying_request(prepared, context)
 
     @functools.cached_property
-    def retrying_request(
-        self,
-    ) -> Callable[[requests.PreparedRequest, Context | None], requests.Response]:
+    def retrying_request(self) -> RequestFunc:
+        """The SDK's one-attempt sender, wrapped the way `request_records` wraps it."""
         return self.request_decorator(self._request)
 
-    def _request(
-        self, prepared_request: requests.PreparedRequest, context: Context | None
-    ) -> requests.Response:
-        """One attempt: wait for a slot in the shared budget, send, classify the answer."""
-        if self.cancelled.is_set():
-            raise SyncCancelledError(self.name)
-        limiter = self._tap.rate_limiter
-        ticket = limiter.acquire()
-        self._tap.stats.count("requests")
-        answered = False
-        try:
-            response = super()._request(prepared_request, context)
-            answered = True
-            return response
-        except RetriableAPIError as exc:
-            wait = rate_limited_wait(exc)
-            if wait is not None:
-                self._tap.stats.count("rate_limited")
-                limiter.pause(wait)  # every thread holds back, not just this one
-            raise
-        finally:
-            endpoint = f"{prepared_request.method} {errors.request_path(prepared_request)}"
-            limiter.release(ticket, endpoint, ok=answered)
+    def budgeted(self, func: RequestFunc) -> RequestFunc:
+        """One attempt of ``func``: wait for a slot in the shared budget, send, classify."""
 
+        @functools.wraps(func)
+        def attempt(
+            prepared_request: requests.PreparedRequest, context: Context | None
+        ) -> requests.Response:
+            if self.cancelled.is_set():
+                raise SyncCancelledError(self.name)
+            limiter = self.run.rate_limiter
+            ticket = limiter.acquire()
+            self.run.stats.count("requests")
+            answered = False
+            try:
+                response = func(prepared_request, context)
+                answered = True
+                return response
+            except RetriableAPIError as exc:
+                wait = rate_limited_wait(exc)
+                if wait is not None:
+                    self.run.stats.count("rate_limited")
+                    limiter.pause(wait)  # every thread holds back, not just this one
+                raise
+            finally:
+                endpoint = f"{prepared_request.method} {errors.request_path(prepared_request)}"
+                limiter.release(ticket, endpoint, ok=answered)
+
+        return attempt
+
+    @override
     def validate_response(self, response: requests.Response) -> None:
         status = response.status_code
         if status < HTTPStatus.BAD_REQUEST:
@@ -128,7 +160,7 @@ class CustomerIOStream(RESTStream[Any]):
             raise RetriableAPIError(message, response)
         if status == HTTPStatus.UNAUTHORIZED:
             raise errors.AuthenticationError(
-                errors.authentication_message(self._tap.region, self._tap.api_origin)
+                errors.authentication_message(self.run.region, self.run.api_origin)
             )
         if status == HTTPStatus.FORBIDDEN:
             raise errors.ForbiddenError(errors.forbidden_message(errors.request_path(response)))
@@ -136,16 +168,19 @@ class CustomerIOStream(RESTStream[Any]):
             raise errors.NotFoundError(message)
         raise FatalAPIError(message)
 
+    @override
     def response_error_message(self, response: requests.Response) -> str:
         """Status and path only: Customer.io error bodies may echo email addresses."""
         return errors.http_error_message(response)
 
     # ------------------------------------------------------------------ retries
-    def request_decorator(
-        self, func: Callable[..., requests.Response]
-    ) -> Callable[..., requests.Response]:
-        """Retry transient failures (bounded in tries and time), then fail with one clear line."""
-        max_time = float(self.config.get("max_retry_seconds", 300))
+    @override
+    def request_decorator(self, func: RequestFunc) -> RequestFunc:
+        """Budget every attempt, retry transient failures (bounded), then fail in one clear line.
+
+        Retries are bounded in tries (max_retries) and in time (max_retry_seconds).
+        """
+        max_time = settings.number(self.config, "max_retry_seconds")
         retrying = backoff.on_exception(
             self.backoff_wait_generator,
             RETRYABLE_EXCEPTIONS,
@@ -153,9 +188,9 @@ class CustomerIOStream(RESTStream[Any]):
             max_time=max_time,
             on_backoff=self.backoff_handler,
             jitter=self.backoff_jitter,
-            giveup=errors.is_certificate_failure,  # retrying cannot help
+            giveup=is_certificate_failure,  # retrying cannot help
             logger=None,
-        )(func)
+        )(self.budgeted(func))
 
         @functools.wraps(func)
         def request(
@@ -165,26 +200,32 @@ class CustomerIOStream(RESTStream[Any]):
             try:
                 return retrying(prepared, context)
             except RETRYABLE_EXCEPTIONS as exc:
-                if errors.is_certificate_failure(exc):
-                    raise errors.TlsError(errors.tls_message(self._tap.api_origin)) from None
+                if is_certificate_failure(exc):
+                    raise errors.CertificateError(
+                        errors.certificate_message(self.run.api_origin)
+                    ) from None
                 raise errors.RetriesExhaustedError(
                     errors.retries_exhausted_message(exc, time.monotonic() - started)
                 ) from exc
 
         return request
 
-    def backoff_wait_generator(self) -> Generator[float, BaseException, None]:
+    @override
+    def backoff_wait_generator(self) -> Generator[float, BaseException | None, None]:
         return RetryPolicy().waits()
 
+    @override
     def backoff_max_tries(self) -> int:
-        return int(self.config.get("max_retries", 8)) + 1
+        return settings.integer(self.config, "max_retries") + 1
 
+    @override
     def backoff_jitter(self, value: float) -> float:
         """RetryPolicy jitters already, and a 429 must never wait less than Retry-After."""
         return value
 
-    def backoff_handler(self, details: Any) -> None:
-        self._tap.stats.count("retries")
+    @override
+    def backoff_handler(self, details: Details) -> None:
+        self.run.stats.count("retries")
         exc = details.get("exception")
         response = getattr(exc, "response", None)
         if isinstance(response, requests.Response):

@@ -1,28 +1,50 @@
-"""Errors the user can act on, phrased in one line, never carrying a key, an address or a response body.
+"""Errors the user can act on, in one line, never carrying a key, an address or a response body.
 
-Customer.io error bodies may echo the email addresses of the request, so messages are built from the status
-code, the reason phrase and the URL *path* only (paths hold cio_ids and segment ids, never addresses).
+The same three classes and two functions exist in each plugin (CONTRIBUTING.md, "Conventions"):
+`UserError` is the base of every failure the user can fix, and `exit_with` is the one place that
+turns one into what the user sees (the tap's ``invoke`` calls it).
+
+Customer.io error bodies may echo the email addresses of the request, so messages are built from
+the status code, the reason phrase and the URL *path* only (paths hold cio_ids and segment ids,
+never addresses).
 """
 
 from __future__ import annotations
 
-import ssl
+import logging
+import sys
 from http import HTTPStatus
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import requests
 from singer_sdk.exceptions import FatalAPIError, FatalSyncError
 
-
-class ActionableError(Exception):
-    """An error whose message tells the user what to do: the CLI prints it as one line, no traceback."""
+MAX_MESSAGE = 500  # characters of one error line
 
 
-class AuthenticationError(ActionableError, FatalAPIError):
+class UserError(Exception):
+    """A failure the user can fix; ``str(error)`` says how, in one line, without a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(UserError):
+    """A setting is wrong."""
+
+
+# The singer-sdk mixins (FatalAPIError, FatalSyncError) tell the SDK not to retry or go on.
+
+
+class CertificateError(UserError, FatalAPIError):
+    """The server's TLS certificate could not be verified: never retried, never bypassed."""
+
+
+class AuthenticationError(ConfigError, FatalAPIError):
     """401: wrong key type, revoked key, or the key's workspace lives in the other region."""
 
 
-class ForbiddenError(ActionableError, FatalAPIError):
+class ForbiddenError(UserError, FatalAPIError):
     """403: the key lacks a scope, or an IP allowlist rejects this host."""
 
 
@@ -30,28 +52,36 @@ class NotFoundError(FatalAPIError):
     """404 for a path the tap asked for."""
 
 
-class SegmentNotFoundError(ActionableError, FatalAPIError):
+class SegmentNotFoundError(ConfigError, FatalAPIError):
     """A configured segment id does not exist in the workspace."""
 
 
-class StuckCursorError(ActionableError, FatalSyncError):
-    """The search endpoint handed back a cursor or page it had already given: paging would never end."""
+class StuckCursorError(UserError, FatalSyncError):
+    """The search endpoint handed back a cursor or page it had already given: paging never ends."""
 
 
-class UnexpectedResponseError(ActionableError, FatalAPIError):
+class UnexpectedResponseError(UserError, FatalAPIError):
     """The API answered in a shape this tap cannot read."""
 
 
-class RetriesExhaustedError(ActionableError, FatalAPIError):
+class RetriesExhaustedError(UserError, FatalAPIError):
     """A transient failure outlasted every retry."""
 
 
-class TlsError(ActionableError, FatalAPIError):
-    """The server's TLS certificate could not be verified: never retried, never bypassed."""
+def one_line(text: str) -> str:
+    """``text`` on one line (whitespace collapsed) and at most `MAX_MESSAGE` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= MAX_MESSAGE else flat[: MAX_MESSAGE - 3] + "..."
+
+
+def exit_with(error: UserError, logger: logging.Logger) -> NoReturn:
+    """The one place a `UserError` becomes what the user sees: one ERROR line and the exit code."""
+    logger.error("%s", one_line(str(error)))
+    sys.exit(error.exit_code)
 
 
 def request_path(response_or_request: requests.Response | requests.PreparedRequest | None) -> str:
-    """The URL path of a request, without the query string (it is all the messages ever show)."""
+    """The URL path of a request, without the query string (all that messages ever show)."""
     url = getattr(response_or_request, "url", None) or ""
     return urlsplit(url).path or "/"
 
@@ -67,16 +97,16 @@ def status_summary(response: requests.Response) -> str:
 
 def authentication_message(region: str, api_origin: str) -> str:
     return (
-        f"Customer.io answered 401 Unauthorized from {api_origin}: check that app_api_key is an App API key "
-        f"(Account Settings > API Credentials > App API Keys, not a Track or Pipelines key) and that "
-        f"region '{region}' is the region of its workspace."
+        f"Customer.io answered 401 Unauthorized from {api_origin}: check that app_api_key is an "
+        f"App API key (Account Settings > API Credentials > App API Keys, not a Track or "
+        f"Pipelines key) and that region '{region}' is the region of its workspace."
     )
 
 
 def forbidden_message(path: str) -> str:
     return (
-        f"Customer.io answered 403 Forbidden for {path}: use an App API key whose scope allows reading People "
-        f"and segments, and check the workspace's IP allowlist."
+        f"Customer.io answered 403 Forbidden for {path}: use an App API key whose scope allows "
+        f"reading People and segments, and check the workspace's IP allowlist."
     )
 
 
@@ -90,36 +120,17 @@ def segment_not_found_message(segment_id: int) -> str:
 def http_error_message(response: requests.Response) -> str:
     """A generic one-line description of an HTTP error, safe to log."""
     method = response.request.method if response.request is not None else "request"
-    return f"Customer.io App API answered {status_summary(response)} for {method} {request_path(response)}"
-
-
-def is_certificate_failure(exc: BaseException) -> bool:
-    """True when ``exc`` comes from a failed certificate check (not a handshake cut short, which is retried).
-
-    requests wraps urllib3's error, which wraps the ssl module's: follow arguments, reasons and causes.
-    """
-    pending: list[object] = [exc]
-    seen: set[int] = set()
-    while pending and len(seen) < 20:
-        current = pending.pop()
-        if id(current) in seen or not isinstance(current, BaseException):
-            continue
-        seen.add(id(current))
-        if isinstance(current, ssl.SSLCertVerificationError):
-            return True
-        pending += [
-            *current.args,
-            getattr(current, "reason", None),
-            current.__cause__,
-            current.__context__,
-        ]
-    return False
-
-
-def tls_message(api_origin: str) -> str:
     return (
-        f"the TLS certificate of {api_origin} could not be verified: check api_url, and if a proxy "
-        f"inspects TLS, point REQUESTS_CA_BUNDLE at its CA certificate (verification is never turned off)."
+        f"Customer.io App API answered {status_summary(response)} "
+        f"for {method} {request_path(response)}"
+    )
+
+
+def certificate_message(api_origin: str) -> str:
+    return (
+        f"the TLS certificate of {api_origin} could not be verified: check api_url, and if a "
+        f"proxy inspects TLS, point REQUESTS_CA_BUNDLE at its CA certificate (verification is "
+        f"never turned off)."
     )
 
 
@@ -130,6 +141,7 @@ def retries_exhausted_message(exc: BaseException, elapsed: float) -> str:
     else:
         last, path = type(exc).__name__, request_path(getattr(exc, "request", None))
     return (
-        f"Customer.io App API request to {path} still failing after retrying for {elapsed:.0f} s "
-        f"(last: {last}); Customer.io may be degraded: try again later or raise max_retries."
+        f"Customer.io App API request to {path} still failing after retrying for "
+        f"{elapsed:.0f} s (last: {last}); Customer.io may be degraded: try again later or raise "
+        f"max_retries."
     )

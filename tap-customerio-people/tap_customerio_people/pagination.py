@@ -1,8 +1,9 @@
 """The search cursor: when paging ends, and when a server that never advances must stop us.
 
-Customer.io ends a search with ``next`` null, missing or ``""``; an empty page that still carries a cursor
-also ends it. A cursor seen before, or a page whose People were all delivered already, means the server is
-going round in circles: stop with an error rather than loop forever or emit duplicates.
+Customer.io ends a search with ``next`` null, missing or ``""``; an empty page that still carries a
+cursor also ends it. A cursor seen before, or a page whose People were all delivered already, means
+the server is going round in circles: stop with an error rather than loop forever or emit
+duplicates.
 """
 
 from __future__ import annotations

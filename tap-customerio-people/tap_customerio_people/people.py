@@ -1,7 +1,8 @@
 """Enumerate People with the search endpoint and hydrate them in batches of 100 cio_ids.
 
-Search pages carry only identifiers; attributes come from ``POST /v1/customers/attributes?id_type=cio_id``.
-Hydrating by ``cio_id`` (never by ``id``) keeps email-only People, whose ``id`` is null.
+Search pages carry only identifiers; attributes come from
+``POST /v1/customers/attributes?id_type=cio_id``. Hydrating by ``cio_id`` (never by ``id``) keeps
+email-only People, whose ``id`` is null.
 """
 
 from __future__ import annotations
@@ -9,17 +10,32 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import UnexpectedResponseError
 from .pagination import SearchCursor
 
 if TYPE_CHECKING:
-    from .client import CustomerIOStream
+    import requests
+
+    from .stats import RunStats
 
 HYDRATION_BATCH = 100  # the attributes endpoint takes 1 to 100 ids
 RECENT_PAGES = 3  # search pages whose ids are remembered to drop repeats
 EVERYONE_FILTER = {"and": [{"attribute": {"field": "cio_id", "operator": "exists"}}]}
+
+
+class Sender(Protocol):
+    """Sends one App API request, rate-limited and retried (the stream does)."""
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+    ) -> requests.Response: ...
 
 
 def search_filter(segment_ids: list[int]) -> dict[str, Any]:
@@ -54,7 +70,7 @@ class Identifier:
 
 
 def person_record(hit: Identifier, customer: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``people`` record: ids from search (falling back to the profile), attributes as returned."""
+    """The ``people`` record: ids from search (else from the profile), attributes as returned."""
     attributes = customer.get("attributes") or {}
     identifiers = customer.get("identifiers") or {}
     return {
@@ -75,8 +91,8 @@ def _customer_cio_id(customer: Mapping[str, Any]) -> str | None:
 class PeopleSearch:
     """Walks the search cursor and hands out chunks of new identifiers, ready for hydration."""
 
-    def __init__(self, stream: CustomerIOStream, body: dict[str, Any], page_size: int) -> None:
-        self.stream = stream
+    def __init__(self, api: Sender, body: dict[str, Any], page_size: int) -> None:
+        self.api = api
         self.body = body
         self.page_size = page_size
         self.cursor = SearchCursor()
@@ -91,14 +107,15 @@ class PeopleSearch:
             params: dict[str, Any] = {"limit": self.page_size}
             if self.cursor.start is not None:
                 params["start"] = self.cursor.start
-            page = self.stream.send("POST", "/customers", params=params, json=self.body).json()
+            page = self.api.send("POST", "/customers", params=params, json=self.body).json()
             hits = [
                 hit for raw in page.get("identifiers") or [] if (hit := Identifier.from_api(raw))
             ]
             if not hits and page.get("ids"):
                 raise UnexpectedResponseError(
-                    "Customer.io's People search answered without `identifiers` (only `ids`); this tap needs "
-                    "the current App API: check api_url points at https://api.customer.io or a faithful proxy."
+                    "Customer.io's People search answered without `identifiers` (only `ids`); "
+                    "this tap needs the current App API: check api_url points at "
+                    "https://api.customer.io or a faithful proxy."
                 )
             self.cursor.advance(page.get("next"), [hit.cio_id for hit in hits])
             fresh = []
@@ -117,11 +134,12 @@ class PeopleSearch:
 class Hydrator:
     """Fetches the profiles of one chunk and returns its records in the chunk's order."""
 
-    def __init__(self, stream: CustomerIOStream) -> None:
-        self.stream = stream
+    def __init__(self, api: Sender, stats: RunStats) -> None:
+        self.api = api
+        self.stats = stats
 
     def __call__(self, chunk: list[Identifier]) -> list[dict[str, Any]]:
-        response = self.stream.send(
+        response = self.api.send(
             "POST",
             "/customers/attributes",
             params={"id_type": "cio_id"},
@@ -137,5 +155,5 @@ class Hydrator:
         ]
         if missing := len(chunk) - len(records):
             # Deleted between search and hydration: Customer.io omits unknown ids.
-            self.stream._tap.stats.count("vanished", missing)
+            self.stats.count("vanished", missing)
         return records

@@ -1,9 +1,10 @@
 """Overlap slow, independent requests while keeping their results in a deterministic order.
 
-The search cursor is inherently sequential, but each of its pages fans out into independent attribute
-requests. A background thread walks the cursor and submits each chunk to a thread pool as soon as the page
-arrives; the caller receives the chunks' results in submission order. With 200 ms of latency and a 10 req/s
-budget, this keeps the budget busy, where one-request-at-a-time would use half of it.
+The search cursor is inherently sequential, but each of its pages fans out into independent
+attribute requests. A background thread walks the cursor and submits each chunk to a thread pool as
+soon as the page arrives; the caller receives the chunks' results in submission order. With 200 ms
+of latency and a 10 req/s budget, this keeps the budget busy, where one-request-at-a-time would use
+half of it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ _DONE = object()
 
 
 class _Feeder(Generic[T, R]):
-    """Walks ``produce`` in its own thread and queues one future per item, in order, with back-pressure."""
+    """Walks ``produce`` in its own thread; queues a future per item, in order, back-pressured."""
 
     def __init__(
         self,
@@ -73,11 +74,11 @@ def run_ahead(
     max_pending: int,
     cancelled: threading.Event,
 ) -> Iterator[R]:
-    """Yield ``work(item)`` for every item of ``produce``, in order, computing up to ``workers`` at once.
+    """Yield ``work(item)`` for every item of ``produce``, in order, up to ``workers`` at once.
 
-    ``produce`` runs in a background thread and may block on I/O; at most ``max_pending`` items are queued
-    ahead of the consumer. When the consumer stops early or anything fails, ``cancelled`` is set so that the
-    producer and in-flight work stand down; the first error is re-raised here.
+    ``produce`` runs in a background thread and may block on I/O; at most ``max_pending`` items are
+    queued ahead of the consumer. When the consumer stops early or anything fails, ``cancelled`` is
+    set so that the producer and in-flight work stand down; the first error is re-raised here.
     """
     pending: queue.Queue[object] = queue.Queue(maxsize=max_pending)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cio-hydrate")
@@ -94,9 +95,8 @@ def run_ahead(
             yield entry.result()
     finally:
         cancelled.set()
-        while (
-            True
-        ):  # free the feeder if it is blocked on a full queue, and drop work not yet started
+        # Free the feeder if it is blocked on a full queue, and drop work not yet started.
+        while True:
             try:
                 entry = pending.get_nowait()
             except queue.Empty:

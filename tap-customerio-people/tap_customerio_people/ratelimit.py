@@ -1,15 +1,18 @@
 """One client-side request budget shared by every thread and stream of a run.
 
-Customer.io counts "10 requests per 1 s" per key over a sliding window of *arrivals*: the 11th request must
-reach the server a full second after the 1st. So the budget schedules request starts, not completions:
+Customer.io counts "10 requests per 1 s" per key over a sliding window of *arrivals*: the 11th
+request must reach the server a full second after the 1st. So the budget schedules request starts,
+not completions:
 
-- starts are spaced ``1 / rate`` apart, so several requests are in flight at once when latency is high;
-- a start must also come a window (plus a small margin) after the start N requests earlier, N being the
-  window's count;
-- the server may count a request later than it was sent (queueing, a busy server). We cannot see when, but
-  a request that took longer than the fastest one to the same endpoint *may* have been counted that much
-  later, so the request N places after it waits that much longer too (bounded). This keeps zero 429s under
-  jitter without a large fixed margin, which would cost throughput on every request.
+- starts are spaced ``1 / rate`` apart, so several requests are in flight at once when latency is
+  high;
+- a start must also come a window (plus a small margin) after the start N requests earlier, N
+  being the window's count;
+- the server may count a request later than it was sent (queueing, a busy server). We cannot see
+  when, but a request that took longer than the fastest one to the same endpoint *may* have been
+  counted that much later, so the request N places after it waits that much longer too (bounded).
+  This keeps zero 429s under jitter without a large fixed margin, which would cost throughput on
+  every request.
 
 A 429 pauses the whole budget (Retry-After), not only the thread that received it.
 """
@@ -36,14 +39,15 @@ class Ticket:
 
 
 class RateLimiter:
-    """Thread-safe scheduler of request starts; ``acquire()`` before sending, ``release()`` after."""
+    """Thread-safe scheduler of request starts: ``acquire()``, send, ``release()``."""
 
     def __init__(
         self, rate: float, *, margin: float = SAFETY_MARGIN, max_delay: float = MAX_DELAY_CREDIT
     ) -> None:
         if not rate > 0:
             raise ValueError("rate must be greater than 0 requests per second")
-        # "r per second" as the server counts it: N requests per window of N / r seconds (1 per 1/r below 1/s).
+        # "r per second" as the server counts it: N requests per window of N / r seconds
+        # (below 1/s: 1 request per 1 / r seconds).
         self.window_count = max(1, math.floor(rate))
         self.window = self.window_count / rate
         self.interval = 1.0 / rate
@@ -83,8 +87,8 @@ class RateLimiter:
     def release(self, ticket: Ticket, endpoint: str, *, ok: bool = True) -> None:
         """The request of ``ticket`` is over; ``endpoint`` groups comparable requests.
 
-        Only successful answers teach the fastest time: a reset connection answers in a millisecond and
-        would make every normal request look late.
+        Only successful answers teach the fastest time: a reset connection answers in a millisecond
+        and would make every normal request look late.
         """
         with self._cond:
             now = time.monotonic()
@@ -106,7 +110,8 @@ class RateLimiter:
         earliest = max(self._last_start + self.interval, self._paused_until)
         if len(self._recent) == self.window_count:
             oldest = self._recent[0]
-            # Still in flight: it may yet be counted, so wait for its answer (release() wakes us), up to a bound.
+            # Still in flight: it may yet be counted, so wait for its answer (release() wakes us),
+            # up to a bound.
             delay = oldest.delay if oldest.done is not None else self.max_delay
             earliest = max(earliest, oldest.start + self.window * (1 + self.margin) + delay)
         return earliest

@@ -1,18 +1,25 @@
-"""The tap's settings (names fixed by DESIGN.md) and the checks JSON Schema cannot express.
+"""The tap's settings, each declared once, and the checks JSON Schema cannot express.
 
-Every check here runs before the first request, and each problem is one line that says what to change.
+`CONFIG_SCHEMA` holds every setting's name, type, default, description and limits (``--about``
+shows them, and the README's settings table follows it); code reads a setting through `value`,
+`number` or `integer`, which fall back to the declared default, and never repeats one.
+
+Every check here runs before the first request, and each problem is one line that says what to
+change.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
+import functools
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
 from singer_sdk import typing as th
 from singer_sdk.plugin_base import JSONSchemaValidator
+
+from .urls import normalized_origin, origin_error
 
 REGION_HOSTS = {"us": "https://api.customer.io", "eu": "https://api-eu.customer.io"}
 WORKSPACE_HOSTS = {"fly.customer.io": "us", "us.fly.customer.io": "us", "eu.fly.customer.io": "eu"}
@@ -26,13 +33,16 @@ CONFIG_SCHEMA = th.PropertiesList(
         required=True,
         secret=True,
         title="App API key",
-        description="Customer.io App API key (Bearer), from Account Settings > API Credentials > App API Keys.",
+        description=(
+            "Customer.io App API key (Bearer), from Account Settings > API Credentials > "
+            "App API Keys."
+        ),
     ),
     th.Property(
         "region",
         th.StringType(nullable=False),
         default="us",
-        allowed_values=["us", "eu"],
+        allowed_values=list(REGION_HOSTS),
         title="Region",
         description="Region of the workspace: us (api.customer.io) or eu (api-eu.customer.io).",
     ),
@@ -40,15 +50,19 @@ CONFIG_SCHEMA = th.PropertiesList(
         "workspace_url",
         th.StringType,
         title="Workspace URL",
-        description=f"Optional workspace URL, e.g. {WORKSPACE_URL_EXAMPLE}; an eu.fly.customer.io host implies "
-        "region eu.",
+        description=(
+            f"Optional workspace URL, e.g. {WORKSPACE_URL_EXAMPLE}; an eu.fly.customer.io host "
+            "implies region eu."
+        ),
     ),
     th.Property(
         "api_url",
         th.StringType,
         title="API URL override",
-        description="Override of the App API origin; requests go to {api_url}/v1/... Plain http:// is only "
-        "accepted for loopback hosts.",
+        description=(
+            "Override of the App API origin; requests go to {api_url}/v1/... Plain http:// is "
+            "only accepted for loopback hosts."
+        ),
     ),
     th.Property(
         "segment_ids",
@@ -61,21 +75,25 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.NumberType(nullable=False, exclusive_minimum=0),
         default=10,
         title="Requests per second",
-        description="Client-side budget shared by every request of the run (Customer.io allows 10/s).",
+        description=(
+            "Client-side budget shared by every request of the run (Customer.io allows 10/s)."
+        ),
     ),
     th.Property(
         "page_size",
         th.IntegerType(nullable=False, minimum=1, maximum=MAX_PAGE_SIZE),
         default=MAX_PAGE_SIZE,
         title="Search page size",
-        description="People per search page (at most 1000).",
+        description=f"People per search page (at most {MAX_PAGE_SIZE}).",
     ),
     th.Property(
         "hydration_concurrency",
         th.IntegerType(nullable=False, minimum=1, maximum=64),
         default=8,
         title="Hydration concurrency",
-        description="Attribute requests in flight at once; the requests_per_second budget still applies.",
+        description=(
+            "Attribute requests in flight at once; the requests_per_second budget still applies."
+        ),
     ),
     th.Property(
         "max_retries",
@@ -100,9 +118,47 @@ CONFIG_SCHEMA = th.PropertiesList(
     ),
 ).to_dict()
 
+# The tap's own settings, copied before the SDK appends its built-ins to CONFIG_SCHEMA in place.
+PROPERTIES: Mapping[str, Mapping[str, Any]] = MappingProxyType(dict(CONFIG_SCHEMA["properties"]))
+SECRETS = tuple(name for name, prop in PROPERTIES.items() if prop.get("secret"))
 
+
+# ---------------------------------------------------------------------------------- reading
+def default(name: str) -> Any:
+    """The default declared for setting ``name`` (None when it declares none)."""
+    return PROPERTIES[name].get("default")
+
+
+@functools.cache
+def _validator(name: str) -> Any:
+    return JSONSchemaValidator(dict(PROPERTIES[name]))
+
+
+def value(config: Mapping[str, Any], name: str) -> Any:
+    """Setting ``name`` as the run uses it: the configured value, else the declared default.
+
+    A value its declaration rejects counts as unset too: config is validated before any request,
+    so this only matters where the SDK does not validate (``--discover``).
+    """
+    given = config.get(name)
+    if given is None or not _validator(name).is_valid(given):
+        return default(name)
+    return given
+
+
+def number(config: Mapping[str, Any], name: str) -> float:
+    """A numeric setting (see `value`)."""
+    return float(value(config, name))
+
+
+def integer(config: Mapping[str, Any], name: str) -> int:
+    """An integer setting (see `value`)."""
+    return int(value(config, name))
+
+
+# ---------------------------------------------------------------------------------- checking
 def schema_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
-    """JSON Schema problems (filling in defaults as a side effect), never echoing a secret's value."""
+    """JSON Schema problems (filling in defaults as a side effect), never echoing a secret."""
     secrets = {name for name, prop in schema.get("properties", {}).items() if prop.get("secret")}
     problems = []
     for error in JSONSchemaValidator(schema).iter_errors(config):
@@ -116,6 +172,22 @@ def schema_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
             where = "".join(f"[{part!r}]" for part in path)
             problems.append(f"{error.message} in config{where}" if where else error.message)
     return problems
+
+
+def secret_error(value: object, setting: str) -> str | None:
+    """Why ``value`` cannot be the secret ``setting`` (never echoing it), or None.
+
+    A key is a non-empty string of visible ASCII: a space, line break or control character copied
+    along with it would break the request, or smuggle a header into it.
+    """
+    if not isinstance(value, str) or not value:
+        return f"{setting} must be a non-empty string"
+    if not all("!" <= char <= "~" for char in value):
+        return (
+            f"{setting} contains a space, line break or other character no key has: "
+            "copy the key again without them"
+        )
+    return None
 
 
 def workspace_region(workspace_url: str) -> tuple[str | None, str | None]:
@@ -133,37 +205,15 @@ def workspace_region(workspace_url: str) -> tuple[str | None, str | None]:
     return WORKSPACE_HOSTS[host], None
 
 
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def api_url_error(api_url: str) -> str | None:
-    """Why ``api_url`` cannot be used as the API origin, or None when it can."""
-    try:
-        parts = urlsplit(api_url.strip())
-        host = (parts.hostname or "").lower()
-    except ValueError:
-        host = ""
-    if not host or parts.scheme not in ("http", "https"):
-        return "api_url must be an http(s) origin such as https://api.customer.io"
-    if parts.username or parts.password:
-        return "api_url must not contain credentials; put the key in app_api_key"
-    if parts.query or parts.fragment:
-        return "api_url must not contain a query string or fragment"
-    if parts.scheme == "http" and not is_loopback_host(host):
-        return f"api_url must use https:// for {host} (plain http:// is only allowed for loopback hosts)"
-    return None
-
-
 def config_errors(config: Mapping[str, Any], *, region_given: bool) -> list[str]:
-    """Problems JSON Schema cannot see. ``region_given``: the user set region (rather than the default)."""
+    """Problems JSON Schema cannot see. ``region_given``: the user set region (not the default)."""
     errors: list[str] = []
-    region = config.get("region") or "us"
+    for name in SECRETS:
+        secret = config.get(name)
+        # A value of the wrong type or empty is the schema's to report, once.
+        if isinstance(secret, str) and secret and (error := secret_error(secret, name)):
+            errors.append(error)
+    region = config.get("region")
     workspace_url, api_url = config.get("workspace_url"), config.get("api_url")
     if workspace_url and isinstance(workspace_url, str):
         implied, error = workspace_region(workspace_url)
@@ -172,16 +222,17 @@ def config_errors(config: Mapping[str, Any], *, region_given: bool) -> list[str]
         elif region_given and implied != region:
             host = urlsplit(workspace_url.strip()).hostname
             errors.append(
-                f"region is '{region}' but workspace_url is on {host}, a workspace of region '{implied}': "
-                f"set region to '{implied}' or fix workspace_url"
+                f"region is '{region}' but workspace_url is on {host}, a workspace of region "
+                f"'{implied}': set region to '{implied}' or fix workspace_url"
             )
-    if api_url and isinstance(api_url, str) and (error := api_url_error(api_url)):
+    if api_url and isinstance(api_url, str) and (error := origin_error(api_url, "api_url")):
         errors.append(error)
     return errors
 
 
+# ---------------------------------------------------------------------------------- deriving
 def effective_region(config: Mapping[str, Any], *, region_given: bool) -> str:
-    """The region to use: the one set, else the one the workspace URL implies, else us."""
+    """The region to use: the one set, else the one the workspace URL implies, else the default."""
     if (
         not region_given
         and isinstance(workspace_url := config.get("workspace_url"), str)
@@ -190,16 +241,16 @@ def effective_region(config: Mapping[str, Any], *, region_given: bool) -> str:
         implied, _ = workspace_region(workspace_url)
         if implied:
             return implied
-    return config.get("region") or "us"
+    return str(value(config, "region"))
 
 
 def api_origin(config: Mapping[str, Any], region: str) -> str:
     """Where requests go: ``{origin}/v1/...``."""
     if api_url := config.get("api_url"):
-        return re.sub(r"/+$", "", api_url.strip())
+        return normalized_origin(api_url)
     return REGION_HOSTS[region]
 
 
 def segment_ids(config: Mapping[str, Any]) -> list[int]:
-    """Configured segment ids, de-duplicated, in the order given."""
+    """Configured segment ids, de-duplicated, in the order given (none set: every Person)."""
     return list(dict.fromkeys(config.get("segment_ids") or []))

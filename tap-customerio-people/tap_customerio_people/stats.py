@@ -1,4 +1,7 @@
-"""Counters of one run (requests, 429s, retries), shared by every thread, logged at the end of a stream."""
+"""Counters of one run (requests, 429s, retries), shared by every thread, logged after a stream.
+
+`RunStats` is the same in every plugin (CONTRIBUTING.md, "Conventions").
+"""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from singer_sdk import typing as th
 from singer_sdk.pagination import OffsetPaginator
+from typing_extensions import override
 
 from . import errors, settings
 from .client import CustomerIOStream
@@ -57,19 +58,20 @@ class PeopleStream(CustomerIOStream):
         th.Property("unsubscribed", th.BooleanType, description="Unsubscribed from all messages."),
     ).to_dict()
 
+    @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         segment_ids = settings.segment_ids(self.config)
         if segment_ids:
             self.check_segments(segment_ids)
-        page_size = int(self.config.get("page_size", settings.MAX_PAGE_SIZE))
-        workers = int(self.config.get("hydration_concurrency", 8))
+        page_size = settings.integer(self.config, "page_size")
+        workers = settings.integer(self.config, "hydration_concurrency")
         search = PeopleSearch(self, search_filter(segment_ids), page_size)
         self.cancelled = threading.Event()
         started, emitted = time.monotonic(), 0
         batches_per_page = math.ceil(page_size / HYDRATION_BATCH)
         for records in run_ahead(
             search.chunks(),
-            Hydrator(self),
+            Hydrator(self, self.run.stats),
             workers=workers,
             max_pending=max(workers, PAGES_AHEAD * batches_per_page),
             cancelled=self.cancelled,
@@ -77,10 +79,11 @@ class PeopleStream(CustomerIOStream):
             emitted += len(records)
             yield from records
         elapsed = max(time.monotonic() - started, 1e-9)
-        stats = self._tap.stats.snapshot()
+        stats = self.run.stats.snapshot()
         self.logger.info(
-            "people: %d records from %d search pages in %.1f s (%.0f/s); %d requests, %d rate limited (429), "
-            "%d retries, %d duplicates skipped, %d vanished before hydration",
+            "people: %d records from %d search pages in %.1f s (%.0f/s); %d requests, "
+            "%d rate limited (429), %d retries, %d duplicates skipped, "
+            "%d vanished before hydration",
             emitted,
             search.cursor.pages,
             elapsed,
@@ -93,7 +96,10 @@ class PeopleStream(CustomerIOStream):
         )
 
     def check_segments(self, segment_ids: list[int]) -> None:
-        """Fail fast on a segment that does not exist; warn about one still building (People may be missing)."""
+        """Fail fast on a segment that does not exist; warn about one still building.
+
+        People who join a segment still building are missing from this run.
+        """
         for segment_id in segment_ids:
             try:
                 segment = self.send("GET", f"/segments/{segment_id}").json().get("segment") or {}
@@ -105,7 +111,8 @@ class PeopleStream(CustomerIOStream):
             if state is not None and state not in SEGMENT_READY_STATES:
                 progress = segment.get("progress")
                 self.logger.warning(
-                    "segment %d is still building (state %s%s): People who join it later are read on the next run",
+                    "segment %d is still building (state %s%s): People who join it later are "
+                    "read on the next run",
                     segment_id,
                     state,
                     f", {progress}%" if progress is not None else "",
@@ -141,12 +148,16 @@ class SegmentsStream(CustomerIOStream):
 class SuppressionOffsetPaginator(OffsetPaginator):
     """Offset paging that ends on a short page."""
 
+    @override
     def has_more(self, response: requests.Response) -> bool:
-        return len(response.json().get("suppressions") or []) >= self._page_size
+        return len(response.json().get("suppressions") or []) >= self.page_size
 
 
 class SuppressionsStream(CustomerIOStream):
-    """Addresses Customer.io (as the sender) suppresses: bounces, blocks, spam reports, invalid emails."""
+    """Addresses Customer.io (as the sender) suppresses.
+
+    One partition per kind: bounces, blocks, spam reports, invalid emails.
+    """
 
     name = "suppressions"
     path = "/esp/suppression/{type}"
@@ -169,15 +180,19 @@ class SuppressionsStream(CustomerIOStream):
     ).to_dict()
 
     @property
+    @override
     def partitions(self) -> list[dict[str, Any]]:
         return [{"type": kind} for kind in SUPPRESSION_TYPES]
 
-    def get_new_paginator(self) -> SuppressionOffsetPaginator:  # type: ignore[override]
+    @override
+    def get_new_paginator(self) -> SuppressionOffsetPaginator:
         return SuppressionOffsetPaginator(start_value=0, page_size=SUPPRESSION_PAGE_SIZE)
 
+    @override
     def get_url_params(self, context: Context | None, next_page_token: Any) -> dict[str, Any]:
         return {"limit": SUPPRESSION_PAGE_SIZE, "offset": next_page_token or 0}
 
+    @override
     def post_process(
         self, row: dict[str, Any], context: Context | None = None
     ) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""tap-customerio-people: People, segments and suppressions from the Customer.io App API (US or EU)."""
+"""tap-customerio-people: People, segments and suppressions from Customer.io's App API, US or EU."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from singer_sdk import Tap
 from singer_sdk.exceptions import ConfigValidationError
+from typing_extensions import override
 
 from . import errors, settings
 from .ratelimit import RateLimiter
@@ -17,9 +18,21 @@ from .streams import PeopleStream, SegmentsStream, SuppressionsStream
 if TYPE_CHECKING:
     from types import FrameType
 
+    from singer_sdk.streams import Stream
+
+    from .client import CustomerIOStream
+
+# Sync order. Suppressions first: the mapper's hard-bounce check needs them before it verifies
+# People (the SDK would sort streams by name, which puts People first).
+STREAM_TYPES: tuple[type[CustomerIOStream], ...] = (
+    SuppressionsStream,
+    SegmentsStream,
+    PeopleStream,
+)
+
 
 class TapCustomerIOPeople(Tap):
-    """Reads every Person (or chosen segments) with current attributes, for email verification downstream."""
+    """Reads every Person (or chosen segments) with current attributes, for email verification downstream."""  # noqa: E501  # one line: it is --about's description
 
     name = "tap-customerio-people"
     package_name = "tap-customerio-people"
@@ -28,32 +41,32 @@ class TapCustomerIOPeople(Tap):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Built before any stream runs, so that every thread shares the very same budget.
-        rate = self.config.get("requests_per_second")
-        self.rate_limiter = RateLimiter(
-            float(rate) if isinstance(rate, (int, float)) and rate > 0 else 10.0
-        )
+        self.rate_limiter = RateLimiter(settings.number(self.config, "requests_per_second"))
         self.stats = RunStats()
 
+    @override
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        """JSON Schema, then the cross-setting rules: every problem in one line each, before any request."""
-        self._region_given = bool(self._config.get("region"))
+        """JSON Schema, then the cross-setting rules: one line per problem, before any request."""
+        self._region_given = bool(self.config.get("region"))
         schema = self.config_jsonschema
         self.append_builtin_config(schema)
-        errors = settings.schema_errors(self._config, schema)  # also fills in defaults
-        errors += settings.config_errors(self._config, region_given=self._region_given)
-        if errors and raise_errors:
-            raise ConfigValidationError("; ".join(errors), errors=errors, schema=schema)
-        for error in errors:
-            self.logger.warning("Config problem: %s", error)
-        return errors
+        # The SDK's config dict itself, so that defaults are filled in where streams read them.
+        problems = settings.schema_errors(self._config, schema)
+        problems += settings.config_errors(self.config, region_given=self._region_given)
+        if problems and raise_errors:
+            raise ConfigValidationError("; ".join(problems), errors=problems, schema=schema)
+        for problem in problems:
+            self.logger.warning("Config problem: %s", problem)
+        return problems
 
+    @override
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
         """Write the state reached, then exit 128+signum: a stopped extraction is not a success.
 
         The SDK exits 0 here, so `meltano run` would record a run cut short as complete.
         """
         try:
-            self._state_writer.write_state(self.state)
+            self.state_writer.write_state(self.state)
         finally:
             self.logger.warning(
                 "Stopped by signal %d before every record was read; run the tap again.", signum
@@ -61,13 +74,13 @@ class TapCustomerIOPeople(Tap):
             sys.exit(128 + signum)
 
     @classmethod
-    def invoke(cls, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    @override
+    def invoke(cls, *args: Any, **kwargs: Any) -> None:
         """A problem the user can fix ends the run with its one-line message, not a traceback."""
         try:
             super().invoke(*args, **kwargs)
-        except errors.ActionableError as exc:
-            cls.logger.error("%s", exc)
-            sys.exit(1)
+        except errors.UserError as exc:
+            errors.exit_with(exc, cls.logger)
 
     @functools.cached_property
     def region(self) -> str:
@@ -77,13 +90,23 @@ class TapCustomerIOPeople(Tap):
     def api_origin(self) -> str:
         return settings.api_origin(self.config, self.region)
 
-    def discover_streams(self) -> list[Any]:
-        # Suppressions first: the mapper's hard-bounce check needs them before it verifies People.
-        return [SuppressionsStream(self), SegmentsStream(self), PeopleStream(self)]
+    @override
+    def discover_streams(self) -> list[Stream]:
+        return [stream_type(self, run=self) for stream_type in STREAM_TYPES]
 
-    def load_streams(self) -> list[Any]:
-        """Sync in discovery order (the SDK sorts by name, which would put People before suppressions)."""
-        return self.discover_streams()
+    @property
+    @override
+    def streams(self) -> dict[str, Stream]:
+        """The SDK's streams, in `STREAM_TYPES` order (the order `sync_all` and discovery use)."""
+        streams = super().streams
+        rank: dict[type[Stream], int] = {kind: i for i, kind in enumerate(STREAM_TYPES)}
+        ordered = sorted(streams, key=lambda name: rank.get(type(streams[name]), len(rank)))
+        if list(streams) != ordered:
+            # Reorder the SDK's own cached dict in place, once: it is what every caller gets.
+            by_name = dict(streams)
+            streams.clear()
+            streams.update((name, by_name[name]) for name in ordered)
+        return streams
 
 
 if __name__ == "__main__":

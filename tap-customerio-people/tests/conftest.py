@@ -35,7 +35,7 @@ def parse_singer(text: str) -> tuple[list[dict[str, Any]], dict[str, list[dict[s
 
 
 def run_tap(config: dict[str, Any], streams: Iterable[str] = ("people",)) -> TapRun:
-    """Sync the selected streams in-process; stdout is captured the way the SDK's own test runner does."""
+    """Sync the selected streams in-process, capturing stdout as the SDK's own test runner does."""
     tap = TapCustomerIOPeople(config=dict(config))
     wanted = set(streams)
     for name, stream in tap.streams.items():

@@ -11,8 +11,9 @@ from tap_customerio_people.tap import TapCustomerIOPeople
 
 WORLD = World(seed=41, people=300)
 
-# The runner fixture is class-scoped and the test class is built at import, before any sandbox exists, so
-# the config is a dict that the module fixture below points at the sandbox once it has started.
+# The runner fixture is class-scoped and the test class is built at import, before any sandbox
+# exists, so the config is a dict that the module fixture below points at the sandbox once it has
+# started.
 SAMPLE_CONFIG: dict = {
     "app_api_key": WORLD.keys.app_api_key,
     "api_url": "http://127.0.0.1:9",

@@ -87,6 +87,21 @@ def test_bad_config_exits_1_with_one_line_per_problem(make_sandbox, tmp_path: Pa
     assert sb.obs.requests_to("app") == 0
 
 
+def test_a_key_with_a_line_break_exits_1_naming_the_setting_not_the_key(
+    make_sandbox, tmp_path: Path
+) -> None:
+    sb: Sandbox = make_sandbox(seed=31, people=50)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(sb.tap_config(app_api_key=f"{sb.keys.app_api_key}\r\n")))
+    done = run("--config", str(config))
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    [problem] = [line for line in errors if not line.endswith("Config validation failed")]
+    assert "app_api_key contains a space, line break" in problem
+    assert sb.keys.app_api_key not in done.stderr and "Traceback" not in done.stderr
+    assert sb.obs.requests_to("app") == 0
+
+
 def test_401_is_one_line_in_the_log(make_sandbox, tmp_path: Path) -> None:
     sb: Sandbox = make_sandbox(seed=31, people=50)
     config = tmp_path / "config.json"

@@ -1,4 +1,5 @@
-"""The tap against the sandbox App API over real HTTP: completeness, filters, regions, faults, errors."""
+"""The tap against the sandbox App API over real HTTP: completeness, filters, regions, faults,
+errors."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def assert_exactly_once(people: list[dict], world: World) -> None:
     assert {r["cio_id"] for r in people} == {p.cio_id for p in world.iter_people()}
 
 
-# ---------------------------------------------------------------------------------------------- a full run
+# -------------------------------------------------------------------------------------- a full run
 @pytest.fixture(scope="module")
 def full_run(request: pytest.FixtureRequest) -> Iterator[tuple[Sandbox, World, object, list[str]]]:
     """One run over 4000 People at the real 10 req/s limit (fresh sandbox, counters from zero)."""
@@ -102,7 +103,7 @@ def test_segments_and_suppressions(full_run) -> None:
 
 
 def test_no_key_and_no_address_in_any_log_line(full_run) -> None:
-    sb, _, run, logs = full_run
+    sb, _, _, logs = full_run
     assert logs  # the tap did log
     text = "\n".join(logs)
     assert sb.keys.app_api_key not in text
@@ -110,7 +111,7 @@ def test_no_key_and_no_address_in_any_log_line(full_run) -> None:
     assert any("people: 4000 records" in line for line in logs)
 
 
-# ---------------------------------------------------------------------------------------------- segments
+# ---------------------------------------------------------------------------------------- segments
 def test_segment_ids_are_or_ed_in_one_search(make_sandbox, tap_run, caplog) -> None:
     sb = make_sandbox(seed=5, people=3000)
     sb.obs.faults.app_rate_limit = 0
@@ -132,7 +133,7 @@ def test_unknown_segment_fails_fast_naming_it(make_sandbox, tap_run) -> None:
     assert sb.obs.requests[("app", "POST /v1/customers")] == 0
 
 
-# ---------------------------------------------------------------------------------------------- regions
+# ----------------------------------------------------------------------------------------- regions
 def test_eu_workspace_reads_from_the_eu_server(make_sandbox, tap_run) -> None:
     sb = make_sandbox(seed=8, people=1200, region="eu")
     config = sb.tap_config(
@@ -159,7 +160,7 @@ def test_wrong_region_is_a_401_that_names_key_type_and_region(make_sandbox, tap_
     assert sb.obs.requests[("app", "POST /v1/customers")] == 1  # a 401 is not retried
 
 
-# ---------------------------------------------------------------------------------------------- faults
+# ------------------------------------------------------------------------------------------ faults
 def test_429_storms_lose_and_duplicate_nothing(make_sandbox, tap_run) -> None:
     sb = make_sandbox(seed=21, people=2500)  # 28 requests: about 3 s at 10 req/s, plus the storms
     sb.obs.faults.app_rate_limit = 0
@@ -173,7 +174,8 @@ def test_429_storms_lose_and_duplicate_nothing(make_sandbox, tap_run) -> None:
     assert_exactly_once(run.people, sb.world)
     assert sb.obs.rate_limited["app"] >= 3  # a request was turned away more than once
     assert run.tap.stats["rate_limited"] == sb.obs.rate_limited["app"]
-    # Retry-After pauses the whole budget: a storm costs about one 429 per second, not one per request.
+    # Retry-After pauses the whole budget: a storm costs about one 429 per second, not one per
+    # request.
     assert sb.obs.rate_limited["app"] <= 12
 
 
@@ -205,7 +207,7 @@ def test_retries_are_bounded_and_end_in_one_clear_line(make_sandbox, tap_run) ->
     assert sb.obs.requests[("app", "POST /v1/customers")] == 3
 
 
-# ---------------------------------------------------------------------------------------------- config
+# ------------------------------------------------------------------------------------------ config
 @pytest.mark.parametrize(
     "override",
     [

@@ -1,6 +1,7 @@
 """A search endpoint that never advances its cursor must stop the tap with an error, not loop.
 
-The sandbox's cursors always advance, so this one test stands up a deliberately broken App API on loopback.
+The sandbox's cursors always advance, so this one test stands up a deliberately broken App API on
+loopback.
 """
 
 from __future__ import annotations

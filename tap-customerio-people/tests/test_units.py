@@ -1,8 +1,12 @@
-"""The tricky logic on its own: rate budget, retry waits, Retry-After, config rules, cursor guard, pipeline."""
+"""The tricky logic on its own: rate budget, retry waits, Retry-After, config rules, cursor guard,
+pipeline."""
 
 from __future__ import annotations
 
+import itertools
+import logging
 import random
+import ssl
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -10,12 +14,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 from singer_sdk.exceptions import ConfigValidationError, RetriableAPIError
-from tap_customerio_people import errors, settings
+from tap_customerio_people import errors, settings, urls
 from tap_customerio_people.pagination import SearchCursor
 from tap_customerio_people.people import Identifier, person_record, search_filter
 from tap_customerio_people.pipeline import run_ahead
 from tap_customerio_people.ratelimit import RateLimiter
-from tap_customerio_people.retries import RetryPolicy, parse_retry_after, rate_limited_wait
+from tap_customerio_people.retry import (
+    RetryPolicy,
+    is_certificate_failure,
+    parse_retry_after,
+    rate_limited_wait,
+)
 from tap_customerio_people.tap import TapCustomerIOPeople
 
 KEY = "sk_app_0123456789abcdef"
@@ -33,7 +42,7 @@ def response(
     return resp
 
 
-# ---------------------------------------------------------------------------------------------- rate budget
+# ------------------------------------------------------------------------------------- rate budget
 def test_rate_limiter_spaces_starts_across_threads() -> None:
     limiter = RateLimiter(100)
     starts: list[float] = []
@@ -52,7 +61,7 @@ def test_rate_limiter_spaces_starts_across_threads() -> None:
     for t in threads:
         t.join()
     starts.sort()
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(starts) == 48
     assert min(gaps) >= limiter.interval - 1e-6
     # never more than window_count starts inside one window
@@ -110,19 +119,41 @@ def test_fractional_rates_keep_their_meaning() -> None:
     assert RateLimiter(7.5).window == pytest.approx(7 / 7.5)
 
 
-# ---------------------------------------------------------------------------------------------- retries
+# ----------------------------------------------------------------------------------------- retries
 def test_parse_retry_after_seconds_and_dates() -> None:
     now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
     assert parse_retry_after("1") == 1.0
     assert parse_retry_after(" 2.5 ") == 2.5
     http_date = (now + timedelta(seconds=3)).strftime("%a, %d %b %Y %H:%M:%S GMT")
-    assert parse_retry_after(http_date, now=now) == pytest.approx(3.0)
+    assert parse_retry_after(http_date, now=now.timestamp()) == pytest.approx(3.0)
     past = (now - timedelta(seconds=30)).strftime("%a, %d %b %Y %H:%M:%S GMT")
-    assert parse_retry_after(past, now=now) == 0.0
+    assert parse_retry_after(past, now=now.timestamp()) == 0.0
     assert parse_retry_after("soon") is None
     assert parse_retry_after("") is None
     assert parse_retry_after(None) is None
-    assert parse_retry_after("86400") == 120.0  # bounded
+    # Not capped where it is parsed (CONTRIBUTING.md): the caller bounds the wait.
+    assert parse_retry_after("86400") == 86400.0
+    long_429 = RetriableAPIError("429", response(429, {"Retry-After": "86400"}))
+    assert rate_limited_wait(long_429) == 120.0  # bounded
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "-inf", "1 s", "Mon, 99 Foo 2026"])
+def test_parse_retry_after_unreadable_is_none(value: str) -> None:
+    assert parse_retry_after(value) is None
+
+
+def test_certificate_failures_are_found_behind_wrappers() -> None:
+    verify = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    wrapped = requests.exceptions.SSLError(OSError("handshake", verify))
+    assert is_certificate_failure(wrapped)
+    try:
+        try:
+            raise verify
+        except ssl.SSLError as inner:
+            raise requests.exceptions.ConnectionError("boom") from inner
+    except requests.exceptions.ConnectionError as outer:
+        assert is_certificate_failure(outer)
+    assert not is_certificate_failure(requests.exceptions.SSLError("EOF in handshake"))
 
 
 def test_429_waits_at_least_retry_after() -> None:
@@ -150,7 +181,7 @@ def test_wait_generator_speaks_backoffs_protocol() -> None:
     assert gen.send(requests.exceptions.Timeout()) == 1.0
 
 
-# ---------------------------------------------------------------------------------------------- errors
+# ------------------------------------------------------------------------------------------ errors
 def test_error_messages_carry_no_body() -> None:
     body = b'{"errors":[{"detail":"jane.doe@example.com is invalid","status":"400"}]}'
     message = errors.http_error_message(response(400, body=body))
@@ -162,7 +193,7 @@ def test_error_messages_carry_no_body() -> None:
     assert "segment 42 does not exist" in errors.segment_not_found_message(42)
 
 
-# ---------------------------------------------------------------------------------------------- config
+# ------------------------------------------------------------------------------------------ config
 @pytest.mark.parametrize(
     ("config", "fragment"),
     [
@@ -233,7 +264,64 @@ def test_eu_workspace_without_region_picks_the_eu_host() -> None:
     assert tap.api_origin == "https://api-eu.customer.io"
 
 
-# ---------------------------------------------------------------------------------------------- search
+@pytest.mark.parametrize("bad_key", [f" {KEY}", f"{KEY}\n", f"{KEY}\r\nX-Injected: 1", "sk\tapp"])
+def test_a_key_with_a_space_or_control_character_is_one_line_without_the_key(
+    bad_key: str,
+) -> None:
+    with pytest.raises(ConfigValidationError) as caught:
+        TapCustomerIOPeople(config={"app_api_key": bad_key})
+    [problem] = caught.value.errors
+    assert problem.startswith("app_api_key contains a space, line break")
+    assert "\n" not in problem and KEY not in problem and "sk\t" not in problem
+    assert settings.secret_error(KEY, "app_api_key") is None
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("http://127.0.0.1:9/proxy", "must not contain a path"),
+        ("https://api.example.com/v1/", "must not contain a path"),
+        ("https://api.example.com#top", "fragment"),
+        ("http://127.0.0.1:notaport", "cannot be parsed"),
+        (42, "must be an http(s) origin"),
+    ],
+)
+def test_origin_rules(url: object, fragment: str) -> None:
+    error = urls.origin_error(url, "api_url")
+    assert error is not None and fragment in error and error.startswith("api_url ")
+    assert urls.origin_error("https://api-eu.customer.io/", "api_url") is None
+    assert urls.normalized_origin(" http://localhost:8080// ") == "http://localhost:8080"
+    assert urls.is_loopback_host("LOCALHOST") and urls.is_loopback_host("127.8.0.1")
+    assert not urls.is_loopback_host("10.0.0.1")
+
+
+def test_user_errors_share_one_base_and_one_exit(caplog: pytest.LogCaptureFixture) -> None:
+    for kind in (
+        errors.ConfigError,
+        errors.CertificateError,
+        errors.AuthenticationError,
+        errors.SegmentNotFoundError,
+        errors.RetriesExhaustedError,
+        errors.StuckCursorError,
+    ):
+        assert issubclass(kind, errors.UserError)
+    assert errors.UserError.exit_code == 1
+    assert errors.one_line("two\n  lines\t") == "two lines"
+    assert len(errors.one_line("x " * 1000)) == errors.MAX_MESSAGE
+    logger = logging.getLogger("test-exit-with")
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as caught:
+        errors.exit_with(errors.ConfigError("fix\nthis"), logger)
+    assert caught.value.code == 1
+    assert caplog.messages == ["fix this"]
+
+
+def test_streams_sync_suppressions_first() -> None:
+    tap = TapCustomerIOPeople(config={"app_api_key": KEY})
+    assert list(tap.streams) == ["suppressions", "segments", "people"]
+    assert [s["tap_stream_id"] for s in tap.catalog_dict["streams"]] == list(tap.streams)
+
+
+# ------------------------------------------------------------------------------------------ search
 def test_cursor_ends_on_empty_cursor_or_empty_page() -> None:
     for terminal in ("", None):
         cursor = SearchCursor()
@@ -286,7 +374,7 @@ def test_email_only_person_keeps_its_null_id() -> None:
     }
 
 
-# ---------------------------------------------------------------------------------------------- pipeline
+# ---------------------------------------------------------------------------------------- pipeline
 def test_run_ahead_keeps_order_and_overlaps_work() -> None:
     def work(n: int) -> int:
         time.sleep(random.Random(n).uniform(0.0, 0.05))
