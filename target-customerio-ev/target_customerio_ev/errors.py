@@ -33,6 +33,14 @@ class DeliveryError(UserError):
     """Writes did not land (retries exhausted, an unexpected answer): STATE does not move on."""
 
 
+class Terminated(UserError):
+    """A termination signal cut the run short: exit 128 + signal, so it is not a success."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
 def one_line(text: str) -> str:
     """`text` on one line (whitespace collapsed) and at most `MAX_MESSAGE` characters."""
     flat = " ".join(text.split())

@@ -33,6 +33,9 @@ class RecordBeforeSchemaError(InputError, RecordsWithoutSchemaException):
 
 
 class LineNumberingReader(MsgSpecReader):
+    """Reads Singer lines, numbering them so that every input error can say where it is."""
+
+    @override
     def __init__(self, *, on_stop: Callable[[], None] | None = None) -> None:
         """`on_stop` runs when reading ends by an exception (then the exception goes on)."""
         super().__init__()

@@ -15,7 +15,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from typing_extensions import override
 
 from .deadletter import DeadLetters
-from .errors import UserError, exit_with
+from .errors import Terminated, UserError, exit_with
 from .pipelines import PipelinesSender
 from .reader import LineNumberingReader
 from .settings import CONFIG_SCHEMA, Settings, config_errors
@@ -110,8 +110,8 @@ class TargetCustomerIOEV(Target):
             self.sender.flush()
         except Exception as exc:
             self.sender.abort()
-            self.logger.error("Stopped by signal %d: %s", signum, exc)
-            sys.exit(128 + signum)  # the reader's on_stop still closes the sender, logs the summary
+            # The reader's on_stop (or process_endofpipe) still closes the sender, logs the summary.
+            exit_with(Terminated(f"Stopped by signal {signum}: {exc}", signum), self.logger)
         self.logger.warning(
             "Stopped by signal %d: everything read so far has landed and its STATE was emitted; "
             "run again to finish.",
