@@ -36,7 +36,7 @@ def standard_tests_sandbox() -> Iterator[Sandbox]:
         yield sb
 
 
-class TestTapCustomerIOPeople(_BaseTests):  # type: ignore[misc, valid-type]
+class TestTapCustomerIOPeople(_BaseTests):  # type: ignore[misc, valid-type]  # built at runtime
     """The SDK's tap, stream and attribute suites."""
 
 

@@ -440,7 +440,8 @@ def test_repeats_across_neighbouring_pages_are_dropped_and_memory_stays_bounded(
             self.calls += 1
             return type("Response", (), {"json": lambda _self: page})()
 
-    search = PeopleSearch(FakeStream(), {}, page_size=4)  # type: ignore[arg-type]
+    fake = FakeStream()  # a Sender whose answers have .json() only
+    search = PeopleSearch(fake, {}, page_size=4)  # type: ignore[arg-type]  # not a real Response
     ids = [hit.cio_id for chunk in search.chunks() for hit in chunk]
     assert ids == [f"{p}-{i}" for p in range(10) for i in range(3)]
     assert search.duplicates == 9
