@@ -8,7 +8,7 @@
         result.evidence  # the trail: DNS records, MX hosts tried, SMTP replies, flags, timings
         results = await verifier.verify_many(addresses)  # input order; one check per address
 
-Settings are the mapper's (DESIGN.md names), see `VerifierConfig`. `emailverify-check ADDRESS...`
+Settings are the mapper's (README names), see `engine/config.py`. `emailverify-check ADDRESS...`
 prints verdicts and their trail.
 """
 

@@ -1,4 +1,4 @@
-"""The result taxonomy of DESIGN.md: these strings are a user-facing contract."""
+"""The result taxonomy (the README's verdict tables): these strings are a user-facing contract."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The verification engine: checks cheapest first, with the precedence of DESIGN.md.
+"""The verification engine: checks cheapest first, in the precedence of the README's list.
 
 Work is shared across a run: one DNS lookup per domain (concurrent callers wait for the same
 lookup), one catch-all probe per domain, one verification per distinct address. `verify` never

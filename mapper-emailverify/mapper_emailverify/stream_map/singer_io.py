@@ -154,6 +154,7 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
     def out(self) -> IO[bytes]:
         return self._out or sys.stdout.buffer
 
+    @override
     def write_message(self, message: Any) -> None:
         payload = message if isinstance(message, dict) else message.to_dict()
         with self._buffer_lock:
