@@ -1,4 +1,5 @@
-"""What the whole-job benchmarks share: peak memory of each plugin process, and a pre-filled mapper cache.
+"""What the whole-job benchmarks share: peak memory of each plugin process, and a pre-filled
+mapper cache.
 
 Running the pipeline itself and scoring it stay in `cio_sandbox.pipeline` and `cio_sandbox.report`.
 """
@@ -20,7 +21,8 @@ MB = 1024 * 1024
 
 
 def process_label(proc: psutil.Process) -> str | None:
-    """Which plugin (or meltano itself) a child process is: the console script on its command line."""
+    """Which plugin (or meltano itself) a child process is: the console script on its command
+    line."""
     try:
         args = proc.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
@@ -33,10 +35,12 @@ def process_label(proc: psutil.Process) -> str | None:
 
 
 class PeakRss:
-    """Samples the resident memory of every plugin process below this one, keeping each label's peak.
+    """Samples the resident memory of every plugin process below this one, keeping each label's
+    peak.
 
-    Polls with psutil (every `interval` seconds) rather than reading ru_maxrss, because the plugins may be
-    grandchildren (under `meltano run`) and each one's own peak is wanted, not the largest child's.
+    Polls with psutil (every `interval` seconds) rather than reading ru_maxrss, because the
+    plugins may be grandchildren (under `meltano run`) and each one's own peak is wanted, not the
+    largest child's.
     """
 
     def __init__(self, interval: float = 0.2) -> None:
@@ -78,7 +82,8 @@ class PeakRss:
 
 
 def cached_share(world: World, new_every: int) -> tuple[list[tuple[str, str, str]], int]:
-    """Verdicts (address, status, substatus) for every address but one in `new_every` (those are 'new').
+    """Verdicts (address, status, substatus) for every address but one in `new_every` (those are
+    'new').
 
     Returns the verdicts to pre-seed and how many addresses were left out of them.
     """
@@ -94,7 +99,8 @@ def cached_share(world: World, new_every: int) -> tuple[list[tuple[str, str, str
 
 
 def seed_cache(path: Path, verdicts: Iterable[tuple[str, str, str]], ttl_days: float = 30) -> None:
-    """Write verdicts with the mapper's own cache API (hashed keys, the same file format as a real run)."""
+    """Write verdicts with the mapper's own cache API (hashed keys, the same file format as a real
+    run)."""
     from mapper_emailverify.stream_map.verdict_cache import SqliteResultsCache, Verdict, address_key
 
     cache = SqliteResultsCache(path, ttl_days=ttl_days)

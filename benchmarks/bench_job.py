@@ -1,18 +1,21 @@
-"""The whole job: People per second for `meltano run` with everything cached but 5 % new addresses, and the
-peak memory of each process.
+"""The whole job: People per second for `meltano run` with everything cached but 5 % new
+addresses, and the peak memory of each process.
 
-A sandbox World of N People (default 100,000). Before the timed run, the mapper's cache (`cache_path`, written
-with the mapper's own `results_cache` API, so hashed keys and the real file format) holds a verdict for 95 % of
-the addresses; the other 5 % (every 20th Person) are new and are verified for real against the sandbox's DNS and
-SMTP servers. Then `meltano run tap-customerio-people emailverify target-customerio-ev` runs in the `sandbox`
-environment of the repository's `meltano.yml` (as `cio-sandbox demo` drives it: settings from env vars), with
-`--full-refresh --no-state-update` so it neither reads nor moves the project's own state. The App API keeps its
-10 req/s limit, so the tap's ceiling (about 909 People/s, see bench_tap.py) bounds the job: the figure is
-People/s over the wall-clock of the `meltano run` process (meltano's own start-up included) and its fraction of
-that ceiling. A psutil poller keeps each process's peak resident memory (meltano and the three plugins).
+A sandbox World of N People (default 100,000). Before the timed run, the mapper's cache
+(`cache_path`, written with the mapper's own `results_cache` API, so hashed keys and the real file
+format) holds a verdict for 95 % of the addresses; the other 5 % (every 20th Person) are new and are
+verified for real against the sandbox's DNS and SMTP servers. Then
+`meltano run tap-customerio-people emailverify target-customerio-ev` runs in the `sandbox`
+environment of the repository's `meltano.yml` (as `cio-sandbox demo` drives it: settings from env
+vars), with `--full-refresh --no-state-update` so it neither reads nor moves the project's own
+state. The App API keeps its 10 req/s limit, so the tap's ceiling (about 909 People/s, see
+bench_tap.py) bounds the job: the figure is People/s over the wall-clock of the `meltano run`
+process (meltano's own start-up included) and its fraction of that ceiling. A psutil poller keeps
+each process's peak resident memory (meltano and the three plugins).
 
-`--big` (not in `make bench`: about 10 minutes) repeats it over 1,000,000 People for the memory figure, with
-the sandbox's rate limit off and the tap allowed 1000 req/s, since at 10 req/s a million People take 18 minutes.
+`--big` (not in `make bench`: about 10 minutes) repeats it over 1,000,000 People for the memory
+figure, with the sandbox's rate limit off and the tap allowed 1000 req/s, since at 10 req/s a
+million People take 18 minutes.
 `--piped` runs the three executables piped by `cio_sandbox.pipeline.run_piped` instead of meltano.
 
     .venv/bin/python benchmarks/bench_job.py [--quick | --big] [--people N] [--piped]
@@ -147,7 +150,8 @@ def measure(
 
 
 def run(quick: bool = False, big: bool = False) -> dict[str, Any]:
-    """The suite's entry: the 100,000-People job through meltano (2,000 when quick); `big` adds 1,000,000."""
+    """The suite's entry: the 100,000-People job through meltano (2,000 when quick); `big` adds
+    1,000,000."""
     job = measure(QUICK_PEOPLE if quick else DEFAULT_PEOPLE)
     result: dict[str, Any] = {
         "benchmark": "job",
@@ -165,7 +169,8 @@ def run(quick: bool = False, big: bool = False) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # The docstring's first paragraph (argparse refills it), not just its first wrapped line.
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_PEOPLE} People")
     parser.add_argument(
         "--big", action="store_true", help=f"also {BIG_PEOPLE:,} People (memory; no rate limit)"

@@ -3,10 +3,10 @@
 A sandbox World with 500 mail domains whose every SMTP reply takes 50 ms; the People's addresses
 (the `normal` behaviour: honest mail hosts, spread over the 500 domains) are verified by
 `mapper-emailverify` (its executable on Singer input, no cache, default `concurrency`,
-`max_connections_per_mx` 3) and by `py3-validate-email` checking the same addresses (the first 200 of
-them: it is sequential, so its rate per address does not depend on how many). The figure is
-the ratio of the two rates (goal: at least 20x), and the sandbox's peak of simultaneous connections
-per mail host must never pass `max_connections_per_mx`.
+`max_connections_per_mx` 3) and by `py3-validate-email` checking the same addresses (the first
+200 of them: it is sequential, so its rate per address does not depend on how many). The figure
+is the ratio of the two rates (goal: at least 20x), and the sandbox's peak of simultaneous
+connections per mail host must never pass `max_connections_per_mx`.
 
 py3-validate-email runs in `.venv-peers` (see bench_mapper_cached.py) through a small runner given
 on its command line: its blacklist updater is switched off (`PY3VE_IGNORE_UPDATER`; there is no
@@ -75,10 +75,12 @@ print(json.dumps({"seconds_in_loop": time.perf_counter() - started, "results": r
 def ceilings(mail_hosts: int, connections: int, rcpts: int, verifications: int) -> dict[str, Any]:
     """What the settings and the 50 ms replies allow, from the round trips the engine really made.
 
-    Every reply is one round trip and costs SMTP_LATENCY: per connection the banner, EHLO, MAIL FROM and
-    QUIT (the engine waits for the server to hang up), plus one per RCPT (the catch-all probe included).
+    Every reply is one round trip and costs SMTP_LATENCY: per connection the banner, EHLO,
+    MAIL FROM and QUIT (the engine waits for the server to hang up), plus one per RCPT (the
+    catch-all probe included).
     Politeness ceiling: every mail host busy with `max_connections_per_mx` sessions all the time.
-    Concurrency ceiling: `concurrency` verifications in flight, each taking its share of round trips.
+    Concurrency ceiling: `concurrency` verifications in flight, each taking its share of round
+    trips.
     """
     round_trips = (4 * connections + rcpts) / max(verifications, 1)
     seconds = round_trips * SMTP_LATENCY

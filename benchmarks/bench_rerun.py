@@ -1,11 +1,12 @@
 """Cost of a re-run over unchanged People: App API requests, SMTP connections and Pipelines calls.
 
 The job (tap | mapper | target, the three executables piped as `meltano run` pipes them, via
-`cio_sandbox.pipeline.run_piped`) runs twice on one sandbox with one mapper cache. The sandbox's App API reads
-back what the first run landed, so on the second run every Person already carries fresh `EV_*` attributes.
-The sandbox's traffic counters are reset between the runs (what landed is kept) and read after the second. Goals: SMTP 0, Pipelines 0; the
-App API requests are what reading the workspace costs (one search page and ten attribute batches per 1000
-People, plus segments and suppressions), which nothing can avoid.
+`cio_sandbox.pipeline.run_piped`) runs twice on one sandbox with one mapper cache. The sandbox's
+App API reads back what the first run landed, so on the second run every Person already carries
+fresh `EV_*` attributes. The sandbox's traffic counters are reset between the runs (what landed is
+kept) and read after the second. Goals: SMTP 0, Pipelines 0; the App API requests are what reading
+the workspace costs (one search page and ten attribute batches per 1000 People, plus segments and
+suppressions), which nothing can avoid.
 
     .venv/bin/python benchmarks/bench_rerun.py [--quick]
 """
@@ -27,7 +28,8 @@ from cio_sandbox import Sandbox, World
 from cio_sandbox.pipeline import run_piped
 from cio_sandbox.report import evaluate
 
-RATE = 200  # the tap's request budget; the sandbox's 10 req/s limit is off: the cost counted is in calls
+# The tap's request budget; the sandbox's 10 req/s limit is off: the cost counted is in calls.
+RATE = 200
 
 
 def costs(snapshot: dict[str, Any]) -> dict[str, int]:

@@ -1,8 +1,9 @@
 """Tap throughput: People per second against the sandbox at 200 ms latency and the 10 req/s limit.
 
-Each 1000 People cost one search page and ten attribute batches, so at 10 requests per second the limit
-allows at most 10 * 1000 / 11 ~ 909 People per second: that is the ceiling. The tap should reach at least
-90 % of it without a single 429 (sequential requests at 200 ms would reach about half).
+Each 1000 People cost one search page and ten attribute batches, so at 10 requests per second the
+limit allows at most 10 * 1000 / 11 ~ 909 People per second: that is the ceiling. The tap should
+reach at least 90 % of it without a single 429 (sequential requests at 200 ms would reach about
+half).
 
     .venv/bin/python benchmarks/bench_tap.py            # 20000 People
     .venv/bin/python benchmarks/bench_tap.py --quick    # a smoke test
@@ -31,7 +32,8 @@ QUICK_PEOPLE = 3_000
 
 
 def ceiling(rate: float, page_size: int = PAGE_SIZE) -> float:
-    """People per second the rate limit allows: a page of People costs 1 search + ceil(n / 100) batches."""
+    """People per second the rate limit allows: a page of People costs 1 search + ceil(n / 100)
+    batches."""
     return rate * page_size / (1 + math.ceil(page_size / HYDRATION_BATCH))
 
 
@@ -92,7 +94,8 @@ def main() -> None:
     result = measure(args.people) if args.people else run(args.quick)
     print(json.dumps(result, indent=2))
     print(
-        f"tap: {result['people_per_second']:.0f} People/s = {result['fraction_of_ceiling']:.0%} of the "
+        f"tap: {result['people_per_second']:.0f} People/s = "
+        f"{result['fraction_of_ceiling']:.0%} of the "
         f"{result['ceiling_people_per_second']:.0f}/s ceiling at {RATE_LIMIT} req/s and "
         f"{LATENCY_S * 1000:.0f} ms latency; {result['rate_limited_429_received']} 429s received; "
         f"{result['records']} records, exactly once: {result['exactly_once']}"

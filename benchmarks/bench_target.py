@@ -1,7 +1,7 @@
 """Target benchmark: identifies per second into the sandbox Pipelines API, vs the official client.
 
-N People (default 100,000, so that start-up amortizes) from a sandbox World, with EV verdicts, are written to the same sandbox
-Pipelines server in the same run by:
+N People (default 100,000, so that start-up amortizes) from a sandbox World, with EV verdicts, are
+written to the same sandbox Pipelines server in the same run by:
 - `target-customerio-ev` (the executable, Singer input from a file on stdin, default settings), and
 - the official `customerio-cdp-analytics` client (`from customerio import analytics`, default
   settings, `analytics.host` pointed at the sandbox), sending the very same identifies (userId and

@@ -1,14 +1,19 @@
-"""The benchmark suite (issue #8): every benchmark against the sandbox, then one table of figures and goals.
+"""The benchmark suite (issue #8): every benchmark against the sandbox, then one table of figures
+and goals.
 
-    make bench                                   # the full suite (about 8 minutes), writes benchmarks/results.json
-    .venv/bin/python benchmarks/run.py --quick   # each benchmark on a small input (what the smoke test runs)
-    .venv/bin/python benchmarks/run.py --big     # also the whole job over 1,000,000 People (memory; +10 minutes)
-    .venv/bin/python benchmarks/run.py --only target --only job    # updates those rows of results.json
+    make bench                                  # the full suite (about 8 minutes),
+                                                # writes benchmarks/results.json
+    .venv/bin/python benchmarks/run.py --quick  # each benchmark on a small input
+                                                # (what the smoke test runs)
+    .venv/bin/python benchmarks/run.py --big    # also the whole job over 1,000,000 People
+                                                # (memory; +10 minutes)
+    .venv/bin/python benchmarks/run.py --only target --only job
+                                                # updates those rows of results.json
 
-Each figure that matters is a ratio measured side by side in the same run (against a peer) or a fraction of a
-ceiling the sandbox enforces; absolute rates are printed for context only. The table goes to stdout as
-Markdown (it is pasted into benchmarks/README.md); the full results, with every benchmark's own figures, go to
-benchmarks/results.json (results-quick.json for --quick).
+Each figure that matters is a ratio measured side by side in the same run (against a peer) or a
+fraction of a ceiling the sandbox enforces; absolute rates are printed for context only. The table
+goes to stdout as Markdown (it is pasted into benchmarks/README.md); the full results, with every
+benchmark's own figures, go to benchmarks/results.json (results-quick.json for --quick).
 """
 
 from __future__ import annotations
@@ -25,8 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_job
 import bench_mapper_cached
@@ -34,6 +38,8 @@ import bench_mapper_probe
 import bench_rerun
 import bench_tap
 import bench_target
+
+HERE = Path(__file__).resolve().parent
 
 BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
     "tap": bench_tap.run,
@@ -93,20 +99,24 @@ def mapper_probe_rows(r: dict[str, Any]) -> list[Row]:
     in_loop = r["in_loop_verifications_per_second"]["mapper_emailverify"]
     return [
         Row(
-            f"3. Mapper, probing: verifications/s ({r['addresses']} addresses, {r['domains']} domains, "
-            f"50 ms per SMTP reply)",
-            f"{r['mapper_emailverify_verifications_per_second']:.1f}/s (process); {in_loop:.0f}/s in loop",
+            f"3. Mapper, probing: verifications/s ({r['addresses']} addresses, "
+            f"{r['domains']} domains, 50 ms per SMTP reply)",
+            f"{r['mapper_emailverify_verifications_per_second']:.1f}/s (process); "
+            f"{in_loop:.0f}/s in loop",
             "≥ 20x py3-validate-email",
-            f"{r['ratio']:.1f}x py3-validate-email ({r['py3_validate_email_verifications_per_second']:.2f}/s); "
+            f"{r['ratio']:.1f}x py3-validate-email "
+            f"({r['py3_validate_email_verifications_per_second']:.2f}/s); "
             f"in loop {r['in_loop_verifications_per_second']['ratio']:.1f}x",
             met=r["ratio"] >= r["goal_ratio"],
         ),
         Row(
             "3. Mapper, probing: share of the ceilings (in loop)",
-            f"{r['fraction_of_politeness_ceiling']:.3f} of {r['politeness_ceiling_per_second']:.0f}/s "
+            f"{r['fraction_of_politeness_ceiling']:.3f} of "
+            f"{r['politeness_ceiling_per_second']:.0f}/s "
             f"({r['mail_hosts_contacted']} hosts x {r['max_connections_per_mx']} / "
             f"({r['smtp_round_trips_per_verification']} round trips x 50 ms)); "
-            f"{r['fraction_of_concurrency_ceiling']:.2f} of {r['concurrency_ceiling_per_second']:.0f}/s "
+            f"{r['fraction_of_concurrency_ceiling']:.2f} of "
+            f"{r['concurrency_ceiling_per_second']:.0f}/s "
             f"(concurrency {r['concurrency']})",
             "reported",
         ),
@@ -123,10 +133,12 @@ def target_rows(r: dict[str, Any]) -> list[Row]:
     loop, lat = r["loopback"], r["latency_20ms"]
     return [
         Row(
-            f"4. Target: records/s into the Pipelines fake ({r['identifies']:,} identifies, loopback)",
+            "4. Target: records/s into the Pipelines fake "
+            f"({r['identifies']:,} identifies, loopback)",
             f"{loop['target_records_per_second']:.0f}/s",
             "≥ 2x official client",
-            f"{loop['ratio']:.2f}x customerio-cdp-analytics ({loop['official_client_records_per_second']:.0f}/s, "
+            f"{loop['ratio']:.2f}x customerio-cdp-analytics "
+            f"({loop['official_client_records_per_second']:.0f}/s, "
             f"landed {loop['official_client_landed']:,}/{r['identifies']:,})",
             met=loop["ratio"] is not None and loop["ratio"] >= r["goal_ratio"],
         ),
@@ -134,7 +146,8 @@ def target_rows(r: dict[str, Any]) -> list[Row]:
             "4. Target: the same with 20 ms per Pipelines request",
             f"{lat['target_records_per_second']:.0f}/s",
             "reported",
-            f"{lat['ratio']:.2f}x customerio-cdp-analytics ({lat['official_client_records_per_second']:.0f}/s)",
+            f"{lat['ratio']:.2f}x customerio-cdp-analytics "
+            f"({lat['official_client_records_per_second']:.0f}/s)",
         ),
     ]
 
@@ -239,7 +252,8 @@ def previous_big_run(path: Path) -> dict[str, Any] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # The docstring's first paragraph (argparse refills it), not just its first wrapped line.
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--quick", action="store_true", help="small inputs: checks that each benchmark runs"
     )

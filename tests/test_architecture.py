@@ -146,7 +146,9 @@ def test_mapper_imports_run_only_downward() -> None:
 def test_engine_is_usable_without_singer() -> None:
     """Every engine module imports in a fresh interpreter without loading singer_sdk or
     stream_map: the README's "usable without Singer" is a checked fact."""
-    engine_modules = sorted(name for name in modules("mapper_emailverify") if name.startswith(ENGINE))
+    engine_modules = sorted(
+        name for name in modules("mapper_emailverify") if name.startswith(ENGINE)
+    )
     assert len(engine_modules) > 10
     script = (
         "import importlib, json, sys\n"

@@ -129,7 +129,8 @@ def test_one_clear_line(plugin: str, case: str, outcomes) -> None:
     errors = [
         line for line in done.stderr.splitlines() if "| ERROR" in line or "| CRITICAL" in line
     ]
-    # The SDK closes with a summary line of its own; the problem itself is one line that names the setting.
+    # The SDK closes with a summary line of its own; the problem itself is one line that names
+    # the setting.
     problems = [line for line in errors if not line.endswith("Config validation failed")]
     assert len(problems) == 1 and expected in problems[0], errors
     assert not any(secret in done.stderr for secret in outcomes["secrets"])

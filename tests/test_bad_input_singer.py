@@ -1,10 +1,10 @@
 """Bad input through the real executables.
 
 Hypothesis-made addresses and record shapes through `mapper-emailverify`: it never crashes and every
-record comes out, with a verdict. Malformed Singer input (broken JSON, a RECORD before its SCHEMA, an
-unknown message type) into the mapper and the target: exit non-zero with one clear line naming the
-input line, no traceback, the line's content (it may hold an address) never echoed, and no STATE
-emitted after the bad line.
+record comes out, with a verdict. Malformed Singer input (broken JSON, a RECORD before its SCHEMA,
+an unknown message type) into the mapper and the target: exit non-zero with one clear line naming
+the input line, no traceback, the line's content (it may hold an address) never echoed, and no
+STATE emitted after the bad line.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ STATE = {"type": "STATE", "value": {"bookmarks": {"people": {}}}}
 
 
 def singer_lines(stdout: str) -> list[str]:
-    """Singer messages are newline-delimited; str.splitlines() would also split inside a JSON string on
-    characters such as U+0085 or U+2028, which JSON carries unescaped."""
+    """Singer messages are newline-delimited; str.splitlines() would also split inside a JSON
+    string on characters such as U+0085 or U+2028, which JSON carries unescaped."""
     return [raw for raw in stdout.split("\n") if raw.strip()]
 
 
@@ -98,7 +98,8 @@ address = st.one_of(
         ]
     ),
 )
-# EV_* values are scalars here: a list or object in EV_Status crashes the mapper (its own test below).
+# EV_* values are scalars here: a list or object in EV_Status crashes the mapper (its own test
+# below).
 scalar = (
     st.none()
     | st.booleans()

@@ -1,4 +1,5 @@
-"""Each benchmark of `make bench` still runs (quick mode) and yields the figures the suite's table reads.
+"""Each benchmark of `make bench` still runs (quick mode) and yields the figures the suite's table
+reads.
 
 No timing assertion: benchmarks are measured by `benchmarks/run.py`, never judged by the test suite.
 """
@@ -50,7 +51,8 @@ NEEDS_PEERS = {"mapper_cached", "mapper_probe"}
 
 
 def load(name: str) -> ModuleType:
-    """A benchmark script as a module (they live outside any package; each puts its folder on sys.path)."""
+    """A benchmark script as a module (they live outside any package; each puts its folder on
+    sys.path)."""
     if str(BENCHMARKS_DIR) not in sys.path:
         sys.path.insert(0, str(BENCHMARKS_DIR))
     spec = importlib.util.spec_from_file_location(
@@ -70,11 +72,15 @@ def suite() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def peers() -> str | None:
-    """Why the peers' virtualenv (.venv-peers, made with pip on first use) is unavailable, or None."""
+    """Why the peers' virtualenv (.venv-peers, made with pip on first use) is unavailable, or
+    None."""
     try:
         load("bench_mapper_cached").ensure_peers()
     except (subprocess.CalledProcessError, OSError) as exc:
-        return f"the peers' virtualenv .venv-peers cannot be created (pip needs a package index): {exc}"
+        return (
+            "the peers' virtualenv .venv-peers cannot be created (pip needs a package index): "
+            f"{exc}"
+        )
     return None
 
 

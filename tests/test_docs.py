@@ -1,4 +1,5 @@
-"""The README's settings tables and meltano.yml's setting lists cannot drift from the plugins' `--about`."""
+"""The README's settings tables and meltano.yml's setting lists cannot drift from the plugins'
+`--about`."""
 
 from __future__ import annotations
 

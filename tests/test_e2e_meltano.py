@@ -1,7 +1,7 @@
 """The job as users run it: `meltano run` with the repository's meltano.yml, against the sandbox.
 
-Meltano installs each plugin into its own virtual environment; the tests point its system directory at a
-temporary folder so they never touch (or race with) a developer's `.meltano/`.
+Meltano installs each plugin into its own virtual environment; the tests point its system
+directory at a temporary folder so they never touch (or race with) a developer's `.meltano/`.
 """
 
 from __future__ import annotations
@@ -89,9 +89,11 @@ def test_meltano_run_writes_a_correct_verdict_on_every_person_and_reruns_write_n
 def test_the_mapper_works_between_another_tap_and_another_target(
     meltano_dir: Path, tmp_path: Path
 ) -> None:
-    """tap-jsonl reads a file of sign-ups (address nested in `contact`), target-csv writes the verdicts."""
+    """tap-jsonl reads a file of sign-ups (address nested in `contact`), target-csv writes the
+    verdicts."""
     with Sandbox(World(seed=22, people=400)) as sb:
-        # No bounce history travels with a file, so People whose truth is a hard bounce are left out.
+        # No bounce history travels with a file, so People whose truth is a hard bounce are
+        # left out.
         people = [p for p in sb.world.iter_people() if p.email and p.truth.case != "hard_bounce"][
             :150
         ]

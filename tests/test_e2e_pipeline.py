@@ -1,4 +1,5 @@
-"""The real job, end to end: the three executables piped together against a sandbox world of thousands of People."""
+"""The real job, end to end: the three executables piped together against a sandbox world of
+thousands of People."""
 
 from __future__ import annotations
 
@@ -102,7 +103,8 @@ def test_eu_region_end_to_end(make_sandbox: Callable[..., Sandbox], tmp_path: Pa
 def test_an_interrupted_run_resumes_to_full_coverage(
     make_sandbox: Callable[..., Sandbox], tmp_path: Path
 ) -> None:
-    """SIGKILL the target mid-run: the state it emitted is never ahead of what landed, and a re-run finishes."""
+    """SIGKILL the target mid-run: the state it emitted is never ahead of what landed, and a
+    re-run finishes."""
     sb = make_sandbox(World(seed=14, people=2000))
     sb.obs.faults.app_rate_limit = 0
     sb.obs.faults.pipelines_latency = 0.05

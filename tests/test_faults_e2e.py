@@ -228,8 +228,9 @@ def test_dns_and_smtp_faults_give_unknown_never_invalid(mail_faulted) -> None:
 
 
 def test_the_next_scheduled_run_reverifies_unknowns_caused_by_faults(mail_faulted) -> None:
-    """Transient Unknowns are trusted for `reverify_unknown_after_hours` only (default 20 h, so a daily
-    run retries them); past that window a re-run with default caching re-verifies exactly them."""
+    """Transient Unknowns are trusted for `reverify_unknown_after_hours` only (default 20 h, so a
+    daily run retries them); past that window a re-run with default caching re-verifies exactly
+    them."""
     sb, run, workdir = mail_faulted
     report = rerun_after_faults(
         sb, run, workdir, "rerun-default", {"reverify_unknown_after_hours": 0}

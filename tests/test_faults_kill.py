@@ -2,8 +2,8 @@
 
 One chain of runs over one world: each run resumes from the last STATE the previous run's target
 emitted and is killed at a seeded point (the mapper and the target once a number of new writes has
-landed, the tap, which is done before most writes land, after a number of App API requests); the last run is
-left to finish.
+landed, the tap, which is done before most writes land, after a number of App API requests); the
+last run is left to finish.
 Both pipes are relayed through the test, so every STATE is checked against what came before it:
 the mapper never forwards a STATE ahead of the records the tap sent before it, and each STATE the
 target emits is only emitted once every `people` record before it is held by the workspace.
@@ -11,6 +11,7 @@ target emits is only emitted once every `people` record before it is held by the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
@@ -82,10 +83,8 @@ class Relay:
             pass  # downstream died: stop, and let upstream see its pipe close
         finally:
             for end in (self.sink, self.source):
-                try:
+                with contextlib.suppress(OSError):
                     end.close()
-                except OSError:
-                    pass
 
 
 @dataclass

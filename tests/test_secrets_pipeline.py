@@ -19,6 +19,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import trustme
@@ -140,7 +141,8 @@ def test_no_address_in_info_logs(debug_run) -> None:
 
 
 def test_the_cache_stores_no_plain_address(debug_run, tmp_path: Path) -> None:
-    """Run the builtin backend over the same tap output, then read every byte of its SQLite files."""
+    """Run the builtin backend over the same tap output, then read every byte of its SQLite
+    files."""
     sb, workdir = debug_run
     cache = tmp_path / "cache.sqlite"
     cfg = write_config(tmp_path, MAPPER, sb.mapper_config(cache_path=str(cache)))
@@ -163,7 +165,7 @@ def test_the_cache_stores_no_plain_address(debug_run, tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------- TLS
 class _Counting(http.server.BaseHTTPRequestHandler):
-    seen: list[str] = []
+    seen: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
         self.seen.append(self.path)
@@ -228,7 +230,8 @@ def test_every_http_client_verifies_tls(untrusted_https, tmp_path: Path) -> None
     )
     (tmp_path / "in.jsonl").write_text(f"{SCHEMA_LINE}\n{record}\n")
     env = dict(os.environ)
-    # Default retry settings: a certificate failure must not be retried, and must say so in one line.
+    # Default retry settings: a certificate failure must not be retried, and must say so in
+    # one line.
     tap = stage(
         TAP,
         write_config(tmp_path, TAP, {"app_api_key": KEYS["app_api_key"], "api_url": url}),
