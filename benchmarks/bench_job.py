@@ -2,7 +2,7 @@
 addresses, and the peak memory of each process.
 
 A sandbox World of N People (default 100,000). Before the timed run, the mapper's cache
-(`cache_path`, written with the mapper's own `results_cache` API, so hashed keys and the real file
+(`cache_path`, written with the mapper's own `verdict_cache` API, so hashed keys and the real file
 format) holds a verdict for 95 % of the addresses; the other 5 % (every 20th Person) are new and are
 verified for real against the sandbox's DNS and SMTP servers. Then
 `meltano run tap-customerio-people emailverify target-customerio-ev` runs in the `sandbox`

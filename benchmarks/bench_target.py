@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cio_sandbox import Sandbox, World
-from target_customerio_ev.encode import pipelines_identify
+from target_customerio_ev.pipelines import pipelines_identify
 from target_customerio_ev.identify import Write, WriteBuilder
 
 TARGET = Path(sys.executable).parent / "target-customerio-ev"

@@ -38,6 +38,13 @@ CASES: dict[tuple[str, str], tuple[dict[str, Any], str]] = {
     (TARGET, "wrong_type"): ({"max_in_flight": "many"}, "max_in_flight"),
     (TARGET, "public_http"): ({"api_url": "http://cdp.customerio.invalid"}, "https://"),
     (TARGET, "contradiction"): ({"update_only": True}, "update_only"),
+    # A key pasted with a line break or a space would break (or inject into) the HTTP headers.
+    (TAP, "malformed_key"): ({"app_api_key": "PASTEDKEY\nX-Injected: 1"}, "app_api_key"),
+    (MAPPER, "malformed_key"): (
+        {"backend": "emailverify", "emailverify_api_key": "PASTEDKEY with spaces"},
+        "emailverify_api_key",
+    ),
+    (TARGET, "malformed_key"): ({"pipelines_api_key": "PASTEDKEY\r\n"}, "pipelines_api_key"),
 }
 KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
@@ -133,5 +140,5 @@ def test_one_clear_line(plugin: str, case: str, outcomes) -> None:
     # the setting.
     problems = [line for line in errors if not line.endswith("Config validation failed")]
     assert len(problems) == 1 and expected in problems[0], errors
-    assert not any(secret in done.stderr for secret in outcomes["secrets"])
+    assert not any(secret in done.stderr for secret in [*outcomes["secrets"], "PASTEDKEY"])
     assert done.stdout == "", "nothing may be emitted on a bad config"
