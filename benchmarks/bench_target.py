@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from cio_sandbox import Sandbox, World
-from target_customerio_ev.pipelines import pipelines_identify
 from target_customerio_ev.identify import Write, WriteBuilder
+from target_customerio_ev.pipelines import pipelines_identify
 
 TARGET = Path(sys.executable).parent / "target-customerio-ev"
 VERIFIED_AT = "2026-11-01T10:30:15Z"
