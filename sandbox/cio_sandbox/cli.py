@@ -54,6 +54,10 @@ def write_configs(sb: Sandbox, directory: Path) -> dict[str, Path]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # Before anything is printed: whoever reads "ready" may press Ctrl-C at once.
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     started = time.monotonic()
     ports = Ports.from_base(args.port_base) if args.port_base else Ports()
     sb = Sandbox(_world(args), host=args.host, ports=ports).start()
@@ -70,9 +74,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"\nSandbox ready in {elapsed:.2f} s. Settings for a pipeline:\n")
         print(json.dumps(settings, indent=2))
         print("\nPress Ctrl-C to stop.", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(0.5):
         pass
     sb.stop()
