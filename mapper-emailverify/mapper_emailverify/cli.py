@@ -93,6 +93,10 @@ def render(result: Result) -> str:
     lines.extend(f"    {step}" for step in ev.steps if step.startswith("smtp:"))
     if ev.catch_all is not None:
         lines.append(f"    catch-all domain: {'yes' if ev.catch_all else 'no'}")
+    if ev.decided_by:
+        lines.append(f"    decided by: {ev.decided_by}")
+    if ev.decisive_reply:
+        lines.append(f"    reading: {ev.decisive_reply}")
     if ev.timings:
         lines.append("    timings: " + ", ".join(f"{k}={v:.3f}" for k, v in ev.timings.items()))
     return "\n".join(lines)

@@ -20,6 +20,7 @@ class Fakes:
     """DNS and prober in one: counts calls and answers with the configured outcome per domain."""
 
     smtp_unavailable = False
+    setup_confirmed = True
 
     def __init__(self) -> None:
         self.dns_verdicts: dict[str, SubStatus | None] = {}

@@ -278,6 +278,19 @@ class VerifierConfig:
         minimum=0,
         mapper=False,
     )
+    setup_refusal_providers: int = setting(
+        3,
+        "Independent mail providers that must refuse the probe itself (sender domain, IP, rate), "
+        "and no more answering about mailboxes, before the run stops as misconfigured.",
+        minimum=1,
+        mapper=False,
+    )
+    setup_grace: float | None = setting(
+        description="Seconds a refusal of the probe waits for that decision; defaults to "
+        "2 * smtp_timeout.",
+        exclusive_minimum=0,
+        mapper=False,
+    )
     port25_probe_hosts: int = setting(
         3,
         "Connect failures (timeout/unreachable) to distinct hosts, before any success, that mean "
@@ -315,6 +328,10 @@ class VerifierConfig:
     @property
     def session_timeout(self) -> float:
         return self.smtp_session_timeout or 3 * self.smtp_timeout
+
+    @property
+    def setup_decision_grace(self) -> float:
+        return self.setup_grace or 2 * self.smtp_timeout
 
     @property
     def sender(self) -> str:

@@ -42,6 +42,9 @@ class Evidence:
     backend: str = "builtin"
     steps: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    #: The rule that decided the verdict, and the server reply it read (when one decided).
+    decided_by: str = ""
+    decisive_reply: str | None = None
 
     def note(self, step: str) -> None:
         self.steps.append(step)

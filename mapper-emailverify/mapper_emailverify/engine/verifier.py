@@ -44,6 +44,16 @@ def _domain_interleaved(items: list[object], run: int) -> list[int]:
     return [index for _, _, index in sorted(keys)]
 
 
+_BOUNCED = "hard-bounce history: this address bounced before"
+
+
+def _decide(substatus: SubStatus, evidence: Evidence, rule: str) -> Result:
+    """A verdict whose evidence names the rule that decided it."""
+    evidence.note(rule)
+    evidence.decided_by = rule
+    return Result.of(substatus, evidence)
+
+
 class Resolver(Protocol):
     """Where a domain's mail goes (`dns_lookup.DnsClient`)."""
 
@@ -55,6 +65,9 @@ class Prober(Protocol):
 
     @property
     def smtp_unavailable(self) -> bool: ...
+
+    @property
+    def setup_confirmed(self) -> bool: ...
 
     async def probe(self, route: DomainRoute, address: str, needs_utf8: bool = False) -> Probe: ...
 
@@ -130,8 +143,11 @@ class Verifier:
             raise
         except Exception as exc:  # an engine bug must not take a pipeline down
             log.debug("verification failed unexpectedly: %r", exc, exc_info=True)
-            evidence.note(f"internal error: {type(exc).__name__}")
-            result = Result.of(SubStatus.SMTP_CONNECTION_FAILED, evidence)
+            result = _decide(
+                SubStatus.SMTP_CONNECTION_FAILED,
+                evidence,
+                f"internal error: {type(exc).__name__}",
+            )
         result.evidence.timings.setdefault("total_s", round(time.monotonic() - started, 4))
         return result
 
@@ -175,6 +191,15 @@ class Verifier:
         """True once this host was found unable to reach any mail server on the SMTP port."""
         return self._prober.smtp_unavailable
 
+    @property
+    def setup_confirmed(self) -> bool:
+        """Whether verdicts now describe the addresses, not the probe's own setup: a mail server
+        judged a recipient, or refusals of the probe stayed with too few hosts to matter (see
+        `smtp/setup_watch.py`). Always true when no SMTP probe is made."""
+        if self._remote is not None or not self.config.smtp_check:
+            return True
+        return self._prober.setup_confirmed
+
     # -- plumbing --------------------------------------------------------------------------------
 
     async def _run_and_release(self, addresses: Iterable[object]) -> list[Result]:
@@ -198,20 +223,18 @@ class Verifier:
 
     async def _verify(self, address: object, evidence: Evidence) -> Result:
         if address is None:
-            evidence.note("no address")
-            return Result.of(SubStatus.NO_EMAIL, evidence)
+            return _decide(SubStatus.NO_EMAIL, evidence, "no address")
         if not isinstance(address, str):
-            evidence.note(f"not a string ({type(address).__name__})")
-            return Result.of(SubStatus.INVALID_SYNTAX, evidence)
+            return _decide(
+                SubStatus.INVALID_SYNTAX, evidence, f"not a string ({type(address).__name__})"
+            )
         text = address.strip()
         if not text:
-            evidence.note("empty address")
-            return Result.of(SubStatus.NO_EMAIL, evidence)
+            return _decide(SubStatus.NO_EMAIL, evidence, "empty address")
         try:
             parsed = parse(text)
         except SyntaxProblem as problem:
-            evidence.note(f"syntax: {problem}")
-            return Result.of(SubStatus.INVALID_SYNTAX, evidence)
+            return _decide(SubStatus.INVALID_SYNTAX, evidence, f"syntax: {problem}")
         key = parsed.key
         if key in self._results:
             return self._for_input(self._results[key], address)
@@ -229,8 +252,11 @@ class Verifier:
             raise
         except Exception as exc:  # keep the waiters of this address going too
             log.debug("verification failed unexpectedly: %r", exc, exc_info=True)
-            evidence.note(f"internal error: {type(exc).__name__}")
-            result = Result.of(SubStatus.SMTP_CONNECTION_FAILED, evidence)
+            result = _decide(
+                SubStatus.SMTP_CONNECTION_FAILED,
+                evidence,
+                f"internal error: {type(exc).__name__}",
+            )
         except BaseException:
             future.cancel()
             raise
@@ -272,28 +298,30 @@ class Verifier:
         listed = self._disposable.match(address.ascii_domain)
         if listed:
             evidence.disposable = True
-            evidence.note(
-                f"disposable: {address.ascii_domain} is on the disposable list ({listed})"
+            return _decide(
+                SubStatus.DISPOSABLE_DOMAIN,
+                evidence,
+                f"disposable: {address.ascii_domain} is on the disposable list ({listed})",
             )
-            return Result.of(SubStatus.DISPOSABLE_DOMAIN, evidence)
         if self._remote is not None:
             return await self._verify_remote(address, evidence)
         return await self._verify_builtin(address, evidence)
 
     def _accepted(self, address: Address, evidence: Evidence) -> Result:
-        return Result.of(
-            SubStatus.ROLE_BASED if evidence.role else SubStatus.MAILBOX_EXISTS, evidence
-        )
+        if evidence.role:
+            evidence.decided_by += f"; role account ({address.local_part}@ is a role name)"
+            return Result.of(SubStatus.ROLE_BASED, evidence)
+        return Result.of(SubStatus.MAILBOX_EXISTS, evidence)
 
     async def _verify_remote(self, address: Address, evidence: Evidence) -> Result:
         if address.key in self._hard_bounces:
-            evidence.note("hard-bounce history: this address bounced before")
-            return Result.of(SubStatus.HARD_BOUNCE_HISTORY, evidence)
+            return _decide(SubStatus.HARD_BOUNCE_HISTORY, evidence, _BOUNCED)
         assert self._remote is not None
         started = time.monotonic()
         answer = await self._remote.check(address.normalized)
         evidence.timings["remote_s"] = round(time.monotonic() - started, 4)
         evidence.note(answer.trail)
+        evidence.decided_by = answer.trail
         if answer.substatus is None or answer.substatus is SubStatus.ROLE_BASED:
             return (
                 self._accepted(address, evidence)
@@ -312,17 +340,18 @@ class Verifier:
         evidence.mx_hosts = route.mx_names
         evidence.implicit_mx = route.implicit
         if route.verdict is not None:
+            last = route.records[-1] if route.records else str(route.verdict)
+            evidence.decided_by = f"dns: {last}"
             return Result.of(route.verdict, evidence)
         if address.key in self._hard_bounces:
-            evidence.note("hard-bounce history: this address bounced before")
-            return Result.of(SubStatus.HARD_BOUNCE_HISTORY, evidence)
+            return _decide(SubStatus.HARD_BOUNCE_HISTORY, evidence, _BOUNCED)
         if not self.config.smtp_check:
-            evidence.note("smtp: skipped (smtp_check is off)")
-            return Result.of(SubStatus.SMTP_UNAVAILABLE, evidence)
+            return _decide(
+                SubStatus.SMTP_UNAVAILABLE, evidence, "smtp: skipped (smtp_check is off)"
+            )
         reason = unverifiable_provider(address.ascii_domain, route.mx_names)
         if reason:
-            evidence.note(f"provider rule: {reason}")
-            return Result.of(SubStatus.PROVIDER_UNVERIFIABLE, evidence)
+            return _decide(SubStatus.PROVIDER_UNVERIFIABLE, evidence, f"provider rule: {reason}")
         started = time.monotonic()
         probe = await self._prober.probe(
             route, address.smtp_address, needs_utf8=address.ascii_email is None
@@ -331,6 +360,8 @@ class Verifier:
         evidence.smtp_replies = list(probe.replies)
         evidence.mx_tried = list(probe.hosts_tried)
         evidence.catch_all = probe.catch_all
+        evidence.decided_by = f"smtp: {probe.rule}" if probe.rule else "smtp"
+        evidence.decisive_reply = str(probe.decisive) if probe.decisive is not None else None
         if probe.catch_all:
             evidence.note("smtp: the domain accepts a random mailbox (catch-all)")
             return Result.of(SubStatus.CATCH_ALL, evidence)

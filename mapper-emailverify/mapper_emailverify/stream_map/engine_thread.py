@@ -44,10 +44,23 @@ class EngineThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
+        self._count_lock = threading.Lock()
 
     @property
     def started(self) -> bool:
         return self._loop is not None
+
+    @property
+    def idle(self) -> bool:
+        """No verification submitted and unanswered."""
+        return self._in_flight == 0
+
+    @property
+    def setup_confirmed(self) -> bool:
+        """The engine's verdicts describe the addresses, not its own setup (an engine that does
+        not say is trusted); False before the engine started."""
+        return self.engine is not None and bool(getattr(self.engine, "setup_confirmed", True))
 
     def start(self) -> None:
         if self._loop is not None:
@@ -71,6 +84,8 @@ class EngineThread:
         if self._loop is None:
             self.start()
         assert self._loop is not None
+        with self._count_lock:
+            self._in_flight += 1
         self._loop.call_soon_threadsafe(self._spawn, address, bounced, done)
 
     def close(self, *, cancel: bool = False, timeout: float = 30.0) -> None:
@@ -109,6 +124,8 @@ class EngineThread:
         except Exception as exc:  # the engine promises not to raise; a bug must not stop the run
             self.logger.debug("Verification raised %r", exc)
             status, substatus = "Unknown", "smtp_connection_failed"
+        with self._count_lock:
+            self._in_flight -= 1
         done(status, substatus)
 
     async def _shutdown(self, cancel: bool) -> None:

@@ -31,6 +31,7 @@ from typing_extensions import override
 from mapper_emailverify.engine.config import VerifierConfig
 from mapper_emailverify.engine.errors import ConfigError, UserError, exit_with
 from mapper_emailverify.stream_map.engine_thread import Engine, EngineThread
+from mapper_emailverify.stream_map.gate import FirstContactGate
 from mapper_emailverify.stream_map.ordering import ReorderBuffer
 from mapper_emailverify.stream_map.plan import PASS, Planner, Treatment, with_verdict_fields
 from mapper_emailverify.stream_map.progress import Progress, Ticker
@@ -128,6 +129,9 @@ class EmailVerifyMapper(InlineMapper):
         self._records = RecordVerifier(
             settings, cache, self._engine, self._out, self.progress, self.logger
         )
+        probing = engine_config.backend == "builtin" and engine_config.smtp_check
+        self._gate = FirstContactGate(self._out, self._engine, self.logger, active=probing)
+        self._records.after_verdict = self._gate.check
         self._ticker = Ticker(
             0.2, [self._flush_if_pending, cache.commit, self.progress.maybe_log], self.logger
         ).start()
@@ -151,12 +155,14 @@ class EmailVerifyMapper(InlineMapper):
         if plan.kind is Treatment.VERIFY:
             message_dict = with_verdict_fields(message_dict, self._records.names)
         self._out.barrier(message_dict)
+        self._gate.check()
         return ()
 
     @override
     def map_record_message(self, message_dict: dict[str, Any]) -> Iterable[Any]:
         out = self._out
         if out.size >= out.window:
+            self._gate.check()
             out.wait_for_room(self._stopping)
             self._check_stop()
         plan = self._planner.get(message_dict.get("stream"))
@@ -176,17 +182,20 @@ class EmailVerifyMapper(InlineMapper):
     @override
     def map_state_message(self, message_dict: dict[str, Any]) -> Iterable[Any]:
         self._out.barrier(message_dict)
+        self._gate.check()
         self._writer.flush()
         return ()
 
     @override
     def map_activate_version_message(self, message_dict: dict[str, Any]) -> Iterable[Any]:
         self._out.barrier(message_dict)
+        self._gate.check()
         return ()
 
     @override
     def process_endofpipe(self) -> None:
         """End of input: every record read is verified and written, then held STATE follows."""
+        self._gate.check()
         if not self._out.drain(self._stopping):
             self._check_stop()
         self._engine.close()

@@ -10,6 +10,10 @@ skips an unverified record.
 
 Records waiting for a verdict or held behind a barrier count against `window`; the reader blocks
 when it is full, so memory stays bounded whatever the input size.
+
+A gate (`hold` / `release`) stops all output while closed, in order: the mapper keeps it closed
+until the engine has shown that its verdicts describe the addresses and not its own setup (see
+`records.FirstContactGate`), so a run that must stop has written nothing.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class ReorderBuffer:
         self._cond = threading.Condition(threading.Lock())
         self._intervals: deque[Interval] = deque([Interval()])
         self._closed = False
+        self._open = True
         #: Records pending a verdict or held behind a barrier (read without the lock as a hint).
         self.size = 0
 
@@ -51,7 +56,7 @@ class ReorderBuffer:
     def ready(self, message: Message) -> None:
         """A record whose output is known now."""
         with self._cond:
-            if len(self._intervals) == 1:
+            if len(self._intervals) == 1 and self._open:
                 self._emit(message)
             else:
                 self._intervals[-1].held.append(message)
@@ -68,7 +73,8 @@ class ReorderBuffer:
     def barrier(self, message: Message) -> None:
         """A message that no record may cross (STATE, SCHEMA, ACTIVATE_VERSION)."""
         with self._cond:
-            if len(self._intervals) == 1 and self._intervals[0].pending == 0:
+            head = self._intervals[0]
+            if len(self._intervals) == 1 and head.pending == 0 and not head.held and self._open:
                 self._emit(message)
                 return
             self._intervals[-1].barrier = message
@@ -97,13 +103,40 @@ class ReorderBuffer:
             if self._closed:
                 return
             ticket.pending -= 1
-            if ticket is self._intervals[0]:
+            if ticket is self._intervals[0] and self._open:
                 self._emit(message)
                 self.size -= 1
                 self._advance()
             else:
                 ticket.held.append(message)
             self._cond.notify_all()
+
+    # -- the gate ----------------------------------------------------------------------------------
+
+    def hold(self) -> None:
+        """Close the gate: nothing is written until `release`."""
+        with self._cond:
+            self._open = False
+
+    def release(self, *, stay_open: bool = True) -> None:
+        """Write everything the gate held back that order allows; keep the gate open, or close
+        it again behind what was written (`stay_open=False`)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._open = True
+            head = self._intervals[0]
+            for message in head.held:
+                self._emit(message)
+            self.size -= len(head.held)
+            head.held.clear()
+            self._advance()
+            self._open = stay_open
+            self._cond.notify_all()
+
+    @property
+    def holding(self) -> bool:
+        return not self._open
 
     def close(self) -> tuple[int, int]:
         """Stop for good (SIGTERM): later completions are dropped, held barriers never written.
@@ -119,7 +152,7 @@ class ReorderBuffer:
 
     def _advance(self) -> None:
         intervals = self._intervals
-        while len(intervals) > 1 and intervals[0].pending == 0:
+        while self._open and len(intervals) > 1 and intervals[0].pending == 0:
             done = intervals.popleft()
             assert done.barrier is not None
             self._emit(done.barrier)

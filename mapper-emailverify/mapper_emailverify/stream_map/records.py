@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -58,6 +59,8 @@ class RecordVerifier:
         self.progress = progress
         self.logger = logger
         self._bounce_known = cache.has_bounces()
+        #: Set by the mapper: told after every verdict (see `gate.FirstContactGate`).
+        self.after_verdict: Callable[[], None] = lambda: None
 
     def verify(self, message: dict[str, Any], plan: StreamPlan) -> None:
         record = message.get("record")
@@ -147,6 +150,7 @@ class RecordVerifier:
         self._write(message["record"], status, substatus, now)
         self.progress.count_engine(status, substatus)
         self.out.complete(ticket, message)
+        self.after_verdict()
 
     def _write(self, record: dict[str, Any], status: str, substatus: str, at: float) -> None:
         names = self.names

@@ -6,6 +6,10 @@ reconnecting on "too many recipients". The first session of a domain first asks 
 mailbox: a domain that accepts it is catch-all, cached for the run, and its other recipients need no
 RCPT at all. Each mail host (by IP) gets at most `max_connections_per_mx` sessions at once, whatever
 the global concurrency.
+
+Every reply is read by `replies` (what it is about, and the rule that decided); a refusal of the
+probe itself (our sender, IP or rate) goes to the `SetupWatch`, which holds it until it knows
+whether that host refuses us or every host does (then the run stops, see `setup_watch`).
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ from mapper_emailverify.engine.result import SmtpReply
 from mapper_emailverify.engine.smtp.replies import (
     VERDICT_OF,
     Outcome,
+    Reading,
     Reply,
-    classify_rcpt,
-    classify_refusal,
+    read_rcpt,
+    read_refusal,
 )
 from mapper_emailverify.engine.smtp.session import SmtpFailure, SmtpSession, Timeouts
+from mapper_emailverify.engine.smtp.setup_watch import MAILBOX_LEVEL, SetupWatch
 from mapper_emailverify.taxonomy import Status, SubStatus
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,40 @@ class Probe:
     status: Status | None = None  # set when the reply gave a verdict (4xx full: Unknown)
     replies: list[SmtpReply] = field(default_factory=list)
     hosts_tried: list[str] = field(default_factory=list)
+    #: The rule that decided, and the reply it read (None when no reply decided: a timeout...).
+    rule: str = ""
+    decisive: SmtpReply | None = None
+    #: The refusal was about the probe itself (our sender, IP or rate), not the mailbox.
+    about_us: bool = False
+
+
+_CATCH_ALL_KNOWN = "catch-all: the domain accepted a random mailbox earlier in this run"
+
+
+def _ruled(reading: Reading) -> str:
+    return f"{reading.family}: {reading.rule}"
+
+
+@dataclass
+class _Failed:
+    """A mail host that would not let us ask about a recipient, and why."""
+
+    host: str
+    failure: SmtpFailure | None
+    refusal: Reply | None
+    stage: str
+    reply: SmtpReply | None  # the refusal as evidence
+
+
+#: Which refusal explains a domain best when its hosts refused differently: about us first.
+_REFUSAL_RANK = {
+    Outcome.SENDER: 0,
+    Outcome.BLOCKED: 1,
+    Outcome.RATE: 2,
+    Outcome.DEFERRED: 3,
+    Outcome.REFUSED: 4,
+    Outcome.UNAVAILABLE: 5,
+}
 
 
 @dataclass
@@ -145,6 +185,12 @@ class SmtpProber:
         self.config = config
         self.timeouts = Timeouts(config.connect_timeout, config.banner_timeout, config.smtp_timeout)
         self.watch = Port25Watch(config.port25_probe_hosts)
+        self.setup = SetupWatch(
+            config.setup_refusal_providers,
+            config.setup_decision_grace,
+            config.sender,
+            config.helo_hostname,
+        )
         self._domains: dict[str, _Domain] = {}
         self._host_slots: dict[str, asyncio.Semaphore] = {}
         self._no_tls: set[str] = set()
@@ -168,10 +214,28 @@ class SmtpProber:
             self._domains[name] = learned
         self._host_slots.clear()
         self.watch.reset_loop()
+        self.setup.reset_loop()
+
+    @property
+    def setup_confirmed(self) -> bool:
+        """A mail server judged a recipient (our probe works), or refusals of it stayed local."""
+        return self.setup.confirmed
 
     async def probe(self, route: DomainRoute, address: str, needs_utf8: bool = False) -> Probe:
+        """What the domain's mail servers say about `address`.
+
+        Raises `ProbeSetupError` when mail servers refuse the probe itself (see `setup_watch`).
+        """
+        if self.setup.failure is not None:
+            raise self.setup.failure
+        probe = await self._probe(route, address, needs_utf8)
+        if probe.about_us:
+            await self.setup.settle()
+        return probe
+
+    async def _probe(self, route: DomainRoute, address: str, needs_utf8: bool) -> Probe:
         if self.watch.unavailable:
-            return Probe(SubStatus.SMTP_UNAVAILABLE)
+            return Probe(SubStatus.SMTP_UNAVAILABLE, rule="port 25 unreachable from this host")
         domain = self._domains.get(route.domain)
         if domain is None or (
             domain.route is not route and domain.route.expires < time.monotonic()
@@ -180,7 +244,12 @@ class SmtpProber:
         if domain.sticky is not None:
             return domain.sticky
         if domain.catch_all:
-            return Probe(None, catch_all=True, replies=list(domain.setup_replies))
+            return Probe(
+                None,
+                catch_all=True,
+                replies=list(domain.setup_replies),
+                rule=_CATCH_ALL_KNOWN,
+            )
         item = _Pending(address, needs_utf8, asyncio.get_running_loop().create_future())
         domain.pending.append(item)
         domain.arrived.set()
@@ -220,7 +289,9 @@ class SmtpProber:
                         domain.probing = None
         except Exception as exc:  # never leave a recipient waiting forever
             log.debug("SMTP worker for a domain failed: %r", exc, exc_info=True)
-            self._answer_all(domain, Probe(SubStatus.SMTP_CONNECTION_FAILED))
+            self._answer_all(
+                domain, Probe(SubStatus.SMTP_CONNECTION_FAILED, rule="internal error in the prober")
+            )
         finally:
             domain.workers -= 1
 
@@ -232,7 +303,13 @@ class SmtpProber:
             return True
         if domain.catch_all:
             self._answer_all(
-                domain, Probe(None, catch_all=True, replies=list(domain.setup_replies))
+                domain,
+                Probe(
+                    None,
+                    catch_all=True,
+                    replies=list(domain.setup_replies),
+                    rule=_CATCH_ALL_KNOWN,
+                ),
             )
             return True
         return False
@@ -253,7 +330,7 @@ class SmtpProber:
     async def _one_session(self, domain: _Domain, prober: bool) -> None:
         """Open a session (with MX failover), optionally probe catch-all, then drain recipients."""
         tried: list[str] = []
-        failures: list[tuple[SmtpFailure | None, Reply | None, str]] = []
+        failures: list[_Failed] = []
         for host in domain.route.hosts:
             for ip in host.addresses:
                 async with self._slot(ip):
@@ -275,8 +352,9 @@ class SmtpProber:
                         return
                     await session.quit()  # closes at once when the connection is already broken
                     domain.setup_replies = list(session.transcript)
-                    stage = session.transcript[-1].command if session.transcript else "connect"
-                    failures.append((failure, refusal, stage))
+                    last = session.transcript[-1] if session.transcript else None
+                    stage = last.command if last is not None else "connect"
+                    failures.append(_Failed(host.name, failure, refusal, stage, last))
                     if (
                         failure is not None
                         and failure.kind == "unreachable"
@@ -285,9 +363,11 @@ class SmtpProber:
                         break  # other addresses of an unreachable host will not do better
         # Every mail host failed: the answer for every recipient of the domain (for this run),
         # unless they all only deferred (a busy 421 may be our own doing): then retry a little.
-        substatus = await self._failure_substatus(failures)
-        probe = Probe(substatus, replies=list(domain.setup_replies), hosts_tried=tried)
-        if failures and all(r is not None and 400 <= r.code < 500 for _, r, _ in failures):
+        probe = await self._failure_probe(failures)
+        probe.replies, probe.hosts_tried = list(domain.setup_replies), tried
+        if failures and all(
+            f.refusal is not None and 400 <= f.refusal.code < 500 for f in failures
+        ):
             await self._back_off(domain, probe)
             return
         domain.sticky = probe
@@ -360,24 +440,31 @@ class SmtpProber:
             return session, failure, None
         return session, None, None
 
-    async def _failure_substatus(
-        self, failures: list[tuple[SmtpFailure | None, Reply | None, str]]
-    ) -> SubStatus:
-        refusals = [(reply, stage) for _, reply, stage in failures if reply is not None]
-        if refusals:
-            ranked = [classify_refusal(reply, stage) for reply, stage in refusals]
-            for preferred in (SubStatus.SMTP_BLOCKED, SubStatus.GREYLISTED):
-                if preferred in ranked:
-                    return preferred
-            return ranked[0]
-        kinds = [failure.kind for failure, _, _ in failures if failure is not None]
+    async def _failure_probe(self, failures: list[_Failed]) -> Probe:
+        """The answer for a domain none of whose mail hosts let us ask about a recipient."""
+        readings = [
+            (read_refusal(f.refusal, f.stage), f) for f in failures if f.refusal is not None
+        ]
+        for reading, failed in readings:
+            if reading.about_us and failed.refusal is not None:
+                self.setup.refused(failed.host, reading, failed.refusal)
+        if readings:
+            ranked = sorted(readings, key=lambda r: _REFUSAL_RANK.get(r[0].outcome, 9))
+            reading, failed = ranked[0]
+            return Probe(
+                VERDICT_OF[reading.outcome][1],
+                rule=f"refused before any recipient: {reading.rule}",
+                decisive=failed.reply,
+                about_us=any(r.about_us for r, _ in readings),
+            )
+        kinds = [f.failure.kind for f in failures if f.failure is not None]
         if kinds and all(kind == "unreachable" for kind in kinds):
             if await self.watch.settle(self.timeouts.connect):
-                return SubStatus.SMTP_UNAVAILABLE
-            return SubStatus.SMTP_TIMEOUT
+                return Probe(SubStatus.SMTP_UNAVAILABLE, rule="port 25 unreachable from this host")
+            return Probe(SubStatus.SMTP_TIMEOUT, rule="no mail host could be reached")
         if "timeout" in kinds or "unreachable" in kinds:
-            return SubStatus.SMTP_TIMEOUT
-        return SubStatus.SMTP_CONNECTION_FAILED
+            return Probe(SubStatus.SMTP_TIMEOUT, rule="mail hosts did not answer in time")
+        return Probe(SubStatus.SMTP_CONNECTION_FAILED, rule="mail hosts dropped the connection")
 
     async def _converse(
         self, domain: _Domain, session: SmtpSession, prober: bool, tried: list[str]
@@ -392,10 +479,13 @@ class SmtpProber:
                     f"RCPT TO:<{_random_local_part()}@{domain.route.domain}>",
                     label="RCPT (catch-all probe)",
                 )
-                outcome = classify_rcpt(reply)
-                domain.catch_all = (
-                    True if outcome is Outcome.ACCEPTED else (False if reply.code >= 500 else None)
-                )
+                reading = self._judge(session.host, reply)
+                if reading.about_us:
+                    domain.catch_all = None  # the real recipients will meet the same refusal
+                elif reading.outcome is Outcome.ACCEPTED:
+                    domain.catch_all = True
+                else:
+                    domain.catch_all = False if reply.code >= 500 else None
                 domain.catch_all_checked = True
             except SmtpFailure as failure:
                 if failure.kind == "timeout":
@@ -408,7 +498,15 @@ class SmtpProber:
                 domain.setup_replies = setup
             if domain.catch_all:
                 self._answer_all(
-                    domain, Probe(None, catch_all=True, replies=setup, hosts_tried=tried)
+                    domain,
+                    Probe(
+                        None,
+                        catch_all=True,
+                        replies=setup,
+                        hosts_tried=tried,
+                        rule="catch-all: the domain accepts a random mailbox",
+                        decisive=setup[-1] if setup else None,
+                    ),
                 )
                 return
         asked = 0  # real recipients in this session: the first is asked whatever the deadline says
@@ -422,7 +520,12 @@ class SmtpProber:
                 continue
             if item.needs_utf8 and "SMTPUTF8" not in session.extensions:
                 item.future.set_result(
-                    Probe(SubStatus.SMTP_UNAVAILABLE, replies=setup, hosts_tried=tried)
+                    Probe(
+                        SubStatus.SMTP_UNAVAILABLE,
+                        replies=setup,
+                        hosts_tried=tried,
+                        rule="the address needs SMTPUTF8, which the server does not offer",
+                    )
                 )
                 continue
             item.attempts += 1
@@ -441,11 +544,13 @@ class SmtpProber:
                         SubStatus.SMTP_CONNECTION_FAILED,
                         replies=list(session.transcript),
                         hosts_tried=tried,
+                        rule=f"the connection failed at RCPT ({failure})",
                     ),
                 )
                 return
             sent += 1
-            outcome = classify_rcpt(reply)
+            reading = self._judge(session.host, reply)
+            outcome = reading.outcome
             replies = [*setup, session.transcript[-1]]
             if outcome is Outcome.TOO_MANY_RECIPIENTS and sent > 1:
                 domain.rcpt_limit = sent - 1  # later sessions stay under the server's limit
@@ -454,10 +559,28 @@ class SmtpProber:
                 return
             status, substatus = (None, None) if outcome is Outcome.ACCEPTED else VERDICT_OF[outcome]
             item.future.set_result(
-                Probe(substatus, domain.catch_all, status, replies=replies, hosts_tried=tried)
+                Probe(
+                    substatus,
+                    domain.catch_all,
+                    status,
+                    replies=replies,
+                    hosts_tried=tried,
+                    rule=_ruled(reading),
+                    decisive=replies[-1],
+                    about_us=reading.about_us,
+                )
             )
             if reply.code == 421:
                 return  # the server is closing the channel
+
+    def _judge(self, host: str, reply: Reply) -> Reading:
+        """Read a RCPT reply and tell the setup watch what it says about our probe."""
+        reading = read_rcpt(reply)
+        if reading.about_us:
+            self.setup.refused(host, reading, reply)
+        elif reading.outcome in MAILBOX_LEVEL:
+            self.setup.answered(host)
+        return reading
 
     async def _linger(self, domain: _Domain, deadline: float) -> bool:
         """Keep an idle session a moment for recipients still on their way (records stream in)."""
@@ -483,6 +606,9 @@ class SmtpProber:
     def _tarpit(self, domain: _Domain, session: SmtpSession, tried: list[str]) -> None:
         """A server too slow to answer within the budget will be as slow for the next recipient."""
         domain.sticky = Probe(
-            SubStatus.SMTP_TIMEOUT, replies=list(session.transcript), hosts_tried=tried
+            SubStatus.SMTP_TIMEOUT,
+            replies=list(session.transcript),
+            hosts_tried=tried,
+            rule="the server did not answer within smtp_timeout (a tarpit)",
         )
         self._answer_all(domain, domain.sticky)
