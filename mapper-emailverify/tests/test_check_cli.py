@@ -40,6 +40,11 @@ def test_prints_verdict_and_trail(sandbox: Sandbox) -> None:
     assert f"dns: MX {domain}: 10 mx1.{domain}." in out  # the records looked up
     assert "RCPT -> 250 2.1.5" in out and "RCPT -> 550" in out  # the SMTP reply codes
     assert "catch-all domain: no" in out
+    # Every verdict names the rule that decided it and the reply it read.
+    gone_block = out.split(f"{gone}: ", 1)[1].split("\n\n", 1)[0]
+    assert "decided by: smtp: 3 mailbox phrase: mailbox not found" in gone_block
+    assert "reading: " in gone_block and "RCPT -> 550" in gone_block
+    assert "decided by: disposable: gmial.com is on the disposable list" in out
 
 
 def test_json_output_and_config_file(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -53,6 +58,8 @@ def test_json_output_and_config_file(sandbox: Sandbox, tmp_path: Path) -> None:
     assert first["evidence"]["catch_all"] is True and first["evidence"]["smtp_replies"]
     assert (second["status"], second["substatus"]) == ("Invalid", "null_mx")
     assert "dns: MX null-mx-0.example: 0 . (ttl 300)" in second["evidence"]["steps"]
+    assert first["evidence"]["decided_by"].startswith("smtp: catch-all")
+    assert second["evidence"]["decided_by"] == "dns: MX null-mx-0.example: 0 . (ttl 300)"
 
 
 def test_bad_config_is_one_line_that_says_what_to_do(tmp_path: Path) -> None:

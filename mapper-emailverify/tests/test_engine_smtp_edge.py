@@ -217,3 +217,104 @@ def test_internationalized_mailbox_needs_smtputf8() -> None:
     assert asyncio.run(go(with_utf8)).substatus is None  # asked and accepted
     no_utf8 = standard(b"550 5.1.1 No\r\n")
     assert asyncio.run(go(no_utf8)).substatus is SubStatus.SMTP_UNAVAILABLE  # cannot be asked
+
+
+# -- refusals of the probe itself (engine/smtp/setup_watch.py) ---------------------------------
+
+SENDER_REFUSED = (
+    b"550 5.1.8 <probe@unroutable.invalid>: Sender address rejected: Domain not found\r\n"
+)
+
+
+def _routes(count: int) -> list[DomainRoute]:
+    return [
+        DomainRoute(
+            f"d{i}.example",
+            None,
+            (MailHost(f"mx.provider{i}.example", 10, ("127.0.0.1",)),),
+        )
+        for i in range(count)
+    ]
+
+
+def _probe_routes(port: int, routes: list[DomainRoute], **settings: object) -> list[object]:
+    async def go() -> list[object]:
+        config = VerifierConfig.from_settings(
+            {
+                "smtp_port": port,
+                "smtp_timeout": 0.5,
+                "smtp_session_linger": 0,
+                "helo_hostname": "verifier.example",
+                "mail_from": "probe@unroutable.invalid",
+                **settings,
+            }
+        )
+        prober = SmtpProber(config)
+        try:
+            return await asyncio.gather(
+                *(prober.probe(route, f"someone@{route.domain}") for route in routes),
+                return_exceptions=True,
+            )
+        finally:
+            await prober.aclose()
+
+    return asyncio.run(go())
+
+
+def _with_server(script: Script, run: Callable[[int], list[object]]) -> list[object]:
+    async def serve_and_run() -> list[object]:
+        server, port, _ = await serve(script)
+        try:
+            return await asyncio.to_thread(run, port)
+        finally:
+            server.close()
+
+    return asyncio.run(serve_and_run())
+
+
+def test_one_provider_refusing_our_sender_gives_its_addresses_unknown_blocked() -> None:
+    results = _with_server(
+        standard(SENDER_REFUSED), lambda port: _probe_routes(port, _routes(1), setup_grace=0.3)
+    )
+    [probe] = results
+    assert isinstance(probe, Probe), probe
+    assert probe.substatus is SubStatus.SMTP_BLOCKED and probe.about_us
+    assert "about our sender" in probe.rule
+
+
+def test_several_providers_refusing_our_sender_stop_the_run() -> None:
+    from mapper_emailverify.engine.smtp.setup_watch import ProbeSetupError
+
+    results = _with_server(
+        standard(SENDER_REFUSED), lambda port: _probe_routes(port, _routes(4), setup_grace=5)
+    )
+    errors = [r for r in results if isinstance(r, ProbeSetupError)]
+    assert len(errors) == len(results), results
+    message = str(errors[0])
+    assert "mail_from" in message and "probe@unroutable.invalid" in message
+    assert "someone@" not in message  # no Person's address in the one line
+
+
+def test_setup_watch_counts_providers_not_hosts() -> None:
+    from mapper_emailverify.engine.smtp.replies import Reply, read_rcpt
+    from mapper_emailverify.engine.smtp.setup_watch import SetupWatch, provider_of
+
+    assert provider_of("alt1.aspmx.l.google.com") == provider_of("aspmx.l.google.com")
+    assert provider_of("127.0.0.9") == "127.0.0.9"
+    refusal = Reply(550, ("5.7.1 Service unavailable; Client host [203.0.113.9] blocked",))
+    reading = read_rcpt(refusal)
+    assert reading.about_us
+
+    async def go() -> float:
+        watch = SetupWatch(3, grace=5, sender="probe@x.example", helo="x.example")
+        for host in ("mx1.google.com", "mx2.google.com", "mx3.google.com", "mx.other.example"):
+            watch.refused(host, reading, refusal)
+        assert watch.failure is None  # two providers, not four hosts
+        for i in range(3):
+            watch.answered(f"mx.answering{i}.example")
+        started = time.monotonic()
+        await watch.settle()  # more providers answer about mailboxes than refuse: no wait
+        assert watch.confirmed
+        return time.monotonic() - started
+
+    assert asyncio.run(go()) < 1

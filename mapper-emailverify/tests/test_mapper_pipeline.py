@@ -158,13 +158,15 @@ def test_tap_output_verified_in_order_then_cached_then_bounces(tap_world, tmp_pa
     figures = json.loads(report.read_text())
     assert figures["records"] == len(people) and sum(figures["by_status"].values()) == len(people)
     assert figures["completed"] is True
+    by_rule = figures["engine_verdicts_by_rule"]  # which rules decided, never which addresses
+    assert sum(by_rule.values()) == figures["by_source"]["engine"]
+    assert by_rule.get("smtp: 3 mailbox phrase", 0) > 0 and by_rule.get("dns", 0) > 0, by_rule
     first_smtp = sum(sb.obs.smtp_connections.values())
     assert first_smtp > 0
 
     # Run 2, same input, same cache: nothing is probed again. The suppressions read in run 1 void
-    # the
-    # cached verdicts of hard-bounced People, who now get Invalid/hard_bounce_history (no SMTP
-    # needed).
+    # the cached verdicts of hard-bounced People, who now get Invalid/hard_bounce_history (no
+    # SMTP needed).
     sb.obs.reset_counters()
     again, _ = run_mapper(config, tap_lines)
     assert sum(sb.obs.smtp_connections.values()) == 0 and sum(sb.obs.rcpt.values()) == 0

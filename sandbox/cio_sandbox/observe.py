@@ -50,6 +50,10 @@ class Faults:
     smtp_fault: str | tuple[str, ...] | None = None
     smtp_fault_rate: float = 0.0
     smtp_tarpit_seconds: float = 30.0
+    # Every mail host checks that the MAIL FROM domain resolves (MX or A in the world's DNS), as
+    # Postfix's reject_unknown_sender_domain does, and refuses every RCPT of a sender whose domain
+    # does not with this code: 450 (Postfix's default, unknown_address_reject_code) or 550.
+    smtp_sender_domain_check: int | None = None
 
     def storm(self, service: str, seconds: float) -> None:
         """Answer every request of ``service`` ("app" or "pipelines") with 429 for ``seconds``."""

@@ -14,6 +14,7 @@ from aiohttp import web
 from .loopback import bind_socket, ensure_loopback
 from .observe import Observatory
 from .world import World
+from .world_data import VERIFIER_DOMAIN
 
 T = TypeVar("T")
 
@@ -162,8 +163,8 @@ class Sandbox:
             "dns_timeout": 2.0,
             "smtp_port": self.smtp_port,
             "smtp_timeout": 4.0,
-            "helo_hostname": "verifier.sandbox.example",
-            "mail_from": "probe@verifier.sandbox.example",
+            "helo_hostname": VERIFIER_DOMAIN,
+            "mail_from": f"probe@{VERIFIER_DOMAIN}",
             "emailverify_api_url": self.emailverify_url,
             "emailverify_api_key": self.keys.emailverify_api_key,
             **overrides,

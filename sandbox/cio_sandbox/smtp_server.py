@@ -44,6 +44,8 @@ NO_EHLO = "502 5.5.2 Error: command not recognized"
 NO_MESSAGES = "554 5.7.1 This sandbox accepts no messages"
 ENHANCED_CODES = "250-ENHANCEDSTATUSCODES"
 # Spamhaus-listed client, refused at RCPT (Postfix reject_rbl_client wording).
+#: Postfix's reject_unknown_sender_domain, delayed to RCPT (smtpd_delay_reject = yes).
+SENDER_DOMAIN_NOT_FOUND = "{code} {klass}.1.8 <{sender}>: Sender address rejected: Domain not found"
 RBL_BLOCK = "550 5.7.1 Service unavailable; Client host [{client}] blocked using zen.spamhaus.org"
 # Block-listed client, refused at the banner (GMX/web.de "Nemesis" wording, Reacher's tests).
 BANNER_BLOCK = (
@@ -69,6 +71,10 @@ class MailWorld:
 
 
 SESSION_FAULTS = frozenset({"greylist", "tarpit", "disconnect", "busy_421"})
+
+
+def _domain_of(address: str | None) -> str:
+    return (address or "").rpartition("@")[2].strip().lower().rstrip(".")
 
 
 def _abort(transport: asyncio.BaseTransport) -> None:
@@ -141,6 +147,11 @@ class MailHost:
             return TOO_MANY_RCPT  # counted per connection: RSET does not reset it
         if server.fault == "greylist":
             return GREYLISTED
+        check = self.mail.obs.faults.smtp_sender_domain_check
+        if check is not None and not self.mail.world.resolves(_domain_of(envelope.mail_from)):
+            return SENDER_DOMAIN_NOT_FOUND.format(
+                code=check, klass=str(check)[0], sender=envelope.mail_from or ""
+            )
         if host.behavior in ("catch_all", "accept_all"):
             return OK
         if host.behavior == "policy_block":

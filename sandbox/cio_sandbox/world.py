@@ -53,6 +53,7 @@ from .world_data import (
     UNKNOWN,
     USER_UNKNOWN_REPLIES,
     VALID,
+    VERIFIER_DOMAIN,
     HostOptions,
     SegmentRow,
     SegmentRule,
@@ -217,6 +218,9 @@ class World:
         self._by_case: dict[str, list[str]] = {}
         self._hard_bounce_rules = [self.SUPPRESSION_RULES[k] for k in self.HARD_BOUNCE_KINDS]
         self._build_domains(domains, smtp_latency)
+        # The verifier's own name (the sandbox's helo_hostname and mail_from domain) resolves,
+        # so mail hosts that check a sender's domain accept the ready-made configuration.
+        self._record(VERIFIER_DOMAIN, "A", "127.0.0.1")
 
     # ------------------------------------------------------------------ domains, DNS and mail hosts
     def _next_ip(self) -> str:
@@ -246,6 +250,12 @@ class World:
         self.smtp_hosts[ip] = host
         self._record(hostname, "A", ip)
         return host
+
+    def resolves(self, name: str) -> bool:
+        """Whether `name` has an MX or an address record (what a mail host checks of a sender's
+        domain)."""
+        records = self.zone.get(name.lower().rstrip("."), {})
+        return any(records.get(kind) for kind in ("MX", "A", "AAAA"))
 
     def _record(self, name: str, rdtype: str, value: str) -> None:
         self.zone.setdefault(name.lower().rstrip("."), {}).setdefault(rdtype, []).append(value)

@@ -308,3 +308,6 @@ SUPPRESSION_REASONS = {
     "spam_reports": "Recipient marked the message as spam",
     "blocks": "smtp; 554 5.7.1 Service unavailable; client host blocked",
 }
+
+#: The verifier's own host name in the sandbox: its `helo_hostname` and `mail_from` domain.
+VERIFIER_DOMAIN = "verifier.sandbox.example"

@@ -396,3 +396,17 @@ def test_stopping_the_sandbox_ends_open_sessions(make_sandbox: MakeSandbox) -> N
     finally:
         for sock in held:
             sock.close()
+
+
+@pytest.mark.parametrize("code", [450, 550])
+def test_sender_domain_check_refuses_every_recipient_of_an_unknown_sender_domain(
+    sandbox_faults_reset: Sandbox, code: int
+) -> None:
+    sb = sandbox_faults_reset
+    sb.obs.faults.smtp_sender_domain_check = code
+    address = sb.world.address_for("normal")
+    reply_code, text = _probe(sb, address, sender="probe@unroutable.invalid")
+    assert reply_code == code
+    assert f"{str(code)[0]}.1.8" in text.decode() and b"Sender address rejected" in text
+    # The sandbox's own verifier name resolves, so the ready-made configuration still works.
+    assert _probe(sb, address)[0] == 250

@@ -49,6 +49,13 @@ class Evidence:
     def note(self, step: str) -> None:
         self.steps.append(step)
 
+    @property
+    def rule_family(self) -> str:
+        """The kind of rule that decided, without the words it read: "smtp: 3 mailbox phrase",
+        "dns", "disposable" (what the mapper's report counts)."""
+        parts = self.decided_by.split(": ")
+        return ": ".join(parts[:2]) if parts[0] == "smtp" and len(parts) > 1 else parts[0]
+
 
 @dataclass
 class Result:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from mapper_emailverify.engine.errors import UserError
 
-Done = Callable[[str, str], None]
+Done = Callable[[str, str, str], None]  # status, substatus, the kind of rule that decided
 
 
 class Engine(Protocol):
@@ -116,6 +116,8 @@ class EngineThread:
         try:
             result = await self.engine.verify(address)
             status, substatus = str(result.status), str(result.substatus)
+            evidence = getattr(result, "evidence", None)
+            rule = str(getattr(evidence, "rule_family", "") or "engine")
         except asyncio.CancelledError:
             raise
         except UserError as error:
@@ -123,10 +125,10 @@ class EngineThread:
             return
         except Exception as exc:  # the engine promises not to raise; a bug must not stop the run
             self.logger.debug("Verification raised %r", exc)
-            status, substatus = "Unknown", "smtp_connection_failed"
+            status, substatus, rule = "Unknown", "smtp_connection_failed", "internal error"
         with self._count_lock:
             self._in_flight -= 1
-        done(status, substatus)
+        done(status, substatus, rule)
 
     async def _shutdown(self, cancel: bool) -> None:
         if cancel:

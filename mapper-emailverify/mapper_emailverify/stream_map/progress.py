@@ -35,6 +35,7 @@ class Progress:
         self.stats = stats if stats is not None else RunStats()
         self._reader: Counter[tuple[str, str, str]] = Counter()
         self._engine: Counter[tuple[str, str, str]] = Counter()
+        self._rules: Counter[str] = Counter()  # engine verdicts by the kind of rule (engine thread)
         self._last_log = self.started
         self._last_done = 0
 
@@ -42,9 +43,10 @@ class Progress:
         """From the reader thread."""
         self._reader[(source, status, substatus)] += 1
 
-    def count_engine(self, status: str, substatus: str) -> None:
+    def count_engine(self, status: str, substatus: str, rule: str = "engine") -> None:
         """From the engine thread."""
         self._engine[("engine", status, substatus)] += 1
+        self._rules[rule] += 1
 
     def _totals(self) -> Counter[tuple[str, str, str]]:
         # dict.copy runs in C under the GIL: a consistent copy while the other thread keeps
@@ -72,6 +74,7 @@ class Progress:
             "verifications_per_second": round(verified / elapsed, 2),
             "by_source": {source: by_source[source] for source in SOURCES},
             "by_status": {str(status): by_status[str(status)] for status in Status},
+            "engine_verdicts_by_rule": dict(Counter(dict.copy(self._rules)).most_common()),
             "by_substatus": {
                 status: dict(sorted(subs.items())) for status, subs in sorted(by_pair.items())
             },

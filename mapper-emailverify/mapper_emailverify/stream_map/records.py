@@ -139,7 +139,13 @@ class RecordVerifier:
         self.out.ready(message)
 
     def _on_verdict(
-        self, ticket: Interval, message: dict[str, Any], key: str, status: str, substatus: str
+        self,
+        ticket: Interval,
+        message: dict[str, Any],
+        key: str,
+        status: str,
+        substatus: str,
+        rule: str,
     ) -> None:
         """On the engine thread: remember, count, and hand the record to the reorder buffer."""
         now = time.time()
@@ -148,7 +154,7 @@ class RecordVerifier:
         except Exception as exc:  # a cache failure costs a re-check next run, never this record
             self.logger.warning("Could not store a verdict in the cache: %s", type(exc).__name__)
         self._write(message["record"], status, substatus, now)
-        self.progress.count_engine(status, substatus)
+        self.progress.count_engine(status, substatus, rule)
         self.out.complete(ticket, message)
         self.after_verdict()
 

@@ -84,8 +84,8 @@ class SetupWatch:
         while True:
             if self.failure is not None:
                 raise self.failure
-            if len(self._answered) > len(self._refusing) + self.needed:
-                return
+            if len(self._answered) > len(self._refusing):
+                return  # more providers answer about mailboxes than refuse us: this host's policy
             left = deadline - time.monotonic()
             if left <= 0:
                 self._grace_passed = True
