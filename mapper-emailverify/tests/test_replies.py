@@ -124,6 +124,15 @@ TABLE = [
     ("550 Rejected", Outcome.REFUSED),
     ("554 Transaction failed", Outcome.REFUSED),
     ("550 5.4.4 Unable to route", Outcome.REFUSED),
+    # a mailbox code with explicit policy wording is not evidence that the mailbox is missing
+    ("550 5.1.1 Message rejected due to recipient preferences", Outcome.BLOCKED),
+    # X.1.0 alone proves nothing; with not-found wording it does
+    ("550 5.1.0 Address rejected", Outcome.REFUSED),
+    ("550 5.1.0 <x@d.example>: User unknown", Outcome.NOT_FOUND),
+    # a 552 is a full mailbox only with X.2.2 or quota wording
+    ("552 5.3.4 Message size exceeds fixed limit", Outcome.MESSAGE),
+    ("552 5.2.3 Your message exceeded Google's message size limits.", Outcome.MESSAGE),
+    ("552 Requested mail action aborted", Outcome.REFUSED),
 ]
 
 

@@ -420,6 +420,7 @@ _BLOCK = (
     "we do not relay",
     "spam",
     "policy",
+    "preferences",  # "rejected due to recipient preferences": the mailbox exists and filters
     "reverse dns",
     "reverse hostname",
     "ptr record",
