@@ -60,6 +60,10 @@ class StuckCursorError(UserError, FatalSyncError):
     """The search endpoint handed back a cursor or page it had already given: paging never ends."""
 
 
+class UnhydratedPeopleError(UserError, FatalSyncError):
+    """Listed People could not be read by cio_id in either form: records would be lost."""
+
+
 class UnexpectedResponseError(UserError, FatalAPIError):
     """The API answered in a shape this tap cannot read."""
 

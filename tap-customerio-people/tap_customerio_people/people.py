@@ -7,15 +7,18 @@ email-only People, whose ``id`` is null.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from .errors import UnexpectedResponseError
+from .errors import UnexpectedResponseError, UnhydratedPeopleError
 from .pagination import SearchCursor
 
 if TYPE_CHECKING:
+    import logging
+
     import requests
 
     from .stats import RunStats
@@ -23,6 +26,16 @@ if TYPE_CHECKING:
 HYDRATION_BATCH = 100  # the attributes endpoint takes 1 to 100 ids
 RECENT_PAGES = 3  # search pages whose ids are remembered to drop repeats
 EVERYONE_FILTER = {"and": [{"attribute": {"field": "cio_id", "operator": "exists"}}]}
+
+CioIdForm = Literal["raw", "prefixed"]
+CIO_ID_FORMS: tuple[CioIdForm, CioIdForm] = ("raw", "prefixed")  # the first is tried first
+CIO_PREFIX = "cio_"
+FORM_EXAMPLES: Mapping[CioIdForm, str] = {"raw": "3000001", "prefixed": "cio_3000001"}
+# Share of the People a run lists that may go unhydrated (deleted since the search) before the
+# run fails; and the smallest chunk whose total loss fails it at once (a few People of a short
+# last chunk deleted meanwhile is no evidence of anything).
+UNHYDRATED_TOLERANCE = 0.01
+WHOLE_CHUNK_MINIMUM = 10
 
 
 class Sender(Protocol):
@@ -82,6 +95,21 @@ def person_record(hit: Identifier, customer: Mapping[str, Any]) -> dict[str, Any
     }
 
 
+def bare_cio_id(cio_id: str) -> str:
+    """A cio_id without the ``cio_`` prefix (Customer.io's own cio_ids are hex digits)."""
+    return cio_id.removeprefix(CIO_PREFIX)
+
+
+def in_form(cio_id: str, form: CioIdForm) -> str:
+    """``cio_id`` as the attributes endpoint is asked for it: raw or ``cio_``-prefixed."""
+    bare = bare_cio_id(cio_id)
+    return bare if form == "raw" else CIO_PREFIX + bare
+
+
+def other_form(form: CioIdForm) -> CioIdForm:
+    return CIO_ID_FORMS[1] if form == CIO_ID_FORMS[0] else CIO_ID_FORMS[0]
+
+
 def _customer_cio_id(customer: Mapping[str, Any]) -> str | None:
     return _text((customer.get("identifiers") or {}).get("cio_id")) or _text(
         (customer.get("attributes") or {}).get("cio_id")
@@ -132,28 +160,121 @@ class PeopleSearch:
 
 
 class Hydrator:
-    """Fetches the profiles of one chunk and returns its records in the chunk's order."""
+    """Fetches the profiles of one chunk and returns its records in the chunk's order.
 
-    def __init__(self, api: Sender, stats: RunStats) -> None:
+    The vendor's definitions leave open whether ``id_type=cio_id`` takes raw cio_ids (``3000001``)
+    or ``cio_``-prefixed ones (``cio_3000001``), and the wrong guess is not an error: the answer
+    just omits every id. So the form is found at run time: a chunk that comes back missing most
+    of its People is asked again, for the missing ones, in the other form; the form that answers
+    is kept for the rest of the run (one INFO line names it). While no form is known yet, one
+    chunk at a time probes, so a wrong first guess costs one request, not one per worker.
+
+    People the search listed but neither form returns are counted (``unhydrated``): a few were
+    deleted since the search, which is normal. A whole chunk of them, or more than
+    `UNHYDRATED_TOLERANCE` of the run (`check_run`), is not: the run stops with one line.
+    """
+
+    def __init__(self, api: Sender, stats: RunStats, logger: logging.Logger) -> None:
         self.api = api
         self.stats = stats
+        self.logger = logger
+        self.form: CioIdForm | None = None
+        self._probing = threading.Lock()  # held by the one chunk probing while no form is known
+        self._settling = threading.Lock()
 
     def __call__(self, chunk: list[Identifier]) -> list[dict[str, Any]]:
+        self.stats.count("listed", len(chunk))
+        if self.form is None:
+            with self._probing:
+                if self.form is None:
+                    return self._hydrate(chunk)
+        return self._hydrate(chunk)
+
+    def _hydrate(self, chunk: list[Identifier]) -> list[dict[str, Any]]:
+        form = self.form or CIO_ID_FORMS[0]
+        profiles = self._fetch(chunk, form)
+        answered = form if profiles else None
+        missing = [hit for hit in chunk if bare_cio_id(hit.cio_id) not in profiles]
+        if len(missing) * 2 > len(chunk):  # most of the chunk: maybe the wrong form
+            other = other_form(form)
+            self.stats.count("form_retries")
+            found = self._fetch(missing, other)
+            if len(found) > len(profiles):
+                answered = other
+            profiles.update(found)
+        if answered is not None:
+            self._settle(answered)
+        records = [
+            person_record(hit, profiles[key])
+            for hit in chunk
+            if (key := bare_cio_id(hit.cio_id)) in profiles
+        ]
+        if unhydrated := len(chunk) - len(records):
+            # Deleted between search and hydration (Customer.io omits unknown ids), or worse.
+            self.stats.count("unhydrated", unhydrated)
+        if not records and len(chunk) >= WHOLE_CHUNK_MINIMUM:
+            raise UnhydratedPeopleError(whole_chunk_message(len(chunk)))
+        return records
+
+    def _fetch(self, chunk: list[Identifier], form: CioIdForm) -> dict[str, Mapping[str, Any]]:
+        """The profiles Customer.io returns for ``chunk`` asked in ``form``, by bare cio_id."""
         response = self.api.send(
             "POST",
             "/customers/attributes",
             params={"id_type": "cio_id"},
-            json={"ids": [hit.cio_id for hit in chunk]},
+            json={"ids": [in_form(hit.cio_id, form) for hit in chunk]},
         )
         profiles: dict[str, Mapping[str, Any]] = {}
         for item in response.json().get("customers") or []:
             customer = item.get("customer", item)
             if cio_id := _customer_cio_id(customer):
-                profiles[cio_id] = customer
-        records = [
-            person_record(hit, profiles[hit.cio_id]) for hit in chunk if hit.cio_id in profiles
-        ]
-        if missing := len(chunk) - len(records):
-            # Deleted between search and hydration: Customer.io omits unknown ids.
-            self.stats.count("vanished", missing)
-        return records
+                profiles[bare_cio_id(cio_id)] = customer
+        return profiles
+
+    def _settle(self, form: CioIdForm) -> None:
+        with self._settling:
+            if self.form == form:
+                return
+            before, self.form = self.form, form
+        if before is None:
+            self.logger.info(
+                "people: hydrating by cio_id in the %s form (like %s), the form this workspace "
+                "answers",
+                form,
+                FORM_EXAMPLES[form],
+            )
+        else:
+            self.logger.warning(
+                "people: the attributes endpoint stopped answering cio_ids in the %s form; "
+                "switched to the %s form (like %s)",
+                before,
+                form,
+                FORM_EXAMPLES[form],
+            )
+
+    def check_run(self) -> None:
+        """Stop the run when more listed People went unhydrated than deletions explain."""
+        listed, unhydrated = self.stats["listed"], self.stats["unhydrated"]
+        if unhydrated > UNHYDRATED_TOLERANCE * listed:
+            raise UnhydratedPeopleError(run_share_message(unhydrated, listed))
+
+
+def whole_chunk_message(size: int) -> str:
+    return (
+        f"Customer.io's attributes endpoint (POST /v1/customers/attributes?id_type=cio_id) "
+        f"returned none of {size} People its search had just listed, asked by cio_id in both "
+        f"forms ({FORM_EXAMPLES['raw']} and {FORM_EXAMPLES['prefixed']}); the run stops rather "
+        f"than drop them: run the tap again, and if it happens again report it to Customer.io "
+        f"support."
+    )
+
+
+def run_share_message(unhydrated: int, listed: int) -> str:
+    return (
+        f"{unhydrated} of the {listed} People Customer.io's search listed "
+        f"({100 * unhydrated / listed:.1f}%, more than the {UNHYDRATED_TOLERANCE:.0%} that "
+        f"deletions during a run explain) could not be read from POST "
+        f"/v1/customers/attributes?id_type=cio_id in either cio_id form "
+        f"({FORM_EXAMPLES['raw']} or {FORM_EXAMPLES['prefixed']}): run the tap again, and if it "
+        f"happens again report it to Customer.io support."
+    )

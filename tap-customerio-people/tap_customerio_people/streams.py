@@ -67,11 +67,12 @@ class PeopleStream(CustomerIOStream):
         workers = settings.integer(self.config, "hydration_concurrency")
         search = PeopleSearch(self, search_filter(segment_ids), page_size)
         self.cancelled = threading.Event()
+        hydrator = Hydrator(self, self.run.stats, self.logger)
         started, emitted = time.monotonic(), 0
         batches_per_page = math.ceil(page_size / HYDRATION_BATCH)
         for records in run_ahead(
             search.chunks(),
-            Hydrator(self, self.run.stats),
+            hydrator,
             workers=workers,
             max_pending=max(workers, PAGES_AHEAD * batches_per_page),
             cancelled=self.cancelled,
@@ -83,7 +84,7 @@ class PeopleStream(CustomerIOStream):
         self.logger.info(
             "people: %d records from %d search pages in %.1f s (%.0f/s); %d requests, "
             "%d rate limited (429), %d retries, %d duplicates skipped, "
-            "%d vanished before hydration",
+            "%d of %d listed People could not be hydrated (deleted since the search)",
             emitted,
             search.cursor.pages,
             elapsed,
@@ -92,8 +93,10 @@ class PeopleStream(CustomerIOStream):
             stats.get("rate_limited", 0),
             stats.get("retries", 0),
             search.duplicates,
-            stats.get("vanished", 0),
+            stats.get("unhydrated", 0),
+            stats.get("listed", 0),
         )
+        hydrator.check_run()
 
     def check_segments(self, segment_ids: list[int]) -> None:
         """Fail fast on a segment that does not exist; warn about one still building.
