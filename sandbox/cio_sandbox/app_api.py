@@ -2,7 +2,9 @@
 
 People are read from the lazily generated World by index, a page at a time, so a million-Person
 world costs no more per request than a small one. Cursors are opaque and signed: a tampered one is
-a 400.
+a 400. Every 4xx answers in the App API's envelope, ``{"errors":[{"detail","status"}]}``. What the
+vendor's definitions leave open (the cio_id form hydration accepts, whether a cursor is an index or
+a live offset, when a landed write shows) follows the switches in ``observe.Faults``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .audience import (
     AudienceFilter,
     FilterError,
     Predicate,
+    offset_page,
     scan,
 )
 from .http_faults import (
@@ -34,7 +37,6 @@ from .http_faults import (
     fault_middleware,
     json_errors_middleware,
     json_response,
-    meta_errors_body,
     seeded_rng,
     shared_limiter,
     window_for_rate,
@@ -52,10 +54,14 @@ MAX_ATTRIBUTE_IDS = 100
 DEFAULT_RATE_LIMIT = 10.0
 ID_TYPES = ("id", "cio_id", "email")
 SUPPRESSION_TYPES = ("bounces", "blocks", "spam_reports", "invalid_emails")
+# An older definition (SPEC-2022) enumerates the categories as bounces|blocks|spam|invalid:
+# accepted as the same lists, answered under the name asked for.
+SUPPRESSION_ALIASES = {"spam": "spam_reports", "invalid": "invalid_emails"}
+CIO_ID_PREFIX = "cio_"
 
 
 def bad_request(message: str) -> ApiError:
-    return ApiError(400, meta_errors_body(message))
+    return ApiError(400, errors_body(message, 400))
 
 
 def not_found(detail: str) -> ApiError:
@@ -151,7 +157,7 @@ class AppApi:
         self.region = region
         self.cursors = Cursors(world)
         self.limiter = shared_limiter(obs, "app")
-        self._segment_counts: dict[int, int] = {}
+        self._segment_counts: dict[tuple[int, int], int] = {}  # (segment, world version): count
         self._suppressions: dict[str, list[dict[str, object]]] = {}
 
     # --- gate: rate limit, then credentials ------------------------------------------------------
@@ -188,19 +194,25 @@ class AppApi:
     # --- people ----------------------------------------------------------------------------------
     async def search(self, request: web.Request) -> web.Response:
         limit = int_param(request, "limit", *SEARCH_LIMIT)
-        start = self.cursors.decode("customers", request.query.get("start"))
+        live_offset = self.obs.faults.app_cursor_mode == "live_offset"
+        # Each mode signs its cursors under its own scope: one from the other mode is a 400.
+        scope = "customers:offset" if live_offset else "customers"
+        start = self.cursors.decode(scope, request.query.get("start"))
         body = await json_body(request)
         if not isinstance(body, dict) or "filter" not in body:
             raise bad_request('filter: required, e.g. {"filter":{"attribute":{...}}}')
         try:
-            audience = AudienceFilter(self.world, body["filter"])
+            audience = AudienceFilter(self.world, body["filter"], self.obs.visible_attributes)
         except FilterError as exc:
             raise bad_request(str(exc)) from None
-        budget = SCAN_BUDGET_ATTRIBUTES if audience.reads_attributes else SCAN_BUDGET_INDEX_ONLY
-        found, after = scan(self.world, audience.matches, start, limit, budget)
-        return json_response(
-            identifier_page(self.world, found, self.cursors.encode("customers", after))
-        )
+        after: int | None
+        if live_offset:
+            found, more = offset_page(self.world, audience.matches, start, limit)
+            after = start + len(found) if more else None
+        else:
+            budget = SCAN_BUDGET_ATTRIBUTES if audience.reads_attributes else SCAN_BUDGET_INDEX_ONLY
+            found, after = scan(self.world, audience.matches, start, limit, budget)
+        return json_response(identifier_page(self.world, found, self.cursors.encode(scope, after)))
 
     async def by_email(self, request: web.Request) -> web.Response:
         email = request.query.get("email")
@@ -215,8 +227,13 @@ class AppApi:
         return json_response({"results": results})
 
     def lookup(self, id_type: str, value: str) -> Person | None:
+        """The Person ``value`` names, or None; a cio_id only in the form app_cio_id_form takes."""
         if id_type == "cio_id":
-            return self.world.person_by_cio_id(value)
+            form = self.obs.faults.app_cio_id_form
+            prefixed = value.startswith(CIO_ID_PREFIX)
+            if (prefixed and form == "raw") or (not prefixed and form == "prefixed"):
+                return None
+            return self.world.person_by_cio_id(value.removeprefix(CIO_ID_PREFIX))
         if id_type == "email":
             return self.world.person_by_email(value)
         return self.world.person_by_id(value)
@@ -279,11 +296,13 @@ class AppApi:
 
     async def segment_count(self, request: web.Request) -> web.Response:
         segment_id, rule = self.segment_members(request)
-        if segment_id not in self._segment_counts:
-            self._segment_counts[segment_id] = sum(
-                1 for i in range(self.world.people_count) if rule(i)
+        world = self.world
+        key = (segment_id, world.version)
+        if key not in self._segment_counts:
+            self._segment_counts[key] = sum(
+                1 for i in range(world.index_end) if world.is_live(i) and rule(i)
             )
-        return json_response({"count": self._segment_counts[segment_id], "segment_id": segment_id})
+        return json_response({"count": self._segment_counts[key], "segment_id": segment_id})
 
     async def membership(self, request: web.Request) -> web.Response:
         segment_id, rule = self.segment_members(request)
@@ -295,7 +314,8 @@ class AppApi:
 
     # --- suppressions and workspaces -------------------------------------------------------------
     async def suppressions(self, request: web.Request) -> web.Response:
-        kind = request.match_info["suppression_type"]
+        asked = request.match_info["suppression_type"]
+        kind = SUPPRESSION_ALIASES.get(asked, asked)
         if kind not in SUPPRESSION_TYPES:
             raise not_found(f"unknown suppression type; use one of {', '.join(SUPPRESSION_TYPES)}")
         limit = int_param(request, "limit", *SUPPRESSION_LIMIT)
@@ -306,7 +326,7 @@ class AppApi:
         domain = request.query.get("domain", "").strip().lower()
         if domain:
             rows = [r for r in rows if str(r["email"]).rpartition("@")[2] == domain]
-        return json_response({"category": kind, "suppressions": rows[offset : offset + limit]})
+        return json_response({"category": asked, "suppressions": rows[offset : offset + limit]})
 
     async def workspaces(self, request: web.Request) -> web.Response:
         return json_response(
@@ -317,7 +337,7 @@ class AppApi:
                         "name": WORKSPACE_NAME,
                         "messages_sent": 0,
                         "billable_messages_sent": 0,
-                        "people": self.world.people_count,
+                        "people": self.world.live_count,
                         "object_types": 0,
                         "objects": 0,
                     }

@@ -39,6 +39,10 @@ def errors_body(detail: str, status: int) -> dict[str, Any]:
     return {"errors": [{"detail": detail, "status": str(status)}]}
 
 
+# A strict-mode 400 on /v1/batch that names no call (pipelines_strict_names_items off).
+UNNAMED_BATCH_ERROR = "batch: one or more calls failed validation"
+
+
 def meta_errors_body(*messages: str) -> dict[str, Any]:
     """The older envelope Customer.io keeps for 400s: ``{"meta":{"errors":[...]}}``."""
     return {"meta": {"errors": list(messages)}}
@@ -178,6 +182,8 @@ def fault_middleware(obs: Observatory, profile: FaultProfile, rng: random.Random
             if named:
                 obs.count_fault(f"{svc}_reject")
                 obs.record_rejection("; ".join(named))
+                if not getattr(obs.faults, f"{svc}_strict_names_items", True):
+                    named = [UNNAMED_BATCH_ERROR]
                 return json_response(meta_errors_body(*named), status=400)
         if roll(getattr(obs.faults, f"{svc}_lost_answer_rate", 0.0)):
             obs.count_fault(f"{svc}_lost_answer")

@@ -1,7 +1,9 @@
 """What the sandbox saw (counters, landed writes) and the faults it is told to inject.
 
 The servers run on the sandbox's event-loop thread and tests read from theirs, so every mutation
-goes through one lock and readers get copies.
+goes through one lock and readers get copies. The switches for what Customer.io's published
+definitions leave open (the conformance table in sandbox/README.md) are here too, with what they
+cost a client counted in ``Observatory.identifies_lost``.
 """
 
 from __future__ import annotations
@@ -9,8 +11,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .world import Person
 
 
 @dataclass
@@ -38,7 +44,8 @@ class Faults:
     # so the client times out and sends it again: what messageId dedupe is for.
     pipelines_lost_answer_rate: float = 0.0
     # Strict-mode 400 for every batch holding an identify whose userId or traits.email (any case)
-    # is in this set; the answer names each such call (``batch[i]``), as Customer.io does.
+    # is in this set; the answer names each such call (``batch[i]``) only when
+    # pipelines_strict_names_items is on.
     pipelines_reject_ids: frozenset[str] = frozenset()
     dns_servfail_rate: float = 0.0  # share of queries answered SERVFAIL
     dns_drop_rate: float = 0.0  # share of queries never answered (the resolver times out)
@@ -55,9 +62,52 @@ class Faults:
     # does not with this code: 450 (Postfix's default, unknown_address_reject_code) or 550.
     smtp_sender_domain_check: int | None = None
 
+    # --- Where Customer.io's published definitions are silent: one switch per possible answer ----
+    # The form of cio_id that App API hydration finds a Person by with id_type=cio_id (POST
+    # /v1/customers/attributes, GET /v1/customers/{id}/attributes): "raw" (3000001), "prefixed"
+    # (cio_3000001) or "both". The other form is an unknown id: left out of a batch answer, 404
+    # on the single GET.
+    app_cio_id_form: str = "raw"
+    # Search cursors (POST /v1/customers): "stable" is the index after the last Person returned,
+    # so People entering or leaving the result set never shift later pages; "live_offset" is an
+    # offset into the result set as it is when the next page is asked for (the vendor's example
+    # cursor "MDox" is base64 "0:1"), so People created, deleted, or whose attributes change
+    # (landed EV_* writes under an EV_Status filter) skip or repeat others on later pages.
+    app_cursor_mode: str = "stable"
+    # Whether a strict-mode 400 on /v1/batch names the bad calls ("batch[i]: why", including
+    # pipelines_reject_ids rejections). Its real format is unpublished, so by default it names
+    # none ("batch: one or more calls failed validation") and a client must split the batch.
+    pipelines_strict_names_items: bool = False
+    # An identify with an empty userId, no anonymousId and only traits.email: "accept" (lands on
+    # the Person with that email, or creates one), "reject" (a bad call: strict mode 400s the
+    # batch, permissive mode drops it with a 200) or "drop" (200, strict or not, never lands).
+    pipelines_email_only: str = "accept"
+    # Seconds between a write landing and the App API showing it (search filters, hydration,
+    # GET attributes). What landed (``Observatory.landed``) is recorded at once either way.
+    landing_delay_seconds: float = 0.0
+    # "id", "email" or "cio_id": writes that address a Person that way (Pipelines: a userId read
+    # as an id, an email-only identify or an email-shaped userId, a cio_-prefixed userId; Track:
+    # the identifier's kind) are answered 200 like the others and never land.
+    lose_writes_for: str | None = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        choices = SWITCH_CHOICES.get(name)
+        if choices is not None and value not in choices:
+            raise ValueError(f"Faults.{name}: {value!r} is not one of {sorted(map(str, choices))}")
+        super().__setattr__(name, value)
+
     def storm(self, service: str, seconds: float) -> None:
         """Answer every request of ``service`` ("app" or "pipelines") with 429 for ``seconds``."""
         setattr(self, f"{service}_429_storm_until", time.monotonic() + seconds)
+
+
+# The switches that take one of a few values; anything else is refused when it is set.
+SWITCH_CHOICES: dict[str, frozenset[Any]] = {
+    "app_cio_id_form": frozenset({"raw", "prefixed", "both"}),
+    "app_cursor_mode": frozenset({"stable", "live_offset"}),
+    "pipelines_email_only": frozenset({"accept", "reject", "drop"}),
+    "lose_writes_for": frozenset({None, "id", "email", "cio_id"}),
+}
 
 
 def _as_attribute(value: Any) -> str:
@@ -88,6 +138,9 @@ class Observatory:
         with self._lock:
             self.reset_traffic()
             self.landed: dict[str, dict[str, Any]] = {}
+            # Every landed write, in order: (time.monotonic() when it landed, its traits), so the
+            # App API can show only the writes older than landing_delay_seconds.
+            self.landings: dict[str, list[tuple[float, dict[str, Any]]]] = {}
             self.messages_seen: set[str] = set()
 
     def reset_traffic(self) -> None:
@@ -103,6 +156,11 @@ class Observatory:
             self.dns_queries: Counter[tuple[str, str]] = Counter()
             self.writes: Counter[str] = Counter()
             self.rejected: list[dict[str, Any]] = []
+            # Identify calls (Pipelines) and identify items (Track) that a switch kept from landing,
+            # by "<switch>:<value>": "pipelines_email_only:reject" (each email-only call refused;
+            # one per request it came in), "pipelines_email_only:drop", "lose_writes_for:id",
+            # "lose_writes_for:email", "lose_writes_for:cio_id".
+            self.identifies_lost: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ HTTP services
     def count_request(self, service: str, endpoint: str) -> None:
@@ -122,6 +180,11 @@ class Observatory:
             self.dropped_calls += 1
             self.rejected.append({"reason": reason, "strict": False})
 
+    def count_lost(self, switch: str) -> None:
+        """One identify kept from landing by ``switch`` (``"<switch name>:<value>"``)."""
+        with self._lock:
+            self.identifies_lost[switch] += 1
+
     def record_rejection(self, reason: str) -> None:
         with self._lock:
             self.rejected.append({"reason": reason, "strict": True})
@@ -134,12 +197,13 @@ class Observatory:
                     return False
                 self.messages_seen.add(message_id)
             self.landed.setdefault(person_key, {}).update(traits)
+            self.landings.setdefault(person_key, []).append((time.monotonic(), dict(traits)))
             self.writes[person_key] += 1
             return True
 
-    def current_attributes(self, person: Any) -> dict[str, str]:
-        """The Person's attributes as the workspace holds them now: the world's, updated by what
-        landed.
+    def visible_attributes(self, person: Person) -> Mapping[str, str]:
+        """The Person's attributes as the App API shows them now: the world's, updated by what
+        landed at least ``landing_delay_seconds`` ago. Read-only: a copy only when something landed.
 
         Customer.io stores every attribute value as a string, so landed values are read back as
         strings.
@@ -147,8 +211,21 @@ class Observatory:
         with self._lock:
             landed = self.landed.get(person.cio_id)
             if not landed:
-                return dict(person.attributes)
+                return person.attributes
+            delay = self.faults.landing_delay_seconds
+            if delay > 0:
+                cutoff = time.monotonic() - delay
+                landed = {}
+                for at, traits in self.landings.get(person.cio_id, ()):
+                    if at <= cutoff:
+                        landed.update(traits)
+                if not landed:
+                    return person.attributes
             return {**person.attributes, **{k: _as_attribute(v) for k, v in landed.items()}}
+
+    def current_attributes(self, person: Person) -> dict[str, str]:
+        """A copy of ``visible_attributes(person)``."""
+        return dict(self.visible_attributes(person))
 
     # ------------------------------------------------------------------ mail world
     def smtp_opened(self, ip: str) -> None:
@@ -190,6 +267,7 @@ class Observatory:
                 "dns_queries": sum(self.dns_queries.values()),
                 "landed": len(self.landed),
                 "writes": sum(self.writes.values()),
+                "identifies_lost": dict(self.identifies_lost),
             }
 
     def requests_to(self, service: str) -> int:

@@ -3,7 +3,10 @@
 Pipelines answers 200 ``{}`` to anything unless the caller sends ``X-Strict-Mode: 1``: a bad key,
 an oversized or malformed call is then silently dropped (counted in ``obs.dropped_calls``). In
 strict mode a rejected request lands nothing at all, so a client can bisect a batch to find the
-offending item.
+offending item (the 400 names the items only when ``pipelines_strict_names_items`` is on). Auth is
+HTTP Basic with the write key as the user, as the definition says; a Bearer header is a bad key.
+Switches in ``observe.Faults`` decide what the definitions leave open: email-only identifies
+(``pipelines_email_only``) and writes that never land (``lose_writes_for``).
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ from aiohttp import web
 
 from .app_api import WORKSPACE_ID
 from .http_faults import (
+    UNNAMED_BATCH_ERROR,
     FaultProfile,
     Handler,
     basic_credentials,
-    bearer_token,
     count_middleware,
     fault_middleware,
     json_errors_middleware,
@@ -88,9 +91,32 @@ def present(value: Any) -> bool:
     return value is not None and value != ""
 
 
+def is_email_only(message: Any) -> bool:
+    """An identify with no userId, no anonymousId, and traits.email: matches neither schema
+    variant (Known user, Anonymous) of the definition; only prose allows it."""
+    if not isinstance(message, dict):
+        return False
+    traits = message.get("traits")
+    return (
+        message.get("type") == "identify"
+        and not present(message.get("userId"))
+        and not present(message.get("anonymousId"))
+        and isinstance(traits, dict)
+        and present(traits.get("email"))
+    )
+
+
+def addressed_by(message: dict[str, Any]) -> str | None:
+    """How an identify addresses its Person: "id", "email" or "cio_id" (None: anonymous)."""
+    user_id = message.get("userId")
+    if present(user_id):
+        return infer_identifier(str(user_id))[0]
+    return "email" if is_email_only(message) else None
+
+
 # --- Pipelines -----------------------------------------------------------------------------------
-def call_problem(message: Any, size: int) -> str | None:
-    """Why Customer.io would refuse this call, or None."""
+def call_problem(message: Any, size: int, *, email_only: str = "accept") -> str | None:
+    """Why Customer.io would refuse this call, or None (``email_only``: pipelines_email_only)."""
     if not isinstance(message, dict):
         return "expected an object"
     kind = message.get("type")
@@ -112,7 +138,11 @@ def call_problem(message: Any, size: int) -> str | None:
         ):
             return f"{name} must be a string"
     email = (traits or {}).get("email")
-    if present(message.get("userId")) or present(message.get("anonymousId")) or present(email):
+    if present(message.get("userId")) or present(message.get("anonymousId")):
+        return None
+    if present(email):
+        if email_only == "reject":
+            return "identify needs a userId or an anonymousId (traits.email alone is refused)"
         return None
     return "identify needs a userId, an anonymousId, or an empty userId with traits.email"
 
@@ -124,10 +154,11 @@ class PipelinesApi:
         self.soft_limiter = shared_limiter(obs, "pipelines")
 
     def authorized(self, request: web.Request) -> bool:
-        key = self.world.keys.pipelines_api_key
+        """HTTP Basic with the write key as the user (the password is blank and not read)."""
         basic = basic_credentials(request)
-        presented = basic[0] if basic is not None else bearer_token(request)
-        return presented is not None and secrets.compare_digest(presented, key)
+        return basic is not None and secrets.compare_digest(
+            basic[0], self.world.keys.pipelines_api_key
+        )
 
     @web.middleware
     async def soft_throttle(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -179,13 +210,22 @@ class PipelinesApi:
             sizes = [len(body) if small else message_size(m) for m in messages]
         else:
             messages, labels, sizes = [{**payload, "type": kind}], [kind], [len(body)]
+        faults = self.obs.faults
+        email_only = faults.pipelines_email_only
         problems = {
             i: f"{labels[i]}: {p}"
             for i, m in enumerate(messages)
-            if (p := call_problem(m, sizes[i])) is not None
+            if (p := call_problem(m, sizes[i], email_only=email_only)) is not None
         }
+        if email_only == "reject":
+            for i in problems:
+                if is_email_only(messages[i]):
+                    self.obs.count_lost("pipelines_email_only:reject")
         if problems and strict:
-            return self.refuse(strict, 400, *problems.values())
+            self.obs.record_rejection("; ".join(problems.values()))
+            named = kind != "batch" or faults.pipelines_strict_names_items
+            shown = list(problems.values()) if named else [UNNAMED_BATCH_ERROR]
+            return json_response(meta_errors_body(*shown), status=400)
         for i, message in enumerate(messages):
             if i in problems:
                 self.obs.count_dropped(problems[i])
@@ -194,6 +234,15 @@ class PipelinesApi:
         return json_response({})
 
     def land_identify(self, message: dict[str, Any]) -> None:
+        """Upsert the traits onto the Person the call addresses, unless a switch loses the call."""
+        faults = self.obs.faults
+        if faults.pipelines_email_only == "drop" and is_email_only(message):
+            self.obs.count_lost("pipelines_email_only:drop")
+            return
+        lost_for = faults.lose_writes_for
+        if lost_for is not None and addressed_by(message) == lost_for:
+            self.obs.count_lost(f"lose_writes_for:{lost_for}")
+            return
         traits = dict(message.get("traits") or {})
         user_id, email = message.get("userId"), traits.get("email")
         person: Person | None = None
@@ -284,6 +333,10 @@ class TrackApi:
 
     def identify(self, kind: str, value: str, attributes: dict[str, Any]) -> None:
         """Upsert, or update only when ``_update`` is true: then an unknown Person is left alone."""
+        lost_for = self.obs.faults.lose_writes_for
+        if lost_for is not None and kind == lost_for:
+            self.obs.count_lost(f"lose_writes_for:{lost_for}")
+            return
         attributes = dict(attributes)
         update_only = attributes.pop("_update", False) is True
         person = find_person(self.world, kind, value)

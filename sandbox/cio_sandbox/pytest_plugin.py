@@ -23,11 +23,14 @@ def sandbox() -> Iterator[Sandbox]:
 
 @pytest.fixture
 def sandbox_faults_reset(sandbox: Sandbox) -> Iterator[Sandbox]:
-    """The shared sandbox with faults and counters reset before and after the test."""
+    """The shared sandbox with faults, counters and People added or deleted reset before and
+    after the test."""
     sandbox.obs.reset_faults()
     sandbox.obs.reset_counters()
+    sandbox.world.reset_changes()
     yield sandbox
     sandbox.obs.reset_faults()
+    sandbox.world.reset_changes()
 
 
 @pytest.fixture

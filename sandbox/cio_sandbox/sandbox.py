@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -13,7 +13,7 @@ from aiohttp import web
 
 from .loopback import bind_socket, ensure_loopback
 from .observe import Observatory
-from .world import World
+from .world import Person, World
 from .world_data import VERIFIER_DOMAIN
 
 T = TypeVar("T")
@@ -147,6 +147,20 @@ class Sandbox:
             with contextlib.suppress(Exception):
                 await close()
         self._closers.clear()
+
+    # ------------------------------------------------------------------ the workspace changes
+    def add_people(self, count: int) -> list[Person]:
+        """``count`` new People, in App API searches, hydration and write lookups from now on.
+
+        Their addresses are on the world's normal domains, with a ground truth the mapper can
+        reach; they carry no ``EV_*`` attributes yet.
+        """
+        return self.world.add_people(count)
+
+    def delete_people(self, people: Iterable[Person | int]) -> None:
+        """Take People (or indexes) out of the workspace from now on: searches and hydration
+        leave them out, and a write addressed to one creates a new Person, as an upsert does."""
+        self.world.delete_people(people)
 
     # ------------------------------------------------------------------ settings for the plugins
     def tap_config(self, **overrides: Any) -> dict[str, Any]:

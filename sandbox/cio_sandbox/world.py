@@ -5,6 +5,11 @@ more memory than one of a thousand: the servers look a Person up by index, by ``
 or by address in O(1). Each Person carries its ground truth (the verdict DESIGN.md's precedence
 gives for its address), so accuracy can be measured against what the pipeline writes. The tables
 it draws from (names, domains, reply wordings, weights, verdicts) are in ``world_data.py``.
+
+The workspace can change while a test runs: ``add_people`` appends new People after the generated
+ones and ``delete_people`` hides some. Both are overlays on the generated model (a tuple of added
+People and a set of deleted indexes, each replaced whole under a lock), so readers on the servers'
+thread see either the old or the new workspace, never half of a change.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ import functools
 import itertools
 import random
 import re
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar, TypedDict, Unpack
 
@@ -218,6 +224,11 @@ class World:
         self._by_case: dict[str, list[str]] = {}
         self._hard_bounce_rules = [self.SUPPRESSION_RULES[k] for k in self.HARD_BOUNCE_KINDS]
         self._build_domains(domains, smtp_latency)
+        # Changes to the workspace (add_people, delete_people): replaced whole, never mutated.
+        self._changes_lock = threading.Lock()
+        self._added: tuple[Person, ...] = ()
+        self._deleted: frozenset[int] = frozenset()
+        self.version = 0  # bumped by every change, for caches over the People (segment counts)
         # The verifier's own name (the sandbox's helo_hostname and mail_from domain) resolves,
         # so mail hosts that check a sender's domain accept the ready-made configuration.
         self._record(VERIFIER_DOMAIN, "A", "127.0.0.1")
@@ -340,14 +351,96 @@ class World:
             self._add_domain(Domain(name, "disposable", mx=((10, host.hostname),)))
 
     # ------------------------------------------------------------------ People
+    @property
+    def index_end(self) -> int:
+        """One past the last Person index: the generated People, then the added ones."""
+        return self.people_count + len(self._added)
+
+    @property
+    def live_count(self) -> int:
+        """How many People the workspace holds now (generated + added - deleted)."""
+        return self.index_end - len(self._deleted)
+
+    def is_live(self, i: int) -> bool:
+        """Whether Person ``i`` is in the workspace now (exists and was not deleted)."""
+        return 0 <= i < self.index_end and i not in self._deleted
+
     def iter_people(self) -> Iterator[Person]:
-        for i in range(self.people_count):
-            yield self.person(i)
+        """The People in the workspace now, by index: generated, then added; never the deleted."""
+        added, deleted = self._added, self._deleted
+        for i in range(self.people_count + len(added)):
+            if i not in deleted:
+                yield self._person(i) if i < self.people_count else added[i - self.people_count]
 
     def person(self, i: int) -> Person:
-        if not 0 <= i < self.people_count:
-            raise IndexError(i)
-        return self._person(i)
+        """Person ``i``, deleted or not (its ground truth stays)."""
+        if 0 <= i < self.people_count:
+            return self._person(i)
+        added = self._added
+        if 0 <= i - self.people_count < len(added):
+            return added[i - self.people_count]
+        raise IndexError(i)
+
+    def live_person(self, i: int) -> Person | None:
+        """Person ``i`` if the workspace holds it now, else None."""
+        if i in self._deleted:
+            return None
+        try:
+            return self.person(i)
+        except IndexError:
+            return None
+
+    # ------------------------------------------------------------------ changes to the workspace
+    def add_people(self, count: int) -> list[Person]:
+        """``count`` new People, in the workspace from now on (after every existing index).
+
+        Each has an address on one of the world's normal domains (so its mail host answers
+        honestly and its ground truth is the mailbox's), no ``EV_*`` attributes yet, and
+        ``created_at`` now; about one in ten is email-only, as in the generated world.
+        """
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        with self._changes_lock:
+            first = self.index_end
+            created = int(time.time())
+            new = [self._new_person(first + k, created) for k in range(count)]
+            self._added = (*self._added, *new)
+            self.version += 1
+        return new
+
+    def delete_people(self, people: Iterable[Person | int]) -> None:
+        """Take People (or indexes) out of the workspace: lookups and searches no longer see them.
+
+        Their addresses and mailboxes stay in the mail world, as a deleted profile leaves them.
+        """
+        indexes = {p if isinstance(p, int) else p.index for p in people}
+        with self._changes_lock:
+            self._deleted = self._deleted | indexes
+            self.version += 1
+
+    def reset_changes(self) -> None:
+        """Forget every added and deleted Person: the generated workspace again."""
+        with self._changes_lock:
+            self._added, self._deleted = (), frozenset()
+            self.version += 1
+
+    def _new_person(self, i: int, created: int) -> Person:
+        rng = random.Random(self.seed * 1_000_003 + i)
+        first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+        email, truth, mailbox = self._address(i, rng, "normal", first, last)
+        own_address = email is not None and f"{i}@" in normalize_address(email)
+        return self._assemble(
+            i,
+            rng,
+            first,
+            last,
+            email,
+            truth,
+            mailbox,
+            own_address=own_address,
+            created=created,
+            stale_verdict=False,
+        )
 
     # One cache for every World: its entries keep their world alive, which B019 warns of; worlds
     # live for the whole process anyway, and 131072 People are about 160 MB.
@@ -371,9 +464,27 @@ class World:
         own_address = (
             email is not None and duplicate_of is None and f"{i}@" in normalize_address(email)
         )
+        return self._assemble(i, rng, first, last, email, truth, mailbox, own_address=own_address)
+
+    def _assemble(
+        self,
+        i: int,
+        rng: random.Random,
+        first: str,
+        last: str,
+        email: str | None,
+        truth: Truth,
+        mailbox: str | None,
+        *,
+        own_address: bool,
+        created: int | None = None,
+        stale_verdict: bool = True,
+    ) -> Person:
+        """Person ``i`` around its address: identifiers, attributes, segments."""
         person_id = None if (own_address and rng.random() < 0.1) else str(ID_OFFSET + i)
         cio_id = f"{CIO_ID_OFFSET + i:x}"
-        created = int(self.now) - rng.randrange(400 * DAY)
+        if created is None:
+            created = int(self.now) - rng.randrange(400 * DAY)
         attrs = {
             "cio_id": cio_id,
             "created_at": str(created),
@@ -386,7 +497,7 @@ class World:
         if email is not None:
             attrs["email"] = email
         roll = rng.random()
-        if email is not None and roll < 0.12:
+        if stale_verdict and email is not None and roll < 0.12:
             days = rng.randrange(1, 60) if roll < 0.07 else rng.randrange(120, 400)
             attrs["EV_Status"] = truth.status
             attrs["EV_SubStatus"] = truth.substatus
@@ -467,27 +578,28 @@ class World:
 
     # ------------------------------------------------------------------ lookups used by the servers
     def person_by_cio_id(self, cio_id: str) -> Person | None:
+        """The Person in the workspace with this (unprefixed, hex) cio_id."""
         try:
             i = int(cio_id, 16) - CIO_ID_OFFSET
         except (TypeError, ValueError):
             return None
-        if not 0 <= i < self.people_count:
-            return None
-        p = self._person(i)
-        return p if p.cio_id == cio_id else None
+        p = self.live_person(i)
+        return p if p is not None and p.cio_id == cio_id else None
 
     def person_by_id(self, person_id: str) -> Person | None:
+        """The Person in the workspace with this id."""
         try:
             i = int(person_id) - ID_OFFSET
         except (TypeError, ValueError):
             return None
-        if not 0 <= i < self.people_count or str(ID_OFFSET + i) != person_id:
+        if str(ID_OFFSET + i) != person_id:
             return None
-        p = self._person(i)
-        return p if p.id == person_id else None
+        p = self.live_person(i)
+        return p if p is not None and p.id == person_id else None
 
-    def person_by_email(self, address: str) -> Person | None:
-        """The first Person whose address normalizes to ``address`` (case-insensitive).
+    def person_by_email(self, address: str, *, deleted_too: bool = False) -> Person | None:
+        """The first Person in the workspace whose address normalizes to ``address``
+        (case-insensitive); with ``deleted_too``, deleted People count as well.
 
         Local parts end with the Person's index, so the candidates are the digit runs of the string
         (a malformed address still carries its index somewhere).
@@ -495,29 +607,36 @@ class World:
         wanted = normalize_address(address)
         for digits in re.findall(r"\d+", wanted.rpartition("@")[0] or wanted):
             i = int(digits)
-            if not 0 <= i < self.people_count:
-                continue
-            p = self._person(i)
-            if p.email is not None and normalize_address(p.email) == wanted:
+            if deleted_too:
+                try:
+                    p: Person | None = self.person(i)
+                except IndexError:
+                    p = None
+            else:
+                p = self.live_person(i)
+            if p is not None and p.email is not None and normalize_address(p.email) == wanted:
                 return p
         return None
 
     def mailbox_state(self, address: str) -> str:
-        """What an honest mail host says of this mailbox: exists, unknown, disabled or full."""
+        """What an honest mail host says of this mailbox: exists, unknown, disabled or full.
+
+        Mailboxes outlive profiles: a deleted Person's mailbox is still there.
+        """
         wanted = normalize_address(address)
         local, _, domain = wanted.rpartition("@")
         if domain not in self.domains:
             return "unknown"
         if local in ROLE_MAILBOXES:
             return "exists"
-        person = self.person_by_email(wanted)
+        person = self.person_by_email(wanted, deleted_too=True)
         if person is None or person.mailbox is None:
             return "unknown"
         return person.mailbox
 
     def truth_for_address(self, address: str) -> Truth | None:
         """The verdict an ideal verifier gives any address on this world (None: not an address)."""
-        person = self.person_by_email(address)
+        person = self.person_by_email(address, deleted_too=True)
         if person is not None:
             return person.truth
         wanted = normalize_address(address)
@@ -601,7 +720,7 @@ class World:
             by_case[p.truth.case] = by_case.get(p.truth.case, 0) + 1
             email_only += p.id is None
         return {
-            "people": self.people_count,
+            "people": self.live_count,
             "email_only": email_only,
             "domains": len(self.domains),
             "mail_hosts": len(self.smtp_hosts),

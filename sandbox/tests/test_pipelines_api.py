@@ -141,6 +141,7 @@ def test_strict_mode_refuses_bad_keys_with_401(sb: Sandbox) -> None:
 
 
 def test_strict_mode_rejects_the_whole_batch_and_names_the_items(sb: Sandbox) -> None:
+    sb.obs.faults.pipelines_strict_names_items = True
     batch = [identify(str(100000 + i)) for i in range(6)]
     batch[3] = {k: v for k, v in batch[3].items() if k != "type"}
     batch[5] = identify(None, {"EV_Status": "Valid"})  # no userId, no anonymousId, no email
@@ -165,6 +166,7 @@ def test_strict_mode_rejects_the_whole_batch_and_names_the_items(sb: Sandbox) ->
     ],
 )
 def test_strict_mode_refuses_malformed_requests(sb: Sandbox, body: bytes, reason: str) -> None:
+    sb.obs.faults.pipelines_strict_names_items = True
     r = post(sb, "batch", body, strict=True)
     assert r.status_code == 400
     assert reason in r.json()["meta"]["errors"][0]
@@ -177,6 +179,7 @@ def test_size_limits_32kb_per_call_and_500kb_per_request(sb: Sandbox) -> None:
         message["traits"]["pad"] = "x" * (n - overhead)
         return message
 
+    sb.obs.faults.pipelines_strict_names_items = True
     at_limit, over = sized(32768), sized(32769, "100002")
     r = post(sb, "batch", {"batch": [at_limit, identify("100003"), over]}, strict=True)
     assert r.status_code == 400
