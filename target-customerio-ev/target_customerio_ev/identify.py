@@ -26,6 +26,14 @@ class Identifier:
     value: str
 
 
+KIND_NAMES = {"id": "by id", "email": "email-only", "cio_id": "by cio_id"}
+
+
+def kind_name(kind: str) -> str:
+    """How People identified by `kind` are named in messages ("email-only", "by id")."""
+    return KIND_NAMES.get(kind, f"by {kind}")
+
+
 @dataclass(frozen=True)
 class Write:
     """One upsert of traits onto one Person, with an id that is the same every time it is built."""

@@ -7,8 +7,13 @@ target must know that every message of a batch landed (or was dead-lettered) bef
 for every submitted send and raises its failure. The target flushes before each STATE it emits, so
 STATE never runs ahead of the API.
 
-What differs between the APIs (path, auth, message shape, how a response names rejected items) is
-left to a subclass: `pipelines.py` and `track.py`.
+Every message the API accepts is offered to the landing sample (`landing.py`); every one it rejects
+is dead-lettered and counted by identifier kind (`rejections.py`): when a whole class of writes is
+refused (every message so far, or every email-only one), the send stops with one line instead of
+dead-lettering the run away.
+
+What differs between the APIs (path, auth, message shape, how a response names rejected items, which
+setting to suggest) is left to a subclass: `pipelines.py` and `track.py`.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import logging
 import threading
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import httpx
 import msgspec
@@ -27,7 +32,9 @@ from . import __version__
 from .batching import batch_body, encode, pack
 from .deadletter import DeadLetters
 from .errors import CertificateError, ConfigError, DeliveryError
-from .identify import Write
+from .identify import Write, kind_name
+from .landing import LandingSample
+from .rejections import END_EVIDENCE, EVIDENCE, RejectionWatch, Verdict
 from .retry import (
     RetryPolicy,
     is_certificate_failure,
@@ -41,6 +48,20 @@ from .stats import RunStats
 
 class Aborted(DeliveryError):
     """The run is terminating; requests still waiting to retry give up."""
+
+
+class AllRejected(DeliveryError):
+    """The API refuses a whole class of writes: a setting, not a record, is wrong."""
+
+
+class Sender(Protocol):
+    """What the sinks and the target use: one `BatchSender`, or several (`routing.SplitSender`)."""
+
+    def submit(self, writes: list[Write], stream: str) -> None: ...
+    def flush(self) -> None: ...
+    def check_rejections(self) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -67,8 +88,11 @@ class BatchSender(abc.ABC):
         logger: logging.Logger,
         *,
         transport: httpx.BaseTransport | None = None,
+        landing: LandingSample | None = None,
     ) -> None:
         self.settings = settings
+        self.landing = landing
+        self.watch = RejectionWatch()
         self._transport = transport
         self.stats = stats
         self.dead_letters = dead_letters
@@ -99,6 +123,15 @@ class BatchSender(abc.ABC):
     @abc.abstractmethod
     def rejected_items(self, status: int, body: Any, size: int) -> dict[int, str] | None:
         """Per-item rejections named by the response, or None when it does not say which."""
+
+    @abc.abstractmethod
+    def rejection_hint(self, verdict: Verdict) -> str:
+        """Which setting to check when the API refuses a whole class of writes."""
+
+    @property
+    def update_only(self) -> bool:
+        """Whether an accepted write may leave an unknown Person alone (Track `_update`)."""
+        return False
 
     # ------------------------------------------------------------------ lifecycle
     def _http(self) -> tuple[httpx.Client, ThreadPoolExecutor]:
@@ -143,6 +176,28 @@ class BatchSender(abc.ABC):
             if self._dispatcher is None:
                 self._dispatcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cio-batch")
             self._submitted.append(self._dispatcher.submit(self.send, writes, stream))
+
+    def check_rejections(self) -> None:
+        """At the end of the run: a class of writes refused every time (`END_EVIDENCE` times or
+        more, never accepted) fails the run, however short it was."""
+        verdict = self.watch.verdict(END_EVIDENCE)
+        if verdict is not None:
+            raise AllRejected(self.rejection_message(verdict))
+
+    def rejection_message(self, verdict: Verdict) -> str:
+        """The one line of a run stopped because a whole class of writes is refused."""
+        if verdict.kind is None or not self.watch.accepted_total:
+            what = f"all {verdict.rejected} messages sent"
+            if verdict.kind is not None:
+                what += f" (all {kind_name(verdict.kind)})"
+            what += " and accepted none"
+        else:
+            what = f"all {verdict.rejected} {kind_name(verdict.kind)} writes while accepting others"
+        return (
+            f"Customer.io {self.api_name} API rejected {what} ({verdict.said()}): "
+            f"{self.rejection_hint(verdict)} The run stopped; STATE was not advanced (the "
+            "rejected messages are in the dead letters)."
+        )
 
     def flush(self) -> None:
         """Wait until every submitted write landed or was dead-lettered; raise the first failure."""
@@ -192,12 +247,23 @@ class BatchSender(abc.ABC):
         status = response.status_code
         body = _json(response)
         if status in (401, 403):
-            raise ConfigError(self.unauthorized(status))
+            message = self.unauthorized(status)
+            earlier = self.watch.accepted_total
+            if earlier:
+                message += (
+                    f" It accepted {earlier} messages earlier in this run: was the key revoked "
+                    "or rotated? STATE was not advanced."
+                )
+            raise ConfigError(message)
         if 200 <= status < 300:
             rejected = self.rejected_items(status, body, len(chunk)) or {}
+            accepted = [item.write for i, (item, _) in enumerate(chunk) if i not in rejected]
+            self.watch.accept([write.identifier.kind for write in accepted])
+            if self.landing is not None:
+                self.landing.add(accepted, update_only=self.update_only)
+            self.stats.count("written", len(accepted))
             for index, reason in sorted(rejected.items()):
-                self._dead(stream, chunk[index][0], reason)
-            self.stats.count("written", len(chunk) - len(rejected))
+                self._refused(stream, chunk[index][0], reason, status)
             return
         if status in (400, 413, 422):
             self._isolate(client, chunk, stream, status, body)
@@ -214,11 +280,11 @@ class BatchSender(abc.ABC):
         named = self.rejected_items(status, body, len(chunk))
         if len(chunk) == 1:
             reason = (named or {}).get(0) or _reason(status, body)
-            self._dead(stream, chunk[0][0], reason)
+            self._refused(stream, chunk[0][0], reason, status)
             return
         if named:
             for index, reason in sorted(named.items()):
-                self._dead(stream, chunk[index][0], reason)
+                self._refused(stream, chunk[index][0], reason, status)
             rest = [part for i, part in enumerate(chunk) if i not in named]
             if rest:
                 self._deliver(client, rest, stream)
@@ -267,6 +333,14 @@ class BatchSender(abc.ABC):
             if self._abort.wait(delay):
                 raise Aborted(f"{self.api_name} sending stopped: the run is terminating.")
 
+    def _refused(self, stream: str, item: Item, reason: str, status: int) -> None:
+        """A message the API rejected: a dead letter; the run stops when a whole class is."""
+        self._dead(stream, item, reason)
+        self.watch.reject(item.write.identifier.kind, status)
+        verdict = self.watch.verdict(EVIDENCE)
+        if verdict is not None:
+            raise AllRejected(self.rejection_message(verdict))
+
     def _dead(self, stream: str, item: Item, reason: str) -> None:
         self.stats.count("dead_lettered")
         self.dead_letters.add(
@@ -297,4 +371,4 @@ def _reason(status: int, body: Any) -> str:
     return f"HTTP {status}: rejected"
 
 
-__all__ = ["Aborted", "BatchSender", "Chunk", "Item"]
+__all__ = ["Aborted", "AllRejected", "BatchSender", "Chunk", "Item", "Sender"]

@@ -20,6 +20,8 @@ from .urls import normalized_origin, origin_error
 DEFAULT_TRAITS = ("EV_Status", "EV_SubStatus", "EV_Validation_Timestamp")
 PIPELINES_HOSTS = {"us": "https://cdp.customer.io", "eu": "https://cdp-eu.customer.io"}
 TRACK_HOSTS = {"us": "https://track.customer.io", "eu": "https://track-eu.customer.io"}
+APP_HOSTS = {"us": "https://api.customer.io", "eu": "https://api-eu.customer.io"}
+EMAIL_ONLY_MODES = ("empty_user_id", "email_as_user_id", "track")
 API_BATCH_LIMIT = 500_000  # bytes per batch request, Pipelines and Track v2
 API_MESSAGE_LIMIT = 32 * 1024  # bytes per call inside a batch
 
@@ -108,6 +110,42 @@ CONFIG_SCHEMA = th.PropertiesList(
         description="Origin override for the Track API (default by region).",
     ),
     th.Property(
+        "email_only_identify",
+        th.StringType,
+        default="empty_user_id",
+        allowed_values=list(EMAIL_ONLY_MODES),
+        description="How People without an id are addressed (api: pipelines): empty_user_id "
+        "(userId '' plus traits.email), email_as_user_id (userId is the address) or track (Track "
+        "API v2 identifiers.email with _update: true; needs track_site_id and track_api_key).",
+    ),
+    th.Property(
+        "app_api_key",
+        th.StringType,
+        secret=True,
+        description="App API key (Bearer) of the workspace written to: after the run, a sample of "
+        "the People written is read back to check that the new values landed.",
+    ),
+    th.Property(
+        "app_api_url",
+        th.StringType,
+        description="Origin override for the App API (default by region: api.customer.io or "
+        "api-eu.customer.io). Plain http:// only for loopback hosts.",
+    ),
+    th.Property(
+        "landing_check_sample",
+        th.IntegerType(minimum=0, maximum=1000),
+        default=50,
+        description="People read back after the run (split evenly across how they were "
+        "identified: id, email only, cio_id); 0 turns the landing check off.",
+    ),
+    th.Property(
+        "landing_check_timeout",
+        th.NumberType(minimum=1, maximum=3600),
+        default=300.0,
+        description="Seconds the landing check waits for the sampled People to show the new "
+        "values (writes become visible with a delay).",
+    ),
+    th.Property(
         "max_batch_bytes",
         th.IntegerType(minimum=API_MESSAGE_LIMIT + 1024, maximum=API_BATCH_LIMIT),
         default=450_000,
@@ -188,16 +226,24 @@ class Settings:
     max_backoff_seconds: float
     request_timeout: float
     checkpoint_interval_seconds: float
+    email_only_identify: str
+    app_api_key: str
+    app_base_url: str
+    track_base_url: str
+    landing_check_sample: int
+    landing_check_timeout: float
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
         """Settings from a config, validated or partial: unset settings take the schema default."""
         region = str(setting(config, "region"))
         api = str(setting(config, "api"))
+        track = setting(config, "track_api_url") or TRACK_HOSTS.get(region, "")
         if api == "track":
-            base = setting(config, "track_api_url") or TRACK_HOSTS.get(region, "")
+            base = track
         else:
             base = setting(config, "api_url") or PIPELINES_HOSTS.get(region, "")
+        app = setting(config, "app_api_url") or APP_HOSTS.get(region, "")
         return cls(
             api=api,
             pipelines_api_key=setting(config, "pipelines_api_key") or "",
@@ -219,7 +265,18 @@ class Settings:
             max_backoff_seconds=float(setting(config, "max_backoff_seconds")),
             request_timeout=float(setting(config, "request_timeout")),
             checkpoint_interval_seconds=float(setting(config, "checkpoint_interval_seconds")),
+            email_only_identify=str(setting(config, "email_only_identify")),
+            app_api_key=setting(config, "app_api_key") or "",
+            app_base_url=normalized_origin(str(app)),
+            track_base_url=normalized_origin(str(track)),
+            landing_check_sample=int(setting(config, "landing_check_sample")),
+            landing_check_timeout=float(setting(config, "landing_check_timeout")),
         )
+
+    @property
+    def landing_check(self) -> bool:
+        """Whether the run ends by reading a sample of its writes back (and holds STATE until)."""
+        return bool(self.app_api_key) and self.landing_check_sample > 0 and not self.dry_run
 
 
 def secret_error(value: object, setting: str) -> str | None:
@@ -329,6 +386,14 @@ def rule_errors(config: Mapping[str, Any]) -> list[str]:
                 "set api: track with track_site_id and track_api_key, or drop update_only."
             )
         errors += _origin_errors(config, "api_url")
+        if setting(config, "email_only_identify") == "track":
+            missing = [k for k in ("track_site_id", "track_api_key") if not config.get(k)]
+            if missing:
+                errors.append(
+                    f"email_only_identify: track needs {' and '.join(missing)} (the workspace's "
+                    "Track API credentials), or choose empty_user_id or email_as_user_id."
+                )
+            errors += _origin_errors(config, "track_api_url")
     elif api == "track":
         missing = [k for k in ("track_site_id", "track_api_key") if not config.get(k)]
         if missing:
@@ -336,6 +401,13 @@ def rule_errors(config: Mapping[str, Any]) -> list[str]:
                 f"api: track needs {' and '.join(missing)} (the workspace's Track API credentials)."
             )
         errors += _origin_errors(config, "track_api_url")
+        mode = setting(config, "email_only_identify")
+        if mode != DEFAULTS["email_only_identify"]:
+            errors.append(
+                f"email_only_identify: {mode} applies to api: pipelines only; with api: track "
+                "People without an id are addressed by identifiers.email already: drop it."
+            )
+    errors += _origin_errors(config, "app_api_url")
     for name in SECRETS:
         value = config.get(name)
         problem = None if value is None or value == "" else secret_error(value, name)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from singer_sdk.helpers.conform import DatetimeErrorTreatmentEnum
 
     from .deadletter import DeadLetters
-    from .sender import BatchSender
+    from .sender import Sender
     from .settings import Settings
     from .stats import RunStats
 
@@ -35,7 +35,7 @@ class SinkHost(Protocol):
 
     settings: Settings
     stats: RunStats
-    sender: BatchSender
+    sender: Sender
     dead_letters: DeadLetters
 
 

@@ -36,16 +36,18 @@ class RunStats:
         with self._lock:
             return {**{name: 0 for name in FIELDS}, **self._counts}
 
-    def line(self, *, dry_run: bool) -> str:
+    def line(self, *, dry_run: bool, landing: str = "") -> str:
+        """The run's summary line; `landing` is what the landing check found (landing.py)."""
         c = self.snapshot()
+        end = f"; {landing}." if landing else "."
         if dry_run:
             return (
                 f"Dry run: would send {c['would_send']} identifies; skipped unchanged "
                 f"{c['skipped_unchanged']}, nothing to send {c['skipped_empty']}, "
-                f"dead-lettered {c['dead_lettered']}."
+                f"dead-lettered {c['dead_lettered']}{end}"
             )
         return (
             f"Summary: written {c['written']}, skipped unchanged {c['skipped_unchanged']}, "
             f"nothing to send {c['skipped_empty']}, dead-lettered {c['dead_lettered']}, "
-            f"retries {c['retries']}, requests {c['requests']}."
+            f"retries {c['retries']}, requests {c['requests']}{end}"
         )

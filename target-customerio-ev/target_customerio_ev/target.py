@@ -1,12 +1,20 @@
 """target-customerio-ev: upsert email-verification traits onto Customer.io People.
 
 The wiring: which sender writes for the settings (Pipelines API by default, the Track API v2 for
-`api: track`), the run's counters and dead letters, and the SDK hooks that keep STATE behind what
-has landed.
+`api: track`, both for `email_only_identify: track`), the run's counters and dead letters, the
+landing check, and the SDK hooks that keep STATE behind what has landed.
+
+STATE: every STATE line waits until the writes before it were acknowledged (`_write_state_message`
+flushes the senders). The final one also waits for the end-of-run checks (a class of writes the API
+refused every time; the landing check) and is not written when they fail. With the landing check
+on, every STATE is held until it passed: the sample is drawn from the whole run, so only its
+verdict covers the writes before a checkpoint, and a checkpoint STATE written earlier would let the
+next run resume past writes found lost (Meltano keeps STATE from a failed run).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -16,8 +24,10 @@ from typing_extensions import override
 
 from .deadletter import DeadLetters
 from .errors import Terminated, UserError, exit_with
+from .landing import LandingChecker, LandingReport, LandingSample
 from .pipelines import PipelinesSender
 from .reader import LineNumberingReader
+from .routing import SplitSender
 from .settings import CONFIG_SCHEMA, Settings, config_errors
 from .sinks import CustomerIOSink
 from .stats import RunStats
@@ -26,7 +36,7 @@ from .track import TrackSender
 if TYPE_CHECKING:
     from types import FrameType
 
-    from .sender import BatchSender
+    from .sender import BatchSender, Sender
 
 
 class TargetCustomerIOEV(Target):
@@ -51,24 +61,86 @@ class TargetCustomerIOEV(Target):
         self.settings = Settings.from_config(self.config)
         self.stats = RunStats()
         self.dead_letters = DeadLetters(self.settings.dead_letter_path, self.logger)
+        self.landing_sample = (
+            LandingSample(self.settings.landing_check_sample)
+            if self.settings.landing_check
+            else None
+        )
+        self.landing_report = LandingReport.not_checked(self.unchecked_reason())
         self.sender = self.make_sender()
+        self.ending = False  # the final drain: its STATE waits for the end-of-run checks
+        self.held_state: dict[str, Any] | None = None
         # How often pending batches drain and STATE is emitted (the SDK's max record age, 5 min).
         self._MAX_RECORD_AGE_IN_MINUTES = self.settings.checkpoint_interval_seconds / 60
         if self.settings.api == "pipelines" and not self.settings.dry_run:
             self.logger.info(
                 "Writing through the Pipelines API: identify creates People that do not exist "
-                "(use api: track with update_only: true to only update)."
+                "(use api: track with update_only: true to only update)%s.",
+                "; People without an id through the Track API, update only"
+                if self.settings.email_only_identify == "track"
+                else "",
+            )
+        if self.settings.landing_check:
+            self.logger.info(
+                "Landing check on: STATE is written once a sample of the People written has been "
+                "read back with the new values."
             )
 
-    def make_sender(self) -> BatchSender:
-        """The sender for the `api` setting."""
-        sender_class = self.senders.get(self.settings.api, PipelinesSender)
-        return sender_class(self.settings, self.stats, self.dead_letters, self.logger)
+    def unchecked_reason(self) -> str:
+        """Why the landing check does not run (or, when it does, the reason if it never gets to)."""
+        if self.settings.dry_run:
+            return "dry run"
+        if not self.settings.app_api_key:
+            return "no app_api_key"
+        if self.settings.landing_check_sample == 0:
+            return "landing_check_sample is 0"
+        return "the run stopped before the check"
+
+    def make_sender(self) -> Sender:
+        """The sender for the `api` and `email_only_identify` settings."""
+        settings = self.settings
+        collaborators = (self.stats, self.dead_letters, self.logger)
+        sender_class = self.senders.get(settings.api, PipelinesSender)
+        main = sender_class(settings, *collaborators, landing=self.landing_sample)
+        if settings.api == "pipelines" and settings.email_only_identify == "track":
+            by_email = dataclasses.replace(
+                settings, api="track", base_url=settings.track_base_url, update_only=True
+            )
+            return SplitSender(
+                main, TrackSender(by_email, *collaborators, landing=self.landing_sample)
+            )
+        return main
 
     def finish(self) -> None:
         """End of a run, finished or not: close the sender and log the summary line."""
         self.sender.close()
-        self.logger.info("%s", self.stats.line(dry_run=self.settings.dry_run))
+        self.logger.info(
+            "%s",
+            self.stats.line(dry_run=self.settings.dry_run, landing=self.landing_report.phrase()),
+        )
+
+    def verify_landing(self) -> None:
+        """Read a sample of this run's writes back through the App API; raise when some never
+        show the new values (`LandingError`)."""
+        settings = self.settings
+        if settings.dry_run or settings.landing_check_sample == 0:
+            return
+        if self.landing_sample is None:
+            if self.stats["written"]:
+                self.logger.warning(
+                    "Landing not verified: without app_api_key no written Person is read back, so "
+                    "writes Customer.io accepted but never applied would go unnoticed (set "
+                    "app_api_key, or landing_check_sample: 0 to turn the check off)."
+                )
+            return
+        entries = self.landing_sample.draw(settings.landing_check_sample)
+        if not entries:
+            self.landing_report = LandingReport.not_checked("nothing written")
+            return
+        self.landing_report = LandingChecker(settings, self.stats, self.logger).run(entries)
+        error = self.landing_report.error(settings)
+        if error is not None:
+            raise error
 
     @override
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
@@ -85,15 +157,27 @@ class TargetCustomerIOEV(Target):
 
     @override
     def _write_state_message(self, state: dict[str, Any]) -> None:
-        """STATE acknowledges every record before it: wait until they all landed, or raise."""
+        """STATE acknowledges every record before it: wait until they all landed, or raise.
+
+        The final STATE (and, with the landing check on, every STATE) is held: `process_endofpipe`
+        writes it once the end-of-run checks passed.
+        """
         self.sender.flush()
+        if self.ending or self.settings.landing_check:
+            self.held_state = state
+            return
         super()._write_state_message(state)
 
     @override
     def process_endofpipe(self) -> None:
+        self.ending = True
         try:
             super().process_endofpipe()
             self.sender.flush()  # also when no STATE came: the run succeeds only if all landed
+            self.sender.check_rejections()
+            self.verify_landing()
+            if self.held_state is not None:
+                super()._write_state_message(self.held_state)
         finally:
             self.finish()
 
@@ -112,11 +196,18 @@ class TargetCustomerIOEV(Target):
             self.sender.abort()
             # The reader's on_stop (or process_endofpipe) still closes the sender, logs the summary.
             exit_with(Terminated(f"Stopped by signal {signum}: {exc}", signum), self.logger)
-        self.logger.warning(
-            "Stopped by signal %d: everything read so far has landed and its STATE was emitted; "
-            "run again to finish.",
-            signum,
-        )
+        if self.held_state is not None:
+            self.logger.warning(
+                "Stopped by signal %d: everything read so far was accepted, but STATE is held "
+                "back because the end-of-run checks did not run; run again to finish.",
+                signum,
+            )
+        else:
+            self.logger.warning(
+                "Stopped by signal %d: everything read so far has landed and its STATE was "
+                "emitted; run again to finish.",
+                signum,
+            )
         sys.exit(128 + signum)
 
     @classmethod

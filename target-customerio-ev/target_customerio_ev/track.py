@@ -10,6 +10,7 @@ from typing import Any
 from typing_extensions import override
 
 from .identify import Write
+from .rejections import Verdict
 from .sender import BatchSender
 
 
@@ -44,6 +45,11 @@ class TrackSender(BatchSender):
     path = "/api/v2/batch"
     api_name = "Track"
 
+    @property
+    @override
+    def update_only(self) -> bool:
+        return self.settings.update_only
+
     @override
     def auth(self) -> tuple[str, str]:
         return (self.settings.track_site_id, self.settings.track_api_key)
@@ -63,3 +69,14 @@ class TrackSender(BatchSender):
     @override
     def rejected_items(self, status: int, body: Any, size: int) -> dict[int, str] | None:
         return rejected_people(status, body, size)
+
+    @override
+    def rejection_hint(self, verdict: Verdict) -> str:
+        if 413 in verdict.statuses:
+            return "lower max_batch_bytes (a proxy in front of Customer.io may allow less)."
+        if verdict.kind == "email":
+            return "email must be an identifier of the workspace (Track identifiers.email)."
+        return (
+            "check traits and identify_by, and that track_site_id and track_api_key belong to "
+            "the workspace."
+        )

@@ -7,7 +7,10 @@ import ipaddress
 from urllib.parse import urlsplit
 
 # What each origin setting looks like, for the messages (any other setting: the Pipelines one).
-EXAMPLE_ORIGINS = {"track_api_url": "https://track.customer.io"}
+EXAMPLE_ORIGINS = {
+    "track_api_url": "https://track.customer.io",
+    "app_api_url": "https://api.customer.io",
+}
 EXAMPLE_ORIGIN = "https://cdp.customer.io"
 
 
