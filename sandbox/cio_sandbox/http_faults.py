@@ -43,6 +43,13 @@ def errors_body(detail: str, status: int) -> dict[str, Any]:
 UNNAMED_BATCH_ERROR = "batch: one or more calls failed validation"
 
 
+def unnamed_batch_error(reasons: list[str]) -> str:
+    """One error for a refused batch that says why but not which calls: a client must split the
+    batch to find them (``UNNAMED_BATCH_ERROR (reason; other reason)``, reasons deduplicated)."""
+    distinct = sorted(set(reasons))
+    return f"{UNNAMED_BATCH_ERROR} ({'; '.join(distinct)})" if distinct else UNNAMED_BATCH_ERROR
+
+
 def meta_errors_body(*messages: str) -> dict[str, Any]:
     """The older envelope Customer.io keeps for 400s: ``{"meta":{"errors":[...]}}``."""
     return {"meta": {"errors": list(messages)}}
@@ -183,7 +190,7 @@ def fault_middleware(obs: Observatory, profile: FaultProfile, rng: random.Random
                 obs.count_fault(f"{svc}_reject")
                 obs.record_rejection("; ".join(named))
                 if not getattr(obs.faults, f"{svc}_strict_names_items", True):
-                    named = [UNNAMED_BATCH_ERROR]
+                    named = [unnamed_batch_error([n.partition(": ")[2] for n in named])]
                 return json_response(meta_errors_body(*named), status=400)
         if roll(getattr(obs.faults, f"{svc}_lost_answer_rate", 0.0)):
             obs.count_fault(f"{svc}_lost_answer")

@@ -21,7 +21,6 @@ from aiohttp import web
 
 from .app_api import WORKSPACE_ID
 from .http_faults import (
-    UNNAMED_BATCH_ERROR,
     FaultProfile,
     Handler,
     basic_credentials,
@@ -32,6 +31,7 @@ from .http_faults import (
     meta_errors_body,
     seeded_rng,
     shared_limiter,
+    unnamed_batch_error,
 )
 from .observe import Observatory
 from .world import Person, World
@@ -212,11 +212,12 @@ class PipelinesApi:
             messages, labels, sizes = [{**payload, "type": kind}], [kind], [len(body)]
         faults = self.obs.faults
         email_only = faults.pipelines_email_only
-        problems = {
-            i: f"{labels[i]}: {p}"
+        reasons = {
+            i: p
             for i, m in enumerate(messages)
             if (p := call_problem(m, sizes[i], email_only=email_only)) is not None
         }
+        problems = {i: f"{labels[i]}: {p}" for i, p in reasons.items()}
         if email_only == "reject":
             for i in problems:
                 if is_email_only(messages[i]):
@@ -224,7 +225,9 @@ class PipelinesApi:
         if problems and strict:
             self.obs.record_rejection("; ".join(problems.values()))
             named = kind != "batch" or faults.pipelines_strict_names_items
-            shown = list(problems.values()) if named else [UNNAMED_BATCH_ERROR]
+            shown = (
+                list(problems.values()) if named else [unnamed_batch_error(list(reasons.values()))]
+            )
             return json_response(meta_errors_body(*shown), status=400)
         for i, message in enumerate(messages):
             if i in problems:
