@@ -168,6 +168,30 @@ def test_attribute_filters_read_the_people_attributes(sb: Sandbox, api: requests
     assert exact == [{"id": one.id, "email": one.email, "cio_id": one.cio_id}]
 
 
+def test_eq_takes_booleans_and_numbers_as_their_stored_strings(
+    sb: Sandbox, api: requests.Session
+) -> None:
+    """The vendor's examples send ``"value": true``; attributes are stored as strings."""
+    unsubscribed = sb.world.person(0)
+    flagged = [sb.world.person(i) for i in (5, 9)]
+    for p in flagged:
+        sb.obs.land(p.cio_id, {"vip": True, "score": 7, "ratio": 0.5}, None)
+    sb.obs.land(unsubscribed.cio_id, {"vip": False, "score": "7"}, None)
+    want = {p.cio_id for p in flagged}
+
+    def where(value: object, field: str = "vip") -> set[str]:
+        filt = {"attribute": {"field": field, "operator": "eq", "value": value}}
+        return {r["cio_id"] for r in all_pages(sb, api, filt)}
+
+    assert where(True) == where("true") == want
+    assert where(False) == where("false") == {unsubscribed.cio_id}
+    assert where(7, "score") == where("7", "score") == want | {unsubscribed.cio_id}
+    assert where(0.5, "ratio") == want
+    for value in (None, [], {"a": 1}):
+        r = search(sb, api, {"attribute": {"field": "vip", "operator": "eq", "value": value}})
+        assert r.status_code == 400 and "value" in details(r)[0]
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -286,6 +310,27 @@ def test_suppressions_page_by_offset(sb: Sandbox, api: requests.Session) -> None
         assert api.get(f"{url}/{kind}").json()["suppressions"] == sb.world.suppressions(kind)
     assert api.get(f"{url}/hard_bounces").status_code == 404
     assert api.get(f"{url}/bounces", params={"limit": 1001}).status_code == 400
+    # An older definition names the categories bounces|blocks|spam|invalid: the same lists.
+    for old, current in (("spam", "spam_reports"), ("invalid", "invalid_emails")):
+        answer = api.get(f"{url}/{old}").json()
+        assert answer == {"category": old, "suppressions": sb.world.suppressions(current)}
+
+
+def test_every_4xx_uses_the_errors_envelope(sb: Sandbox, api: requests.Session) -> None:
+    base = sb.app_api_url
+    answers = [
+        api.get(f"{base}/v1/no-such-endpoint"),  # 404
+        api.delete(f"{base}/v1/segments"),  # 405
+        api.get(f"{base}/v1/segments/99"),  # 404
+        api.get(f"{base}/v1/customers/nobody/attributes"),  # 404
+        api.get(f"{base}/v1/customers"),  # 400: no email
+        api.post(f"{base}/v1/customers", json={"filter": {}}),  # 400
+        api.post(f"{base}/v1/customers/attributes", json={"ids": []}),  # 400
+        requests.get(f"{base}/v1/segments"),  # 401
+    ]
+    assert [r.status_code for r in answers] == [404, 405, 404, 404, 400, 400, 400, 401]
+    for r in answers:
+        assert details(r) and all(details(r)), r.text
 
 
 def test_workspaces(sb: Sandbox, api: requests.Session) -> None:
