@@ -154,3 +154,50 @@ def test_the_readme_demo_runs(meltano_dir: Path) -> None:
         "Second run:" in result.stdout
         and "0 SMTP connections, 0 identify calls landed" in result.stdout
     )
+
+
+def test_settings_made_with_meltano_config_set_reach_the_mapper(
+    meltano_dir: Path, tmp_path: Path
+) -> None:
+    """`meltano config set mapper-emailverify ...` writes the plugin's own config, which Meltano
+    replaces with the mapping's when it runs `emailverify`; the mapper reads it back."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "meltano.yml").write_text((ROOT / "meltano.yml").read_text())
+    with Sandbox(World(seed=24, people=300)) as sb:
+        sb.obs.faults.app_rate_limit = 0
+        domain = next(
+            p.email.rsplit("@", 1)[1].lower()
+            for p in sb.world.iter_people()
+            if p.truth.case == "normal" and p.email and "@" in p.email
+        )
+        env = {
+            **meltano_env(sb, tmp_path / "report.json"),
+            "MELTANO_SYS_DIR_ROOT": str(meltano_dir),
+            "MAPPER_EMAILVERIFY_CACHE_PATH": str(tmp_path / "cache.sqlite"),
+            "TAP_CUSTOMERIO_PEOPLE_REQUESTS_PER_SECOND": "200",
+        }
+        # As a user types it: no environment, so Meltano writes the plugin's own config.
+        plain = {k: v for k, v in env.items() if k != "MELTANO_ENVIRONMENT"}
+        setting = subprocess.run(
+            [MELTANO, "config", "set", "mapper-emailverify", "extra_disposable_domains",
+             json.dumps([domain])],
+            cwd=project, env=plain, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert setting.returncode == 0, setting.stderr[-2000:]
+        result = subprocess.run(
+            [MELTANO, "run", "tap-customerio-people", "emailverify", "target-customerio-ev"],
+            cwd=project, env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-4000:]
+        landed = sb.obs.landed_copy()
+        on_domain = [
+            p
+            for p in sb.world.iter_people()
+            if p.email and p.email.strip().lower().endswith(domain)
+        ]
+    assert on_domain
+    statuses = {landed[p.cio_id]["EV_Status"] for p in on_domain if p.cio_id in landed}
+    assert statuses == {"Disposable"}, statuses
+    [said] = [line for line in result.stderr.splitlines() if "Settings from meltano.yml" in line]
+    assert "extra_disposable_domains" in said, said

@@ -406,3 +406,79 @@ def test_schema_declares_dotted_paths() -> None:
     closed = {"properties": {"contact": {"type": "object", "additionalProperties": False}}}
     assert _schema_declares(closed, ("contact", "email")) is False
     assert _schema_declares({"properties": {"name": {"type": "string"}}}, ("email",)) is False
+
+
+# -- verdicts already written are protected ------------------------------------------------------
+
+
+class TimeoutEngine(FakeEngine):
+    """Every re-check of a `flaky@` address ends in a transient Unknown (a timeout)."""
+
+    async def verify(self, address):
+        if address.startswith("flaky"):
+            self.calls.append(address)
+            return SimpleNamespace(status="Unknown", substatus="smtp_timeout")
+        return await super().verify(address)
+
+
+def _carrying(i: int, email: str, status: str, substatus: str, at: float) -> dict:
+    line = person(i, email)
+    line["record"]["attributes"] = {
+        "EV_Status": status,
+        "EV_SubStatus": substatus,
+        "EV_Validation_Timestamp": str(int(at)),
+    }
+    return line
+
+
+def test_a_transient_recheck_never_replaces_a_definite_earlier_verdict():
+    stale = time.time() - 200 * 86400  # older than reverify_after_days: due for a re-check
+    lines = [
+        SCHEMA,
+        _carrying(1, "flaky@a.example", "Valid", "mailbox_exists", stale),
+        _carrying(2, "flaky2@a.example", "Unknown", "greylisted", stale),
+        _carrying(3, "fast@a.example", "Invalid", "mailbox_not_found", stale),
+        state(1),
+    ]
+    engine = TimeoutEngine()
+    out, _ = run_mapper(lines, engine=engine)
+    records = {m["record"]["id"]: m["record"] for m in out if m["type"] == "RECORD"}
+    assert engine.calls == ["flaky@a.example", "flaky2@a.example", "fast@a.example"]
+    # the earlier Valid stays, with its own timestamp: the target sees nothing to change
+    assert (records[1]["EV_Status"], records[1]["EV_SubStatus"]) == ("Valid", "mailbox_exists")
+    assert records[1]["EV_Validation_Timestamp"].startswith(
+        time.strftime("%Y-%m-%d", time.gmtime(stale))
+    )
+    # an earlier Unknown is not definite: the new Unknown replaces it
+    assert (records[2]["EV_Status"], records[2]["EV_SubStatus"]) == ("Unknown", "smtp_timeout")
+    # a definite new verdict always replaces the earlier one
+    assert (records[3]["EV_Status"], records[3]["EV_SubStatus"]) == ("Valid", "mailbox_exists")
+
+
+def test_reverify_before_rechecks_fresh_and_cached_verdicts_from_before_that_time(tmp_path):
+    now = time.time()
+    cache = SqliteResultsCache(tmp_path / "c.sqlite", ttl_days=30)
+    cache.put(address_key("cached@a.example"), Verdict("Invalid", "mailbox_not_found", now - 3600))
+    cache.put(address_key("recent@a.example"), Verdict("Invalid", "mailbox_not_found", now - 60))
+    cache.close()
+    before = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 600))
+    lines = [
+        SCHEMA,
+        _carrying(1, "fast@a.example", "Invalid", "mailbox_not_found", now - 3600),
+        person(2, "cached@a.example"),
+        person(3, "recent@a.example"),
+        state(1),
+    ]
+    config = {"cache_path": str(tmp_path / "c.sqlite"), "reverify_before": before}
+    out, engine = run_mapper(lines, config=config)
+    records = {m["record"]["id"]: m["record"] for m in out if m["type"] == "RECORD"}
+    assert sorted(engine.calls) == ["cached@a.example", "fast@a.example"]
+    assert records[1]["EV_Status"] == "Valid" and records[2]["EV_Status"] == "Valid"
+    assert records[3]["EV_Status"] == "Invalid"  # verified after reverify_before: trusted
+
+
+def test_reverify_before_must_be_a_time():
+    from singer_sdk.exceptions import ConfigValidationError
+
+    with pytest.raises(ConfigValidationError, match="reverify_before must be an ISO 8601 time"):
+        run_mapper([SCHEMA], config={"reverify_before": "last tuesday"})

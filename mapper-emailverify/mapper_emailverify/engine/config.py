@@ -14,6 +14,7 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
 from mapper_emailverify.engine.errors import ConfigError
 from mapper_emailverify.engine.urls import normalized_origin, origin_error
@@ -186,6 +187,20 @@ def _as_list(value: Any) -> list[str]:
     raise ConfigError(f"expected a list of strings, got {type(value).__name__}")
 
 
+def _system_nameservers() -> str:
+    """The resolvers of /etc/resolv.conf, read without loading dnspython."""
+    try:
+        with open("/etc/resolv.conf", encoding="utf-8") as handle:
+            found = [
+                line.split()[1]
+                for line in handle
+                if line.startswith("nameserver") and len(line.split()) > 1
+            ]
+    except OSError:
+        return "none found"
+    return ", ".join(found) or "none found"
+
+
 def _default_helo() -> str:
     # gethostname() never touches the network, unlike getfqdn().
     name = socket.gethostname() or "localhost"
@@ -336,6 +351,30 @@ class VerifierConfig:
     @property
     def sender(self) -> str:
         return self.mail_from or f"verify@{self.helo_hostname}"
+
+    def describe(self) -> str:
+        """What the engine will do, in one line for the log (no secret: a proxy's credentials
+        are left out)."""
+        if self.backend == "emailverify":
+            return f"backend emailverify ({self.emailverify_api_url})"
+        if self.dns_nameservers:
+            resolver = ", ".join(f"{host}:{port}" for host, port in self.dns_nameservers)
+        else:
+            resolver = f"the system resolver ({_system_nameservers()})"
+        parts = [f"backend builtin: resolver {resolver}"]
+        if not self.smtp_check:
+            return f"{parts[0]}, smtp_check off (no mailbox probe)"
+        parts += [
+            f"SMTP port {self.smtp_port}",
+            f"HELO {self.helo_hostname}",
+            f"MAIL FROM {self.sender}",
+            f"concurrency {self.concurrency}",
+            f"{self.max_connections_per_mx} sessions per mail host",
+        ]
+        if self.socks_proxy:
+            proxy = urlsplit(self.socks_proxy)
+            parts.append(f"via SOCKS proxy {proxy.hostname}:{proxy.port}")
+        return ", ".join(parts)
 
     @classmethod
     def from_settings(

@@ -75,27 +75,43 @@ def _carried(source: Mapping[str, Any], names: FieldNames) -> Verdict | None:
     return None if seconds is None else Verdict(status, substatus, seconds)
 
 
+def carried(record: Mapping[str, Any], names: FieldNames) -> Verdict | None:
+    """The verification the record carries, however old: its own fields first, then
+    `attributes` as the tap reads them from Customer.io."""
+    verdict = _carried(record, names)
+    if verdict is None:
+        attributes = record.get("attributes")
+        if isinstance(attributes, Mapping):
+            verdict = _carried(attributes, names)
+    return verdict
+
+
 def carried_verdict(
     record: Mapping[str, Any],
     names: FieldNames,
     now: float,
     max_age: float,
     transient_max_age: float | None = None,
+    not_before: float | None = None,
 ) -> Verdict | None:
     """The verification the record carries while it is still trusted, else None.
 
     `max_age` for verdicts about the mailbox; `transient_max_age` (when given) for Unknowns that
-    describe the moment (a fault, a greylist), so those are retried sooner.
+    describe the moment (a fault, a greylist), so those are retried sooner; a verdict reached
+    before `not_before` (the `reverify_before` setting) is never trusted.
     """
-    verdict = _carried(record, names)
-    if verdict is None:
-        attributes = record.get("attributes")
-        if isinstance(attributes, Mapping):
-            verdict = _carried(attributes, names)
+    verdict = carried(record, names)
     if verdict is None:
         return None
     if transient_max_age is not None:
         max_age = lifetime(verdict.status, verdict.substatus, max_age, transient_max_age)
     if not (now - max_age <= verdict.validated_at <= now + _CLOCK_SKEW):
         return None
+    if not_before is not None and verdict.validated_at < not_before:
+        return None
     return verdict
+
+
+def definite(verdict: Verdict | None) -> bool:
+    """A verdict about the mailbox (Valid, Invalid, Catch-All, Disposable), not an Unknown."""
+    return verdict is not None and verdict.status != "Unknown"

@@ -13,6 +13,7 @@ waits for the reader's next barrier, full window or end of input.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from mapper_emailverify.stream_map.engine_thread import EngineThread
 from mapper_emailverify.stream_map.ordering import ReorderBuffer
@@ -20,11 +21,20 @@ from mapper_emailverify.stream_map.ordering import ReorderBuffer
 
 class FirstContactGate:
     def __init__(
-        self, out: ReorderBuffer, engine: EngineThread, logger: logging.Logger, *, active: bool
+        self,
+        out: ReorderBuffer,
+        engine: EngineThread,
+        logger: logging.Logger,
+        *,
+        active: bool,
+        veto: Callable[[], bool] = lambda: False,
     ) -> None:
         self.out = out
         self.engine = engine
         self.logger = logger
+        #: Asked before what is finished goes out unconfirmed: True stops that (the run is
+        #: stopping, see `health.py`).
+        self.veto = veto
         self.open = not active
         if active:
             out.hold()
@@ -37,5 +47,5 @@ class FirstContactGate:
             self.open = True
             self.out.release(stay_open=True)
             self.logger.debug("First contact: mail servers answer about mailboxes; gate open.")
-        elif self.engine.idle:
+        elif self.engine.idle and not self.veto():
             self.out.release(stay_open=False)

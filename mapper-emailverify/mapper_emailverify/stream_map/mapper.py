@@ -32,6 +32,8 @@ from mapper_emailverify.engine.config import VerifierConfig
 from mapper_emailverify.engine.errors import ConfigError, UserError, exit_with
 from mapper_emailverify.stream_map.engine_thread import Engine, EngineThread
 from mapper_emailverify.stream_map.gate import FirstContactGate
+from mapper_emailverify.stream_map.meltano_config import describe as describe_meltano
+from mapper_emailverify.stream_map.meltano_config import meltano_plugin_config
 from mapper_emailverify.stream_map.ordering import ReorderBuffer
 from mapper_emailverify.stream_map.plan import PASS, Planner, Treatment, with_verdict_fields
 from mapper_emailverify.stream_map.progress import Progress, Ticker
@@ -71,6 +73,8 @@ class EmailVerifyMapper(InlineMapper):
     message_reader_class = EmailVerifyReader
     message_writer_class = BufferedMsgSpecWriter
     config_jsonschema = CONFIG_SCHEMA
+    #: Settings `invoke` read from meltano.yml's plugin config (see `meltano_config`).
+    from_meltano: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self, *, engine_factory: Callable[[], Engine] | None = None, **kwargs: Any
@@ -88,6 +92,9 @@ class EmailVerifyMapper(InlineMapper):
                 str(exc) if isinstance(exc, ConfigError) else f"Invalid mapper setting: {exc}"
             ) from None
         self.settings = settings
+        if self.from_meltano:
+            self.logger.info("%s", describe_meltano(self.from_meltano))
+        self.logger.info("Verifying with %s.", engine_config.describe())
         reader, writer = self.message_reader, self.message_writer
         if not isinstance(reader, EmailVerifyReader) or not isinstance(
             writer, BufferedMsgSpecWriter
@@ -130,8 +137,12 @@ class EmailVerifyMapper(InlineMapper):
             settings, cache, self._engine, self._out, self.progress, self.logger
         )
         probing = engine_config.backend == "builtin" and engine_config.smtp_check
-        self._gate = FirstContactGate(self._out, self._engine, self.logger, active=probing)
+        self._gate = FirstContactGate(
+            self._out, self._engine, self.logger, active=probing, veto=self._environment_broken
+        )
         self._records.after_verdict = self._gate.check
+        self._records.on_fatal = self._guard.fail
+        self._input_ended = False
         self._ticker = Ticker(
             0.2, [self._flush_if_pending, cache.commit, self.progress.maybe_log], self.logger
         ).start()
@@ -195,6 +206,7 @@ class EmailVerifyMapper(InlineMapper):
     @override
     def process_endofpipe(self) -> None:
         """End of input: every record read is verified and written, then held STATE follows."""
+        self._input_ended = True
         self._gate.check()
         if not self._out.drain(self._stopping):
             self._check_stop()
@@ -221,8 +233,11 @@ class EmailVerifyMapper(InlineMapper):
         """As `InlineMapper.invoke`, plus the SIGTERM/SIGINT exit of the module docstring."""
         super(InlineMapper, cls).invoke(about=about, about_format=about_format)
         cls.print_version(print_fn=cls.logger.info)
+        from_meltano = meltano_plugin_config(logger=cls.logger)
+        settings = {**from_meltano, **(config.config if config else {})}
+        cls.from_meltano = tuple(sorted(from_meltano))
         mapper = cls(
-            config=config.config if config is not None else None,
+            config=settings,
             validate_config=True,
             parse_env_config=config.parse_env if config is not None else False,
         )
@@ -256,6 +271,14 @@ class EmailVerifyMapper(InlineMapper):
     def _no_schema(self, stream: Any) -> None:
         shown = repr(stream) if isinstance(stream, str) and len(stream) <= 80 else "(unnamed)"
         raise self._reader.input_error(f"RECORD for stream {shown} before its SCHEMA message")
+
+    def _environment_broken(self) -> bool:
+        """Before unconfirmed verdicts go out: stop the run if they describe our environment."""
+        problem = self._records.health.problem(input_ended=self._input_ended)
+        if problem is not None:
+            self._guard.fail(problem)
+            return True
+        return False
 
     def _stopping(self) -> bool:
         return self._guard.stopping

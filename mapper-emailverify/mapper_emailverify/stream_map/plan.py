@@ -1,8 +1,14 @@
 """What to do with the records of each stream, decided once from its SCHEMA message.
 
-A stream is verified when its schema declares the email field (or does not say, for a stream named
-in `stream_email_fields`); the bounce history stream feeds the hard-bounce check; every other stream
-passes through untouched. Verified streams get the three output fields added to their schema.
+A stream is verified when its schema declares the email field (or does not say: an object without
+declared properties, reached by a dotted path or named in `stream_email_fields`); the bounce history
+stream feeds the hard-bounce check; every other stream passes through untouched. Verified streams
+get the three output fields added to their schema.
+
+A setting that names a field the stream does not have is a typo, not a stream to pass through: a
+`stream_email_fields` entry whose stream lacks its field, or an `email_field` missing from a stream
+that has an address field under another name, stops the run at that stream's SCHEMA, before any of
+its records, with one line naming the setting and the fields that do exist.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from mapper_emailverify.engine.errors import ConfigError
 from mapper_emailverify.stream_map.freshness import FieldNames
 
 
@@ -65,6 +72,32 @@ def schema_declares(schema: Any, path: tuple[str, ...]) -> bool | None:
     return True
 
 
+#: Field names that hold an address: a schema with one of these but not `email_field` has a typo.
+_ADDRESS_NAMES = ("email", "e_mail", "emailaddress", "email_address", "mail")
+
+
+def field_paths(schema: Any, prefix: str = "", depth: int = 2) -> list[str]:
+    """Declared fields, dotted, down to `depth` levels (for messages)."""
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(properties, dict):
+        return []
+    found = []
+    for name, node in properties.items():
+        found.append(f"{prefix}{name}")
+        if depth > 1:
+            found += field_paths(node, f"{prefix}{name}.", depth - 1)
+    return found
+
+
+def _address_fields(schema: Any) -> list[str]:
+    return [
+        path
+        for path in field_paths(schema)
+        if path.rpartition(".")[2].lower().replace("-", "_") in _ADDRESS_NAMES
+        or path.rpartition(".")[2].lower().endswith("_email")
+    ]
+
+
 def with_verdict_fields(message: dict[str, Any], names: FieldNames) -> dict[str, Any]:
     """The SCHEMA message with the three nullable output fields added."""
     schema = message["schema"]
@@ -110,16 +143,36 @@ class Planner:
         return plan
 
     def decide(self, stream: str, schema: Any) -> StreamPlan:
+        named = stream in self.stream_email_fields
         field = self.stream_email_fields.get(stream, self.email_field)
         path = tuple(part for part in field.split(".") if part)
         if not path:
             return PASS
         declared = schema_declares(schema, path)
+        if declared is False:
+            self._check_typo(stream, schema, field, named)
         if stream == self.bounce_stream:
             return StreamPlan(Treatment.BOUNCES, path) if declared is not False else PASS
-        if declared or (declared is None and stream in self.stream_email_fields):
+        if declared or (declared is None and (named or len(path) > 1)):
             return StreamPlan(Treatment.VERIFY, path)
         return PASS
+
+    def _check_typo(self, stream: str, schema: Any, field: str, named: bool) -> None:
+        """A field named by a setting that the stream lacks, where it has an address field."""
+        fields = field_paths(schema)
+        shown = ", ".join(fields[:20]) + (", ..." if len(fields) > 20 else "")
+        if named:
+            raise ConfigError(
+                f"stream_email_fields: stream '{stream}' has no field '{field}'; its fields are: "
+                f"{shown or '(none declared)'}"
+            )
+        candidates = _address_fields(schema)
+        if candidates:
+            raise ConfigError(
+                f"email_field '{field}' is not a field of stream '{stream}', which has "
+                f"{', '.join(candidates)}: set email_field (or stream_email_fields for this "
+                "stream) to the field that holds the address"
+            )
 
     def _describe(self, stream: str, plan: StreamPlan) -> None:
         field = ".".join(plan.path)

@@ -20,8 +20,9 @@ from mapper_emailverify.stream_map.stats import RunStats
 from mapper_emailverify.taxonomy import Status
 
 #: Where a verdict came from: `fresh` (carried by the record), `cache`, `engine` (verified now),
-#: `local` (no address or not a string: no engine needed).
-SOURCES = ("fresh", "cache", "engine", "local")
+#: `local` (no address or not a string: no engine needed), `kept` (the re-check ended in a
+#: transient Unknown, so the record keeps its earlier definite verdict).
+SOURCES = ("fresh", "cache", "engine", "local", "kept")
 
 
 class Progress:
@@ -47,6 +48,10 @@ class Progress:
         """From the engine thread."""
         self._engine[("engine", status, substatus)] += 1
         self._rules[rule] += 1
+
+    def count_engine_kept(self, status: str, substatus: str) -> None:
+        """From the engine thread: the re-check was transient, the earlier verdict stays."""
+        self._engine[("kept", status, substatus)] += 1
 
     def _totals(self) -> Counter[tuple[str, str, str]]:
         # dict.copy runs in C under the GIL: a consistent copy while the other thread keeps
@@ -120,6 +125,11 @@ class Progress:
         lines.append(
             f"sources: {sources}; {snap['verifications_per_second']} verifications/s over "
             f"{snap['elapsed_seconds']} s; {snap['passthrough_records']} records passed through"
+            + (
+                f"; re-check failed, earlier verdict kept: {snap['by_source']['kept']}"
+                if snap["by_source"]["kept"]
+                else ""
+            )
         )
         return "\n".join(lines)
 

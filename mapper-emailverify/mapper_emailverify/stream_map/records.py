@@ -20,13 +20,20 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from mapper_emailverify.engine.errors import UserError
 from mapper_emailverify.stream_map.engine_thread import EngineThread
-from mapper_emailverify.stream_map.freshness import FieldNames, carried_verdict
+from mapper_emailverify.stream_map.freshness import FieldNames, carried, carried_verdict, definite
+from mapper_emailverify.stream_map.health import InfrastructureWatch
 from mapper_emailverify.stream_map.ordering import Interval, ReorderBuffer
 from mapper_emailverify.stream_map.plan import StreamPlan
 from mapper_emailverify.stream_map.progress import Progress
 from mapper_emailverify.stream_map.settings import MapperSettings
-from mapper_emailverify.stream_map.verdict_cache import ResultsCache, Verdict, address_key
+from mapper_emailverify.stream_map.verdict_cache import (
+    ResultsCache,
+    Verdict,
+    address_key,
+    is_transient,
+)
 
 #: Suppression types that are hard bounces (Customer.io as the sender: bounces and invalid emails).
 HARD_BOUNCE_TYPES = frozenset({"bounces", "invalid_emails"})
@@ -53,14 +60,18 @@ class RecordVerifier:
         self.names = FieldNames.for_prefix(settings.field_prefix)
         self.max_age = settings.max_age
         self.transient_max_age = settings.transient_max_age
+        self.not_before = settings.not_before
         self.cache = cache
         self.engine = engine
         self.out = out
         self.progress = progress
         self.logger = logger
         self._bounce_known = cache.has_bounces()
-        #: Set by the mapper: told after every verdict (see `gate.FirstContactGate`).
+        #: Set by the mapper: told after every verdict (see `gate.FirstContactGate`), and told
+        #: what must stop the run (see `health.InfrastructureWatch`).
         self.after_verdict: Callable[[], None] = lambda: None
+        self.on_fatal: Callable[[UserError], None] = lambda error: None
+        self.health = InfrastructureWatch(settings.infrastructure_unknown_threshold)
 
     def verify(self, message: dict[str, Any], plan: StreamPlan) -> None:
         record = message.get("record")
@@ -81,7 +92,9 @@ class RecordVerifier:
             self._finish_now(message, record, "fresh", fresh)
             return
         cached = self.cache.get(key)  # a bounce voids the cached verdict, so no bounce check here
-        if cached is not None:
+        if cached is not None and (
+            self.not_before is None or cached.validated_at >= self.not_before
+        ):
             self._finish_now(message, record, "cache", cached)
             return
         ticket = self.out.reserve()
@@ -111,7 +124,7 @@ class RecordVerifier:
         if self.max_age <= 0:
             return None
         return carried_verdict(
-            record, self.names, time.time(), self.max_age, self.transient_max_age
+            record, self.names, time.time(), self.max_age, self.transient_max_age, self.not_before
         )
 
     def _finish_local(
@@ -134,9 +147,19 @@ class RecordVerifier:
     def _finish_now(
         self, message: dict[str, Any], record: dict[str, Any], source: str, verdict: Verdict
     ) -> None:
+        kept = self._earlier_definite(record, verdict)
+        if kept is not None:
+            source, verdict = "kept", kept
         self._write(record, verdict.status, verdict.substatus, verdict.validated_at)
         self.progress.count(source, verdict.status, verdict.substatus)
         self.out.ready(message)
+
+    def _earlier_definite(self, record: dict[str, Any], new: Verdict) -> Verdict | None:
+        """A transient Unknown never replaces a definite earlier verdict: the earlier one, then."""
+        if not is_transient(new.status, new.substatus):
+            return None
+        earlier = carried(record, self.names)
+        return earlier if definite(earlier) else None
 
     def _on_verdict(
         self,
@@ -148,13 +171,24 @@ class RecordVerifier:
         rule: str,
     ) -> None:
         """On the engine thread: remember, count, and hand the record to the reorder buffer."""
+        self.health.add(substatus)
+        problem = self.health.problem()
+        if problem is not None:
+            self.on_fatal(problem)  # the record stays unwritten, and so does every later one
+            return
         now = time.time()
         try:
             self.cache.put(key, Verdict(status, substatus, now))
         except Exception as exc:  # a cache failure costs a re-check next run, never this record
             self.logger.warning("Could not store a verdict in the cache: %s", type(exc).__name__)
-        self._write(message["record"], status, substatus, now)
-        self.progress.count_engine(status, substatus, rule)
+        record = message["record"]
+        kept = self._earlier_definite(record, Verdict(status, substatus, now))
+        if kept is not None:
+            self._write(record, kept.status, kept.substatus, kept.validated_at)
+            self.progress.count_engine_kept(kept.status, kept.substatus)
+        else:
+            self._write(record, status, substatus, now)
+            self.progress.count_engine(status, substatus, rule)
         self.out.complete(ticket, message)
         self.after_verdict()
 

@@ -6,6 +6,7 @@ each setting has one name, type, default, description and set of limits.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,18 @@ class MapperSettings:
         "are trusted only this long, carried or cached, so the next daily run retries them.",
         minimum=0,
     )
+    reverify_before: str | None = setting(
+        description="Verdicts reached before this time (ISO 8601, e.g. 2026-12-01T08:00:00Z), "
+        "carried or cached, are checked again: to redo exactly what a faulty run wrote."
+    )
+    infrastructure_unknown_threshold: float = setting(
+        0.5,
+        "Share of recent verdicts that may be infrastructure Unknowns (dns_error, "
+        "smtp_unavailable, smtp_timeout: about this host, not the addresses) before the run "
+        "stops instead of writing them; 1 turns the check off.",
+        minimum=0,
+        maximum=1,
+    )
     bounce_history_stream: str | None = setting(
         "suppressions",
         "Stream whose bounces / invalid_emails records feed the hard-bounce check.",
@@ -84,7 +97,23 @@ class MapperSettings:
             if problem := limit_error(item, value):
                 raise ConfigError(problem)
             values[item.name] = value
-        return cls(**values)
+        settings = cls(**values)
+        _ = settings.not_before  # a time that cannot be read is a configuration error now
+        return settings
+
+    @property
+    def not_before(self) -> float | None:
+        """`reverify_before` as Unix seconds."""
+        if not self.reverify_before:
+            return None
+        try:
+            when = dt.datetime.fromisoformat(self.reverify_before.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(
+                f"reverify_before must be an ISO 8601 time such as 2026-12-01T08:00:00Z, got "
+                f"{self.reverify_before[:40]!r}"
+            ) from None
+        return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
 
     @property
     def email_fields(self) -> dict[str, str]:
