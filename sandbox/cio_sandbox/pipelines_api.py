@@ -63,6 +63,7 @@ TRACK_NOOP_ACTIONS = frozenset(
 )
 TRACK_IDENTIFIERS = ("id", "email", "cio_id")
 EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+$")
+EMAIL_ONLY_REFUSED = "identify needs a userId or an anonymousId (traits.email alone is refused)"
 
 
 def message_size(message: Any) -> int:
@@ -142,7 +143,7 @@ def call_problem(message: Any, size: int, *, email_only: str = "accept") -> str 
         return None
     if present(email):
         if email_only == "reject":
-            return "identify needs a userId or an anonymousId (traits.email alone is refused)"
+            return EMAIL_ONLY_REFUSED
         return None
     return "identify needs a userId, an anonymousId, or an empty userId with traits.email"
 
@@ -218,10 +219,9 @@ class PipelinesApi:
             if (p := call_problem(m, sizes[i], email_only=email_only)) is not None
         }
         problems = {i: f"{labels[i]}: {p}" for i, p in reasons.items()}
-        if email_only == "reject":
-            for i in problems:
-                if is_email_only(messages[i]):
-                    self.obs.count_lost("pipelines_email_only:reject")
+        for reason in reasons.values():
+            if reason == EMAIL_ONLY_REFUSED:
+                self.obs.count_lost("pipelines_email_only:reject")
         if problems and strict:
             self.obs.record_rejection("; ".join(problems.values()))
             named = kind != "batch" or faults.pipelines_strict_names_items
