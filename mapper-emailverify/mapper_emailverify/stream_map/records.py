@@ -98,8 +98,10 @@ class RecordVerifier:
             self._finish_now(message, record, "cache", cached)
             return
         ticket = self.out.reserve()
+        domain = value.rpartition("@")[2].strip().lower()
+        self.health.asked(domain)
         self.engine.submit(
-            value, self._is_bounce(key), partial(self._on_verdict, ticket, message, key)
+            value, self._is_bounce(key), partial(self._on_verdict, ticket, message, key, domain)
         )
 
     def pass_through(self, message: dict[str, Any]) -> None:
@@ -166,12 +168,13 @@ class RecordVerifier:
         ticket: Interval,
         message: dict[str, Any],
         key: str,
+        domain: str,
         status: str,
         substatus: str,
         rule: str,
     ) -> None:
         """On the engine thread: remember, count, and hand the record to the reorder buffer."""
-        self.health.add(substatus)
+        self.health.add(domain, substatus)
         problem = self.health.problem()
         if problem is not None:
             self.on_fatal(problem)  # the record stays unwritten, and so does every later one
