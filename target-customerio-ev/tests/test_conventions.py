@@ -59,7 +59,9 @@ def test_seconds_must_be_positive(name):
 @pytest.mark.parametrize(
     "bad", ["s3cr3t with space", "s3cr3t\n", "s3cr3t\r\nX-Injected: 1", "s3cr3t\x00", "\ts3cr3t"]
 )
-@pytest.mark.parametrize("name", ["pipelines_api_key", "track_site_id", "track_api_key"])
+@pytest.mark.parametrize(
+    "name", ["pipelines_api_key", "track_site_id", "track_api_key", "app_api_key"]
+)
 def test_a_secret_with_blanks_or_control_characters_is_refused_without_echo(name, bad):
     config = {"pipelines_api_key": KEY, "track_site_id": "s", "track_api_key": "t", name: bad}
     (error,) = config_errors(config)

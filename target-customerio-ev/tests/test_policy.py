@@ -78,6 +78,16 @@ def test_retry_after_wins_and_is_capped():
         ({"pipelines_api_key": KEY, "max_batch_bytes": 600_000}, "max_batch_bytes must be between"),
         ({"pipelines_api_key": KEY, "traits": []}, "traits is empty"),
         ({"pipelines_api_key": KEY, "load_method": "overwrite"}, "is not supported"),
+        (
+            {"pipelines_api_key": KEY, "app_api_url": "http://api.example.com"},
+            "app_api_url uses plain http://",
+        ),
+        (
+            {"pipelines_api_key": KEY, "app_api_url": "https://api.customer.io/v1"},
+            "app_api_url must be an origin such as https://api.customer.io",
+        ),
+        ({"pipelines_api_key": KEY, "landing_check_sample": -1}, "landing_check_sample must be"),
+        ({"pipelines_api_key": KEY, "landing_check_timeout": 0}, "landing_check_timeout must be"),
     ],
 )
 def test_config_errors_are_single_lines(config, fragment):
@@ -108,3 +118,13 @@ def test_good_configs_and_defaults():
     )
     assert t.base_url == "http://127.0.0.1:9"
     assert Settings.from_config({"api": "track"}).base_url == "https://track.customer.io"
+    # The App API (landing check) follows the region unless app_api_url says otherwise.
+    assert s.app_base_url == "https://api-eu.customer.io" and not s.landing_check
+    assert Settings.from_config({"app_api_url": "http://127.0.0.1:7/"}).app_base_url == (
+        "http://127.0.0.1:7"
+    )
+    checked = Settings.from_config({"pipelines_api_key": KEY, "app_api_key": "a"})
+    assert checked.app_base_url == "https://api.customer.io" and checked.landing_check
+    assert checked.landing_check_sample == 50 and checked.landing_check_timeout == 300
+    assert not Settings.from_config({"app_api_key": "a", "landing_check_sample": 0}).landing_check
+    assert not Settings.from_config({"app_api_key": "a", "dry_run": True}).landing_check
