@@ -150,6 +150,7 @@ def test_the_readme_demo_runs(meltano_dir: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "coverage 100.0%" in result.stdout
     assert "false Invalids: 0" in result.stdout
+    assert "Target: landing: 50 of 50 sampled People show the new values." in result.stdout
     assert (
         "Second run:" in result.stdout
         and "0 SMTP connections, 0 identify calls landed" in result.stdout

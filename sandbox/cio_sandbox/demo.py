@@ -30,6 +30,14 @@ def project_root() -> Path:
     raise FileNotFoundError("meltano.yml not found: run the demo from the repository (make demo)")
 
 
+def landing_line(log: Path, since: int) -> str:
+    """What the target's landing check found in the run logged after byte `since`."""
+    with log.open(encoding="utf-8", errors="replace") as handle:
+        handle.seek(since)
+        found = [line.split("landing: ", 1)[1].strip() for line in handle if "landing: " in line]
+    return f"Target: landing: {found[-1]}" if found else "Target: no landing check line found."
+
+
 def meltano_env(sb: Sandbox, report_path: Path) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     return {
@@ -123,6 +131,7 @@ def run_demo(world: World) -> int:
             "Running: meltano run tap-customerio-people emailverify target-customerio-ev",
             flush=True,
         )
+        mark = log.stat().st_size
         first = meltano(JOB, env, root, log)
         landed = sb.obs.landed_copy()
         report = evaluate(world, landed, sb.obs.writes)
@@ -131,7 +140,8 @@ def run_demo(world: World) -> int:
             f"\nFirst run: {first:.1f} s, {sb.obs.requests_to('app')} App API requests, "
             f"{snap['smtp_connections']} SMTP connections, {snap['writes']} identify calls landed."
         )
-        print(describe_mapper(mapper_summary(work / "mapper-report-1.json")) + "\n")
+        print(describe_mapper(mapper_summary(work / "mapper-report-1.json")))
+        print(landing_line(log, mark) + "\n")
         print(render(report))
 
         print(
@@ -141,6 +151,7 @@ def run_demo(world: World) -> int:
         )
         sb.obs.reset_traffic()
         env["MAPPER_EMAILVERIFY_REPORT_PATH"] = str(work / "mapper-report-2.json")
+        mark = log.stat().st_size
         second = meltano(JOB, env, root, log)
         snap = sb.obs.snapshot()
         print(
@@ -148,5 +159,6 @@ def run_demo(world: World) -> int:
             f"{snap['writes']} identify calls landed, {snap['dns_queries']} DNS queries."
         )
         print(describe_mapper(mapper_summary(work / "mapper-report-2.json")))
+        print(landing_line(log, mark))
     print(f"\nSandbox stopped. Whole demo: {time.monotonic() - started:.0f} s. Logs: {log}")
     return 0 if report.coverage == 1.0 and report.false_invalid == 0 else 1
