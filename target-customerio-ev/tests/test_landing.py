@@ -6,6 +6,9 @@ from __future__ import annotations
 import logging
 import random
 import re
+import signal
+import subprocess
+import time
 from urllib.parse import unquote
 
 import httpx
@@ -452,3 +455,34 @@ def test_secrets_and_addresses_stay_out_of_the_logs(sb, h, caplog):
     info = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
     assert key not in everything and key not in caplog.text
     assert "@" not in info and "%40" not in info
+
+
+@pytest.mark.slow
+def test_a_termination_signal_with_the_check_on_writes_no_state(sb, h, tmp_path):
+    """The landing check cannot run when the run is cut short: no STATE at all, exit 128 + 15."""
+    lines = h.singer_lines(everyone(sb, h), state_every=25)
+    config = landing_config(sb, checkpoint_interval_seconds=0.0001)
+    out_path, err_path = tmp_path / "stdout", tmp_path / "stderr"
+    with out_path.open("w") as out_file, err_path.open("w") as err_file:
+        proc = subprocess.Popen(
+            [h.EXECUTABLE, "--config", str(h.write_config(tmp_path, config))],
+            stdin=subprocess.PIPE,
+            stdout=out_file,
+            stderr=err_file,
+            text=True,
+        )
+        assert proc.stdin is not None
+        proc.stdin.write("\n".join(lines[:300]) + "\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 30
+        while sb.obs.requests_to("pipelines") < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # the input so far is read and drained: the target waits on stdin
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        proc.stdin.close()
+    out, err = out_path.read_text(), err_path.read_text()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert out.strip() == ""  # every checkpoint STATE was held, and none is written now
+    assert "STATE is held back because the end-of-run checks did not run" in err
+    assert "landing: not checked (the run stopped before the check)" in err
