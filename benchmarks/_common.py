@@ -114,5 +114,14 @@ def app_requests(snapshot: dict[str, Any]) -> int:
     return sum(n for (service, _), n in snapshot["requests"].items() if service == "app")
 
 
+#: The target's landing check reads Person by Person; nothing else in the job asks this endpoint.
+LANDING_ENDPOINT = ("app", "GET /v1/customers/{customer_id}/attributes")
+
+
+def landing_requests(snapshot: dict[str, Any]) -> int:
+    """App API requests made by the target's landing check (part of `app_requests`)."""
+    return int(snapshot["requests"].get(LANDING_ENDPOINT, 0))
+
+
 def pipelines_calls(snapshot: dict[str, Any]) -> int:
     return sum(n for (service, _), n in snapshot["requests"].items() if service == "pipelines")

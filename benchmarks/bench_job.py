@@ -34,7 +34,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PeakRss, app_requests, cached_share, pipelines_calls, seed_cache
+from _common import (
+    PeakRss,
+    app_requests,
+    cached_share,
+    landing_requests,
+    pipelines_calls,
+    seed_cache,
+)
 from bench_tap import ceiling
 from cio_sandbox import Sandbox, World
 from cio_sandbox.demo import JOB, meltano_env, project_root
@@ -137,6 +144,7 @@ def measure(
         "mapper_verdict_sources": mapper.get("by_source"),
         "smtp_connections": snapshot["smtp_connections"],
         "app_api_requests": app_requests(snapshot),
+        "landing_check_requests": landing_requests(snapshot),
         "rate_limited_429": snapshot["rate_limited"].get("app", 0),
         "pipelines_calls": pipelines_calls(snapshot),
         "identifies_landed": snapshot["writes"],

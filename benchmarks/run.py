@@ -163,6 +163,15 @@ def job_rows(r: dict[str, Any]) -> list[Row]:
         ),
         memory_row(job, r["memory_goal_mb"]),
     ]
+    if "landing_check_requests" in job:
+        rows.append(
+            Row(
+                "5. Whole job: the target's landing check (App API reads after the last write)",
+                f"{job['landing_check_requests']} of the job's {job['app_api_requests']} App API "
+                "requests",
+                "reported (a sample of 50 read back)",
+            )
+        )
     big = r.get("big")
     if big:
         note = f" (from the --big run of {big.get('date', '?')})" if big.get("carried") else ""

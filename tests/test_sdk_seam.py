@@ -81,7 +81,8 @@ SEAM: list[tuple[str, str, str, str | None]] = [
     ),
     # -- target
     (
-        "target.py: TargetCustomerIOEV._write_state_message (STATE only after everything landed)",
+        "target.py: TargetCustomerIOEV._write_state_message (STATE only after everything landed;"
+        " with the landing check, held until the end-of-run checks pass)",
         "singer_sdk.target_base:Target",
         "_write_state_message",
         "(self, state)",

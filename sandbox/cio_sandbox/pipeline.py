@@ -77,7 +77,14 @@ def run_piped(
     mapper_cfg = sb.mapper_config(**{"cache_path": str(workdir / "cache.sqlite"), **(mapper or {})})
     mapper_cmd = [executable(MAPPER), "--config", str(write_config(workdir, MAPPER, mapper_cfg))]
     target_cfg = sb.target_config(
-        **{"dead_letter_path": str(workdir / "dead-letter.jsonl"), **(target or {})}
+        **{
+            "dead_letter_path": str(workdir / "dead-letter.jsonl"),
+            # The landing check reads a sample back through the App API, as the shipped job does.
+            "app_api_key": sb.keys.app_api_key,
+            "app_api_url": sb.app_api_url,
+            "landing_check_sample": 12,
+            **(target or {}),
+        }
     )
     target_cmd = [executable(TARGET), "--config", str(write_config(workdir, TARGET, target_cfg))]
     run_env = {**os.environ, **(env or {})}
