@@ -5,15 +5,13 @@ to each is unaffected (the other end-to-end tests).
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cio_sandbox import Sandbox, World
+from cio_sandbox.loopback import blackholes
 from cio_sandbox.pipeline import MAPPER, PipedRun, run_piped
 
 pytestmark = pytest.mark.slow
@@ -42,25 +40,6 @@ def test_a_resolver_that_answers_nothing_useful_stops_the_run(tmp_path: Path) ->
     error = one_error(piped)
     assert "Unknown/dns_error" in error and "dns_nameservers" in error, error
     assert writes == {}
-
-
-@contextlib.contextmanager
-def blackholes(ips: list[str]) -> Iterator[int]:
-    """Listeners on `ips` (one port) that never accept: connects hang as if port 25 were
-    filtered."""
-    sockets: list[socket.socket] = []
-    try:
-        port = 0
-        for ip in ips:
-            listener = socket.socket()
-            listener.bind((ip, port))
-            port = listener.getsockname()[1]
-            listener.listen(0)
-            sockets += [listener, socket.create_connection((ip, port), timeout=1)]
-        yield port
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def test_port_25_blocked_with_no_proxy_stops_the_run(tmp_path: Path) -> None:

@@ -8,16 +8,15 @@ small real proxy started by the test.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import struct
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from cio_sandbox import Sandbox
+from cio_sandbox.loopback import blackholes
 from mapper_emailverify import Verifier
 
 
@@ -33,25 +32,6 @@ def normal_people(sb: Sandbox, domains: int, per_domain: int) -> list[str]:
 def mx_ip(sb: Sandbox, address: str) -> str:
     domain = sb.world.domains[address.rsplit("@", 1)[1].lower()]
     return next(h.ip for h in sb.world.smtp_hosts.values() if h.hostname == domain.mx[0][1])
-
-
-@contextlib.contextmanager
-def blackholes(ips: list[str]) -> Iterator[int]:
-    """Listeners on `ips` (one port) that never accept: connects hang as if SYNs were dropped."""
-    sockets: list[socket.socket] = []
-    try:
-        port = 0
-        for ip in ips:
-            listener = socket.socket()
-            listener.bind((ip, port))
-            port = listener.getsockname()[1]
-            listener.listen(0)
-            filler = socket.create_connection((ip, port), timeout=1)  # fills the accept queue
-            sockets += [listener, filler]
-        yield port
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def verify(

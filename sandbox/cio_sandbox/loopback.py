@@ -6,10 +6,11 @@ that rule holds in one place. A leaf module: it imports nothing from ``cio_sandb
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 # How often a server that asked for any free port (port 0) tries again when the port the first
 # socket got is taken on another of its addresses or protocols.
@@ -71,3 +72,23 @@ def bind_on_one_port(
             if port or exc.errno != errno.EADDRINUSE:
                 raise
     raise OSError(errno.EADDRINUSE, busy)
+
+
+@contextlib.contextmanager
+def blackholes(ips: Iterable[str]) -> Iterator[int]:
+    """Listeners on `ips` (one port, returned) that never accept: connects hang as if SYNs were
+    dropped, the way a firewall that filters outbound port 25 looks from the verifier."""
+    sockets: list[socket.socket] = []
+    try:
+        port = 0
+        for ip in ips:
+            listener = socket.socket()
+            listener.bind((ip, port))
+            port = listener.getsockname()[1]
+            listener.listen(0)
+            filler = socket.create_connection((ip, port), timeout=1)  # fills the accept queue
+            sockets += [listener, filler]
+        yield port
+    finally:
+        for sock in sockets:
+            sock.close()
