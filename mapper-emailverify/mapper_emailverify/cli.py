@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-smtp", action="store_true", help="smtp_check off: stop after DNS (no mailbox probe)"
     )
+    parser.add_argument(
+        "--allow-private-mx",
+        action="store_true",
+        help="allow_private_mx on: also contact mail hosts on loopback or private addresses",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per address")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     return parser
@@ -69,6 +74,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {
         "dns_nameservers": args.dns_nameserver,
         "smtp_check": False if args.no_smtp else None,
+        "allow_private_mx": True if args.allow_private_mx else None,
         **{name: getattr(args, name) for name in OPTIONS},
     }
     settings.update({k: v for k, v in overrides.items() if v is not None})

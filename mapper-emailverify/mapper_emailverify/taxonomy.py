@@ -39,6 +39,7 @@ class SubStatus(StrEnum):
     DNS_ERROR = "dns_error"
     PROVIDER_UNVERIFIABLE = "provider_unverifiable"
     SMTP_UNAVAILABLE = "smtp_unavailable"
+    MX_NOT_PUBLIC = "mx_not_public"
     NO_EMAIL = "no_email"
     # Valid
     ROLE_BASED = "role_based"
@@ -71,6 +72,7 @@ STATUS_OF: dict[SubStatus, Status] = {
             SubStatus.DNS_ERROR,
             SubStatus.PROVIDER_UNVERIFIABLE,
             SubStatus.SMTP_UNAVAILABLE,
+            SubStatus.MX_NOT_PUBLIC,
             SubStatus.NO_EMAIL,
         ),
         Status.UNKNOWN,

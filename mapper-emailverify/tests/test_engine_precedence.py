@@ -57,7 +57,11 @@ def fakes() -> Fakes:
 @pytest.fixture
 def verifier(fakes: Fakes) -> Verifier:
     return Verifier(
-        {"dns_nameservers": ["127.0.0.1:9"], "hard_bounces": ["bounced@ok.example"]},
+        {
+            "dns_nameservers": ["127.0.0.1:9"],
+            "hard_bounces": ["bounced@ok.example"],
+            "allow_private_mx": True,  # the fake routes point at 127.0.0.1
+        },
         dns=fakes,
         prober=fakes,
     )

@@ -70,6 +70,7 @@ async def probe_all(
             "smtp_timeout": 0.5,
             "smtp_session_linger": 0,
             "helo_hostname": "verifier.example",
+            "allow_private_mx": True,  # the scripted servers listen on loopback
             **settings,
         }
     )
@@ -204,7 +205,9 @@ def test_internationalized_mailbox_needs_smtputf8() -> None:
     async def go(script: Script) -> Probe:
         server, port, _ = await serve(script)
         try:
-            config = VerifierConfig.from_settings({"smtp_port": port, "smtp_timeout": 0.5})
+            config = VerifierConfig.from_settings(
+                {"smtp_port": port, "smtp_timeout": 0.5, "allow_private_mx": True}
+            )
             prober = SmtpProber(config)
             route = DomainRoute("edge.example", None, (MailHost("mx", 10, ("127.0.0.1",)),))
             try:
@@ -246,6 +249,7 @@ def _probe_routes(port: int, routes: list[DomainRoute], **settings: object) -> l
                 "smtp_session_linger": 0,
                 "helo_hostname": "verifier.example",
                 "mail_from": "probe@unroutable.invalid",
+                "allow_private_mx": True,
                 **settings,
             }
         )

@@ -163,7 +163,9 @@ class ZoneAnswers:
         zone = self.world.zone
         if self._ancestors_of != len(zone):  # names were added (tests may extend a world's zone)
             self._ancestors = {
-                key.split(".", k)[-1] for key in zone for k in range(1, key.count(".") + 1)
+                key.split(".", k)[-1]
+                for key in tuple(zone)  # tests may add names while the server thread reads
+                for k in range(1, key.count(".") + 1)
             }
             self._ancestors_of = len(zone)
         return not name or name in self._ancestors

@@ -201,6 +201,19 @@ def _system_nameservers() -> str:
     return ", ".join(found) or "none found"
 
 
+def _smtp_word_error(value: str | None, setting_name: str) -> str | None:
+    """A name sent on an SMTP command line: visible ASCII without spaces or angle brackets. A line
+    break would end our command and start one of the setting's choosing (command injection)."""
+    if value is None:
+        return None
+    if not value or any(not ("!" <= char <= "~") or char in "<>" for char in value):
+        return (
+            f"{setting_name} must be visible ASCII without spaces, line breaks, control "
+            "characters or angle brackets; fix the setting"
+        )
+    return None
+
+
 def _default_helo() -> str:
     # gethostname() never touches the network, unlike getfqdn().
     name = socket.gethostname() or "localhost"
@@ -238,6 +251,18 @@ class VerifierConfig:
         description="Wall-clock cap for one SMTP session; defaults to 3 * smtp_timeout.",
         exclusive_minimum=0,
         mapper=False,
+    )
+    verification_deadline: float | None = setting(
+        description="Wall-clock limit for one verification, whatever the number of mail hosts, "
+        "addresses and replies; then Unknown/smtp_timeout. Defaults to 3 * smtp_timeout.",
+        exclusive_minimum=0,
+    )
+    allow_private_mx: bool = setting(
+        False,
+        "Contact mail hosts on loopback, private, link-local or other non-public addresses "
+        "(the sandbox and internal deployments opt in); otherwise they get "
+        "Unknown/mx_not_public without a connection. Multicast, broadcast and unspecified "
+        "addresses are never contacted.",
     )
     smtp_max_rcpt_per_session: int = setting(
         20,
@@ -331,6 +356,9 @@ class VerifierConfig:
             )
         if self.socks_proxy and not self.socks_proxy.startswith(("socks5://", "socks5h://")):
             raise ConfigError("socks_proxy must look like socks5://host:port")
+        for name in ("helo_hostname", "mail_from"):
+            if problem := _smtp_word_error(getattr(self, name), name):
+                raise ConfigError(problem)
 
     @property
     def connect_timeout(self) -> float:
@@ -339,6 +367,10 @@ class VerifierConfig:
     @property
     def banner_timeout(self) -> float:
         return self.smtp_banner_timeout or self.smtp_timeout
+
+    @property
+    def deadline(self) -> float:
+        return self.verification_deadline or 3 * self.smtp_timeout
 
     @property
     def session_timeout(self) -> float:

@@ -13,10 +13,11 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from typing import Any, Protocol
 
 from mapper_emailverify.engine import lists
+from mapper_emailverify.engine.address_policy import PRIVATE_CLASSES, AddressClass, classify
 from mapper_emailverify.engine.config import VerifierConfig
 from mapper_emailverify.engine.dns_lookup import DnsClient, DomainRoute
 from mapper_emailverify.engine.emailverify_api import EmailVerifyClient, RemoteAnswer
@@ -30,6 +31,11 @@ from mapper_emailverify.taxonomy import SubStatus
 log = logging.getLogger(__name__)
 
 DOMAIN_RUN = 5  # recipients of one domain scheduled together by verify_many
+#: A verification still running after this many seconds (a tarpit, a silent MX) moves out of the
+#: `concurrency` slots into the slow lane (`SLOW_LANE` times as many), so that a few percent of
+#: hostile addresses cannot hold every slot while ordinary ones queue behind them.
+SLOW_AFTER = 1.0
+SLOW_LANE = 10
 
 
 def _domain_interleaved(items: list[object], run: int) -> list[int]:
@@ -52,6 +58,11 @@ def _decide(substatus: SubStatus, evidence: Evidence, rule: str) -> Result:
     evidence.note(rule)
     evidence.decided_by = rule
     return Result.of(substatus, evidence)
+
+
+def _retrieved(task: asyncio.Future[Result]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class Resolver(Protocol):
@@ -118,6 +129,7 @@ class Verifier:
         self._route_lookups: dict[str, asyncio.Future[DomainRoute]] = {}
         self._in_flight: dict[str, asyncio.Future[Result]] = {}
         self._limit: asyncio.Semaphore | None = None
+        self._slow: asyncio.Semaphore | None = None
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -217,6 +229,7 @@ class Verifier:
         self._route_lookups.clear()
         self._in_flight.clear()
         self._limit = asyncio.Semaphore(self.config.concurrency)
+        self._slow = asyncio.Semaphore(self.config.concurrency * SLOW_LANE)
         self._prober.reset_loop()
         if self._remote is not None:
             self._remote.reset_loop()
@@ -243,9 +256,7 @@ class Verifier:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         try:
-            assert self._limit is not None
-            async with self._limit:
-                result = await self._verify_address(parsed, evidence)
+            result = await self._in_a_slot(self._within_deadline(parsed, evidence))
         except UserError as error:
             future.set_exception(error)
             future.exception()  # retrieved: the waiters get it, no "never retrieved" warning
@@ -265,6 +276,41 @@ class Verifier:
         self._remember(key, result)
         future.set_result(result)
         return result
+
+    async def _in_a_slot(self, work: Coroutine[Any, Any, Result]) -> Result:
+        """Run one verification in one of the `concurrency` slots; after `SLOW_AFTER` seconds it
+        moves to the slow lane (when that has room) and frees its slot for the next address."""
+        assert self._limit is not None and self._slow is not None
+        limit, slow = self._limit, self._slow
+        await limit.acquire()
+        held = limit
+        task = asyncio.ensure_future(work)
+        task.add_done_callback(_retrieved)  # a run stopping may leave nobody awaiting it
+        try:
+            slow_after = min(SLOW_AFTER, self.config.smtp_timeout / 4)
+            done, _ = await asyncio.wait({task}, timeout=slow_after)
+            if not done and not slow.locked():
+                await slow.acquire()  # free now: returns at once
+                limit.release()
+                held = slow
+            return await task
+        finally:
+            held.release()
+            if not task.done():
+                task.cancel()
+
+    async def _within_deadline(self, address: Address, evidence: Evidence) -> Result:
+        """`_verify_address`, cut at `verification_deadline` whatever hosts and replies it met."""
+        deadline = self.config.deadline
+        try:
+            async with asyncio.timeout(deadline):
+                return await self._verify_address(address, evidence)
+        except TimeoutError:
+            return _decide(
+                SubStatus.SMTP_TIMEOUT,
+                evidence,
+                f"verification_deadline reached: no answer within {deadline:g} s",
+            )
 
     def _remember(self, key: str, result: Result) -> None:
         self._results[key] = result
@@ -352,6 +398,13 @@ class Verifier:
         reason = unverifiable_provider(address.ascii_domain, route.mx_names)
         if reason:
             return _decide(SubStatus.PROVIDER_UNVERIFIABLE, evidence, f"provider rule: {reason}")
+        hidden = self._not_public(route)
+        if hidden:
+            return _decide(
+                SubStatus.MX_NOT_PUBLIC,
+                evidence,
+                f"mx not public: {hidden} (not contacted; allow_private_mx is off)",
+            )
         started = time.monotonic()
         probe = await self._prober.probe(
             route, address.smtp_address, needs_utf8=address.ascii_email is None
@@ -373,6 +426,22 @@ class Verifier:
             return Result(probe.status, probe.substatus, evidence)
         return Result.of(probe.substatus, evidence)
 
+    def _not_public(self, route: DomainRoute) -> str:
+        """Why none of the route's addresses may be dialled ("" when one may)."""
+        if self.config.allow_private_mx:
+            allowed = PRIVATE_CLASSES | {AddressClass.GLOBAL}
+        else:
+            allowed = frozenset({AddressClass.GLOBAL})
+        seen: list[str] = []
+        for host in route.hosts:
+            for ip in host.addresses:
+                kind = classify(ip)
+                if kind in allowed:
+                    return ""
+                if len(seen) < 3:
+                    seen.append(f"{host.name} {ip} is {kind}")
+        return "; ".join(seen) or "no address"
+
     async def _route(self, domain: str) -> DomainRoute:
         cached = self._routes.get(domain)
         if cached is not None and cached.expires > time.monotonic():
@@ -389,6 +458,8 @@ class Verifier:
             self._route_lookups.pop(domain, None)
             raise exc
         self._routes[domain] = route
+        if len(self._routes) > max(self.config.result_memory, 1000):
+            self._routes.pop(next(iter(self._routes)))  # the oldest: bounded like the verdicts
         self._route_lookups.pop(domain, None)
         future.set_result(route)
         return route

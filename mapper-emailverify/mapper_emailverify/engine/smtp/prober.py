@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import secrets
 import string
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from mapper_emailverify.engine.address_policy import classify, may_contact, network_of
 from mapper_emailverify.engine.config import VerifierConfig
 from mapper_emailverify.engine.dns_lookup import DomainRoute
 from mapper_emailverify.engine.result import SmtpReply
+from mapper_emailverify.engine.smtp.port25_watch import Port25Watch
 from mapper_emailverify.engine.smtp.replies import (
     VERDICT_OF,
     Outcome,
@@ -41,6 +45,14 @@ log = logging.getLogger(__name__)
 
 #: Sessions one recipient may need (reconnects after a 452, a dropped connection, a busy host).
 MAX_ATTEMPTS = 3
+#: Addresses dialled for one domain per attempt, over all its MX hosts in preference order, and
+#: connections that may fail after connecting (banner, EHLO, MAIL) before the attempt gives up.
+#: RFC 5321 5.1 lets a client cap both; these are Postfix's smtp_mx_address_limit and
+#: smtp_mx_session_limit. Without them 30 silent MX hosts cost 30 timeouts per address.
+MX_ADDRESS_LIMIT = 5
+MX_SESSION_LIMIT = 2
+#: Addresses the prober remembers having dialled (for the evidence of tests and embedders).
+DIAL_LOG = 1000
 
 
 @dataclass
@@ -96,57 +108,10 @@ class _Pending:
     attempts: int = 0
 
 
-class Port25Watch:
-    """Notices once when outbound SMTP is blocked from this host.
-
-    The first `needed` connection attempts to distinct hosts all failing at TCP connect with a
-    timeout or "unreachable" (never a refusal: a RST proves the network path works) means egress is
-    filtered.
-    """
-
-    def __init__(self, needed: int) -> None:
-        self.needed = max(1, needed)
-        self.alive = False
-        self.unavailable = False
-        self._failed: set[str] = set()
-        self._decided: asyncio.Event | None = None
-
-    def _event(self) -> asyncio.Event:
-        if self._decided is None:
-            self._decided = asyncio.Event()
-        return self._decided
-
-    def reached(self) -> None:
-        if not self.alive and not self.unavailable:
-            self.alive = True
-            self._event().set()
-
-    def unreachable(self, ip: str) -> None:
-        if self.alive or self.unavailable:
-            return
-        self._failed.add(ip)
-        if len(self._failed) >= self.needed:
-            self.unavailable = True
-            self._event().set()
-            log.warning(
-                "Outbound SMTP (TCP port 25) looks blocked from this host: %d mail servers could "
-                "not be reached. Remaining addresses get Unknown/smtp_unavailable. Set "
-                "`socks_proxy` to a SOCKS5 proxy with port 25 open, or use `backend: emailverify`.",
-                len(self._failed),
-            )
-
-    async def settle(self, grace: float) -> bool:
-        """Wait briefly for the verdict; True when SMTP is unavailable."""
-        if not (self.alive or self.unavailable):
-            try:
-                async with asyncio.timeout(grace):
-                    await self._event().wait()
-            except TimeoutError:
-                pass
-        return self.unavailable
-
-    def reset_loop(self) -> None:
-        self._decided = None
+def _answer(item: _Pending, probe: Probe) -> None:
+    """Resolve a recipient's wait, unless its verification already ended (deadline, cancel)."""
+    if not item.future.done():
+        item.future.set_result(probe)
 
 
 def _describe(failure: SmtpFailure | None, refusal: Reply | None) -> str:
@@ -184,15 +149,21 @@ class SmtpProber:
     def __init__(self, config: VerifierConfig) -> None:
         self.config = config
         self.timeouts = Timeouts(config.connect_timeout, config.banner_timeout, config.smtp_timeout)
-        self.watch = Port25Watch(config.port25_probe_hosts)
+        self.watch = Port25Watch(
+            config.port25_probe_hosts, dial=self._path_works, candidates=self._other_hosts
+        )
         self.setup = SetupWatch(
             config.setup_refusal_providers,
             config.setup_decision_grace,
             config.sender,
             config.helo_hostname,
         )
-        self._domains: dict[str, _Domain] = {}
+        self._memory = max(config.result_memory, 1000)  # domains and hosts remembered
+        self._domains: dict[str, _Domain] = {}  # insertion order: the oldest are forgotten first
         self._host_slots: dict[str, asyncio.Semaphore] = {}
+        self._host_users: dict[str, int] = {}  # sessions holding or waiting for each host's slot
+        #: The addresses dialled, newest last (bounded): what a test checks before any packet.
+        self.dialled: collections.deque[str] = collections.deque(maxlen=DIAL_LOG)
         self._no_tls: set[str] = set()
         self._proxy_warned = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -241,6 +212,7 @@ class SmtpProber:
             domain.route is not route and domain.route.expires < time.monotonic()
         ):
             domain = self._domains[route.domain] = _Domain(route)
+            self._forget_idle()
         if domain.sticky is not None:
             return domain.sticky
         if domain.catch_all:
@@ -262,7 +234,18 @@ class SmtpProber:
             task.add_done_callback(self._tasks.discard)
         return await item.future
 
+    def _forget_idle(self) -> None:
+        """Bound what a run of a million distinct domains keeps: drop the oldest idle domains
+        beyond `result_memory` (what was learned of them, catch-all, is lost with them)."""
+        bound = self._memory
+        if len(self._domains) > bound:
+            for name in list(self._domains)[: len(self._domains) - bound]:
+                domain = self._domains[name]
+                if not domain.pending and not domain.workers:
+                    del self._domains[name]
+
     async def aclose(self) -> None:
+        self.watch.reset_loop()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -317,50 +300,106 @@ class SmtpProber:
     @staticmethod
     def _answer_all(domain: _Domain, probe: Probe) -> None:
         while domain.pending:
-            item = domain.pending.popleft()
-            if not item.future.done():
-                item.future.set_result(probe)
+            _answer(domain.pending.popleft(), probe)
 
-    def _slot(self, ip: str) -> asyncio.Semaphore:
+    @contextlib.asynccontextmanager
+    async def _host(self, ip: str) -> AsyncIterator[None]:
+        """One of the `max_connections_per_mx` sessions a mail host (by IP) may have at once."""
         slot = self._host_slots.get(ip)
         if slot is None:
+            if len(self._host_slots) >= self._memory:  # forget the oldest unused hosts
+                for old in list(self._host_slots)[: len(self._host_slots) - self._memory + 1]:
+                    if old not in self._host_users:
+                        del self._host_slots[old]
             slot = self._host_slots[ip] = asyncio.Semaphore(self.config.max_connections_per_mx)
-        return slot
+        self._host_users[ip] = self._host_users.get(ip, 0) + 1
+        try:
+            async with slot:
+                yield
+        finally:
+            users = self._host_users.pop(ip) - 1
+            if users:
+                self._host_users[ip] = users
 
-    async def _one_session(self, domain: _Domain, prober: bool) -> None:
-        """Open a session (with MX failover), optionally probe catch-all, then drain recipients."""
-        tried: list[str] = []
-        failures: list[_Failed] = []
+    def _addresses(self, domain: _Domain, tried: list[str]) -> list[tuple[str, str]]:
+        """(host, ip) pairs to dial, in MX preference order: at most `MX_ADDRESS_LIMIT`, and only
+        addresses the policy allows (the others are written into the evidence, not dialled)."""
+        chosen: list[tuple[str, str]] = []
         for host in domain.route.hosts:
             for ip in host.addresses:
-                async with self._slot(ip):
-                    session, failure, refusal = await self._open(
-                        SmtpSession(
-                            host.name,
-                            ip,
-                            self.config.smtp_port,
-                            self.timeouts,
-                            self.config.socks_proxy,
-                        )
-                    )
-                    tried.append(f"{host.name} ({ip}): {_describe(failure, refusal)}")
-                    if failure is None and refusal is None:
-                        try:
-                            await self._converse(domain, session, prober, tried)
-                        finally:
-                            await session.quit()
-                        return
-                    await session.quit()  # closes at once when the connection is already broken
-                    domain.setup_replies = list(session.transcript)
-                    last = session.transcript[-1] if session.transcript else None
-                    stage = last.command if last is not None else "connect"
-                    failures.append(_Failed(host.name, failure, refusal, stage, last))
-                    if (
-                        failure is not None
-                        and failure.kind == "unreachable"
-                        and failure.stage == "connect"
-                    ):
-                        break  # other addresses of an unreachable host will not do better
+                if not may_contact(ip, allow_private=self.config.allow_private_mx):
+                    if len(tried) < 2 * MX_ADDRESS_LIMIT:
+                        tried.append(f"{host.name} ({ip}): not contacted ({classify(ip)} address)")
+                    continue
+                if len(chosen) < MX_ADDRESS_LIMIT:
+                    chosen.append((host.name, ip))
+        return chosen
+
+    async def _one_session(self, domain: _Domain, prober: bool) -> None:
+        """One attempt for the domain's waiting recipients, within `verification_deadline`."""
+        tried: list[str] = []
+        try:
+            async with asyncio.timeout(self.config.deadline):
+                await self._attempt(domain, prober, tried)
+        except TimeoutError:
+            domain.sticky = Probe(
+                SubStatus.SMTP_TIMEOUT,
+                replies=list(domain.setup_replies),
+                hosts_tried=tried,
+                rule=f"the mail hosts took longer than verification_deadline "
+                f"({self.config.deadline:g} s)",
+            )
+            self._answer_all(domain, domain.sticky)
+
+    async def _attempt(self, domain: _Domain, prober: bool, tried: list[str]) -> None:
+        """Open a session (with MX failover), optionally probe catch-all, then drain recipients."""
+        failures: list[_Failed] = []
+        addresses = self._addresses(domain, tried)
+        if not addresses:
+            domain.sticky = Probe(
+                SubStatus.MX_NOT_PUBLIC,
+                hosts_tried=tried,
+                rule="mx not public: no mail host has an address the probe may contact",
+            )
+            self._answer_all(domain, domain.sticky)
+            return
+        unreachable: set[str] = set()  # hosts whose other addresses will not do better
+        sessions = 0  # connections that were made but failed before RCPT
+        for host_name, ip in addresses:
+            if host_name in unreachable:
+                continue
+            if sessions >= MX_SESSION_LIMIT:
+                break
+            async with self._host(ip):
+                self.dialled.append(ip)
+                session, failure, refusal = await self._open(
+                    SmtpSession(
+                        host_name,
+                        ip,
+                        self.config.smtp_port,
+                        self.timeouts,
+                        self.config.socks_proxy,
+                        allow_private=self.config.allow_private_mx,
+                    ),
+                    domain.route.domain,
+                )
+                tried.append(f"{host_name} ({ip}): {_describe(failure, refusal)}")
+                if failure is None and refusal is None:
+                    try:
+                        await self._converse(domain, session, prober, tried)
+                    finally:
+                        await session.quit()
+                    return
+                await session.quit()  # closes at once when the connection is already broken
+                domain.setup_replies = list(session.transcript)
+                last = session.transcript[-1] if session.transcript else None
+                stage = last.command if last is not None else "connect"
+                failures.append(_Failed(host_name, failure, refusal, stage, last))
+                if failure is not None and failure.stage == "connect":
+                    if failure.kind == "unreachable":
+                        unreachable.add(host_name)
+                else:
+                    sessions += 1
         # Every mail host failed: the answer for every recipient of the domain (for this run),
         # unless they all only deferred (a busy 421 may be our own doing): then retry a little.
         probe = await self._failure_probe(failures)
@@ -373,14 +412,59 @@ class SmtpProber:
         domain.sticky = probe
         self._answer_all(domain, probe)
 
+    async def _path_works(self, ip: str) -> bool:
+        """TCP to port 25 of `ip` and hang up (the port-25 watch's active check): True when the
+        connection was made or refused, both proof that the path is open."""
+        session = SmtpSession(
+            "port-25 check",
+            ip,
+            self.config.smtp_port,
+            self.timeouts,
+            self.config.socks_proxy,
+            allow_private=self.config.allow_private_mx,
+        )
+        self.dialled.append(ip)
+        try:
+            await session.dial()
+        except SmtpFailure as failure:
+            return failure.kind == "refused"
+        finally:
+            session.close()
+        return True
+
+    def _other_hosts(self, networks: set[str], domains: set[str]) -> list[str]:
+        """Addresses of domains other than `domains`, in networks other than `networks`: those
+        with the most recipients waiting first."""
+        ranked = sorted(
+            (d for name, d in self._domains.items() if name not in domains),
+            key=lambda d: -len(d.pending),
+        )
+        chosen: list[str] = []
+        seen = set(networks)
+        for domain in ranked:
+            for host in domain.route.hosts:
+                for ip in host.addresses:
+                    network = network_of(ip)
+                    if network not in seen and may_contact(
+                        ip, allow_private=self.config.allow_private_mx
+                    ):
+                        seen.add(network)
+                        chosen.append(ip)
+                        break
+                else:
+                    continue
+                break
+            if len(chosen) >= 2 * self.config.port25_probe_hosts:
+                break
+        return chosen
+
     async def _back_off(self, domain: _Domain, probe: Probe) -> None:
         """Count an attempt for every waiting recipient, answer those out of attempts, pause."""
         keep: collections.deque[_Pending] = collections.deque()
         for item in domain.pending:
             item.attempts += 1
             if item.attempts >= MAX_ATTEMPTS:
-                if not item.future.done():
-                    item.future.set_result(probe)
+                _answer(item, probe)
             else:
                 keep.append(item)
         domain.pending = keep
@@ -388,14 +472,14 @@ class SmtpProber:
             await asyncio.sleep(0.2 * max(item.attempts for item in keep))
 
     async def _open(
-        self, session: SmtpSession
+        self, session: SmtpSession, domain_name: str
     ) -> tuple[SmtpSession, SmtpFailure | None, Reply | None]:
         """Connect, banner, EHLO/HELO, STARTTLS, MAIL FROM -> (session, failure, refusal)."""
         try:
             banner = await session.connect()
         except SmtpFailure as failure:
             if failure.kind == "unreachable":
-                self.watch.unreachable(session.ip)
+                self.watch.unreachable(session.ip, domain_name)
             elif failure.kind == "refused":
                 self.watch.reached()
             elif failure.kind == "proxy" and not self._proxy_warned:
@@ -430,7 +514,9 @@ class SmtpProber:
                             session.timeouts,
                             session.proxy_url,
                             session.transcript,
-                        )
+                            allow_private=session.allow_private,
+                        ),
+                        domain_name,
                     )
             params = " SMTPUTF8" if "SMTPUTF8" in session.extensions else ""
             reply = await session.command(f"MAIL FROM:<{self.config.sender}>{params}", label="MAIL")
@@ -459,11 +545,16 @@ class SmtpProber:
             )
         kinds = [f.failure.kind for f in failures if f.failure is not None]
         if kinds and all(kind == "unreachable" for kind in kinds):
-            if await self.watch.settle(self.timeouts.connect):
+            if await self.watch.settle(2 * self.timeouts.connect):
                 return Probe(SubStatus.SMTP_UNAVAILABLE, rule="port 25 unreachable from this host")
             return Probe(SubStatus.SMTP_TIMEOUT, rule="no mail host could be reached")
         if "timeout" in kinds or "unreachable" in kinds:
             return Probe(SubStatus.SMTP_TIMEOUT, rule="mail hosts did not answer in time")
+        if "protocol" in kinds:
+            return Probe(
+                SubStatus.SMTP_CONNECTION_FAILED,
+                rule="mail hosts broke the protocol (malformed or oversized replies)",
+            )
         return Probe(SubStatus.SMTP_CONNECTION_FAILED, rule="mail hosts dropped the connection")
 
     async def _converse(
@@ -519,13 +610,14 @@ class SmtpProber:
             if item.future.done():
                 continue
             if item.needs_utf8 and "SMTPUTF8" not in session.extensions:
-                item.future.set_result(
+                _answer(
+                    item,
                     Probe(
                         SubStatus.SMTP_UNAVAILABLE,
                         replies=setup,
                         hosts_tried=tried,
                         rule="the address needs SMTPUTF8, which the server does not offer",
-                    )
+                    ),
                 )
                 continue
             item.attempts += 1
@@ -537,6 +629,8 @@ class SmtpProber:
                     domain.pending.appendleft(item)
                     self._tarpit(domain, session, tried)
                     return
+                if failure.kind == "protocol":  # a broken server: asking again changes nothing
+                    item.attempts = MAX_ATTEMPTS
                 self._retry_or_answer(
                     domain,
                     item,
@@ -558,7 +652,8 @@ class SmtpProber:
                 domain.pending.appendleft(item)
                 return
             status, substatus = (None, None) if outcome is Outcome.ACCEPTED else VERDICT_OF[outcome]
-            item.future.set_result(
+            _answer(
+                item,
                 Probe(
                     substatus,
                     domain.catch_all,
@@ -568,7 +663,7 @@ class SmtpProber:
                     rule=_ruled(reading),
                     decisive=replies[-1],
                     about_us=reading.about_us,
-                )
+                ),
             )
             if reply.code == 421:
                 return  # the server is closing the channel
@@ -601,7 +696,7 @@ class SmtpProber:
         if item.attempts < MAX_ATTEMPTS:
             domain.pending.appendleft(item)
         else:
-            item.future.set_result(probe)
+            _answer(item, probe)
 
     def _tarpit(self, domain: _Domain, session: SmtpSession, tried: list[str]) -> None:
         """A server too slow to answer within the budget will be as slow for the next recipient."""

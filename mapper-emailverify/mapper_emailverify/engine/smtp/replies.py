@@ -55,6 +55,7 @@ class Outcome(StrEnum):
     TOO_MANY_RECIPIENTS = "too_many_recipients"
     REFUSED = "refused"  # permanent, but says nothing about the mailbox
     UNAVAILABLE = "unavailable"  # the server will not talk now (a busy greeting)
+    PROTOCOL = "protocol"  # not an answer this command can have (a 3xx to RCPT): a broken server
 
 
 #: Refusals of our side of the conversation: evidence about the probe's setup, not the mailbox.
@@ -81,6 +82,7 @@ VERDICT_OF: dict[Outcome, tuple[Status, SubStatus]] = {
     Outcome.TOO_MANY_RECIPIENTS: _verdict(SubStatus.GREYLISTED),
     Outcome.REFUSED: _verdict(SubStatus.SMTP_BLOCKED),
     Outcome.UNAVAILABLE: _verdict(SubStatus.SMTP_CONNECTION_FAILED),
+    Outcome.PROTOCOL: _verdict(SubStatus.SMTP_CONNECTION_FAILED),
 }
 
 # -- phrases -------------------------------------------------------------------------------------
@@ -493,7 +495,8 @@ class Reply:
 
     @property
     def positive(self) -> bool:
-        return 200 <= self.code < 400
+        """2xx: only the DATA command may be answered 3xx, and a probe never sends it."""
+        return 200 <= self.code < 300
 
 
 @dataclass(frozen=True)
@@ -555,8 +558,10 @@ def classify_rcpt(reply: Reply) -> Outcome:
 
 def read_rcpt(reply: Reply) -> Reading:
     """Read a RCPT TO reply: the outcome and the name of the rule that decided it."""
-    if 200 <= reply.code < 400:  # 251 forwards; 252 "cannot verify" accepts without proof
+    if 200 <= reply.code < 300:  # 251 forwards; 252 "cannot verify" accepts without proof
         return Reading(Outcome.ACCEPTED, f"{reply.code}: accepted", "1 accepted")
+    if not 400 <= reply.code < 600:  # 3xx (or anything the session let through): no answer
+        return Reading(Outcome.PROTOCOL, f"{reply.code} is not an answer to RCPT", "protocol error")
     view = _view(reply)
     for family, rule in _RCPT_RULES:
         reading = rule(view)
@@ -751,6 +756,10 @@ def read_refusal(reply: Reply, stage: str = "banner") -> Reading:
     greylisting is greylisting; any other 4xx (a busy greeting, "421 too many connections") is a
     connection problem; a permanent refusal without those words refuses without saying why.
     """
+    if not 400 <= reply.code < 600:
+        return Reading(
+            Outcome.PROTOCOL, f"{stage}: {reply.code} is not an answer here", "protocol error"
+        )
     view = _view(reply)
     mail = stage.upper().startswith("MAIL")
     sender = _about_sender(view)

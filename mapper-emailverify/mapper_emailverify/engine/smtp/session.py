@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
 from python_socks.async_.asyncio import Proxy
 
+from mapper_emailverify.engine.address_policy import classify, may_contact
 from mapper_emailverify.engine.result import SmtpReply
 from mapper_emailverify.engine.smtp.replies import Reply
 
@@ -30,10 +31,19 @@ _SOCKS_UNREACHABLE = {3, 4, 6}  # network unreachable, host unreachable, TTL exp
 TLS_CLOSE_GRACE = 0.05
 
 
+#: Caps on one reply (RFC 5321 4.5.3.1.5 allows 512 octets a line; real EHLO replies have a few
+#: dozen lines). aiosmtplib's 8,192-byte line limit is the model; beyond these the server is broken
+#: or hostile, and reading on would only grow our memory.
+MAX_LINE_BYTES = 8192
+MAX_REPLY_LINES = 200
+MAX_REPLY_BYTES = 64 * 1024
+
+
 class SmtpFailure(Exception):
     """The conversation broke (no usable reply).
 
-    `kind` is timeout, refused, unreachable, proxy, closed or tls.
+    `kind` is timeout, refused, unreachable, proxy, closed, tls, protocol (a reply that is not
+    SMTP, or too big) or not_public (the address may not be dialled, see `address_policy`).
     """
 
     def __init__(self, kind: str, stage: str, detail: str = "") -> None:
@@ -46,6 +56,20 @@ class Timeouts:
     connect: float
     banner: float
     command: float
+
+
+def reply_code(line: str) -> int | None:
+    """The code of one reply line when it is well formed under RFC 5321 4.2 (first digit 2 to 5,
+    second 0 to 5, then a space, a hyphen or the end of the line), else None."""
+    if (
+        len(line) < 3
+        or line[0] not in "2345"
+        or line[1] not in "012345"
+        or line[2] not in "0123456789"
+        or line[3:4] not in ("", " ", "-")
+    ):
+        return None
+    return int(line[:3])
 
 
 @functools.cache
@@ -71,21 +95,34 @@ class SmtpSession:
     extensions: set[str] = field(default_factory=set)
     tls: bool = False
     broken: bool = False  # a timeout or a dropped connection: no point in a polite QUIT
+    #: Dial loopback/private/link-local addresses too (`allow_private_mx`).
+    allow_private: bool = False
     _reader: asyncio.StreamReader | None = None
     _writer: asyncio.StreamWriter | None = None
 
     async def connect(self) -> Reply:
         """Open the connection and read the banner."""
+        await self.dial()
+        return await self._read("banner", self.timeouts.banner)
+
+    async def dial(self) -> None:
+        """Open the TCP connection (through the SOCKS proxy when set), within the connect budget.
+
+        The address policy is checked first: nothing is sent to an address it does not allow.
+        """
+        if not may_contact(self.ip, allow_private=self.allow_private):
+            # The prober filters these out before; this is the last line of defence.
+            raise SmtpFailure("not_public", "connect", str(classify(self.ip)))
         try:
             async with asyncio.timeout(self.timeouts.connect):
                 if self.proxy_url:
                     sock = await Proxy.from_url(self.proxy_url).connect(self.ip, self.port)
                     self._reader, self._writer = await asyncio.open_connection(
-                        sock=sock, limit=2**16
+                        sock=sock, limit=MAX_LINE_BYTES
                     )
                 else:
                     self._reader, self._writer = await asyncio.open_connection(
-                        self.ip, self.port, limit=2**16
+                        self.ip, self.port, limit=MAX_LINE_BYTES
                     )
         except (TimeoutError, ProxyTimeoutError):
             raise SmtpFailure("unreachable", "connect", "timeout") from None
@@ -99,13 +136,16 @@ class SmtpSession:
         except OSError as exc:
             kind = "unreachable" if exc.errno in _UNREACHABLE_ERRNOS else "refused"
             raise SmtpFailure(kind, "connect", exc.strerror or type(exc).__name__) from None
-        return await self._read("banner", self.timeouts.banner)
 
     async def command(
         self, line: str, timeout: float | None = None, label: str | None = None
     ) -> Reply:
         assert self._writer is not None
         stage = label or line.split(" ", 1)[0]
+        if any(char in line for char in "\r\n\0"):
+            # Settings are checked and addresses parsed before; a line break here would smuggle a
+            # second command onto the wire, so nothing is sent.
+            raise SmtpFailure("protocol", stage, "refused to send a command with a line break")
         try:
             self._writer.write(line.encode("utf-8") + b"\r\n")
             await self._writer.drain()
@@ -118,26 +158,37 @@ class SmtpSession:
         assert self._reader is not None
         lines: list[str] = []
         code = 0
+        size = 0
         try:
             async with asyncio.timeout(timeout):
                 while True:
                     raw = await self._reader.readline()
                     if not raw:
                         raise SmtpFailure("closed", stage, "connection closed by the server")
+                    size += len(raw)
+                    if len(lines) >= MAX_REPLY_LINES or size > MAX_REPLY_BYTES:
+                        raise SmtpFailure("protocol", stage, "reply too long")
                     text = raw.decode("utf-8", "replace").rstrip("\r\n")
-                    if len(text) < 3 or not text[:3].isdigit():
-                        raise SmtpFailure("closed", stage, "malformed reply")
-                    code = int(text[:3])
+                    line_code = reply_code(text)
+                    if line_code is None or (lines and line_code != code):
+                        raise SmtpFailure("protocol", stage, "malformed reply")
+                    code = line_code
                     lines.append(text[4:])
                     if text[3:4] != "-":
                         break
         except TimeoutError:
             self.broken = True
             raise SmtpFailure("timeout", stage) from None
+        except asyncio.CancelledError:  # the verification's deadline: mid-reply, no polite QUIT
+            self.broken = True
+            raise
         except SmtpFailure:
             self.broken = True
             raise
-        except (OSError, ValueError, asyncio.LimitOverrunError, asyncio.IncompleteReadError) as exc:
+        except (ValueError, asyncio.LimitOverrunError):  # a line beyond MAX_LINE_BYTES
+            self.broken = True
+            raise SmtpFailure("protocol", stage, "reply line too long") from None
+        except (OSError, asyncio.IncompleteReadError) as exc:
             self.broken = True
             raise SmtpFailure("closed", stage, type(exc).__name__) from None
         reply = Reply(code, tuple(lines))
