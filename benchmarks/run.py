@@ -32,6 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_hostile
 import bench_job
 import bench_mapper_cached
 import bench_mapper_probe
@@ -48,6 +49,7 @@ BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
     "target": bench_target.run,
     "job": bench_job.run,
     "rerun": bench_rerun.run,
+    "hostile": bench_hostile.run,
 }
 
 
@@ -230,6 +232,32 @@ def rerun_rows(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def hostile_rows(r: dict[str, Any]) -> list[Row]:
+    t = r["throughput"]
+    cases = {c["case"]: c for c in r["per_address"]}
+    return [
+        Row(
+            f"7. Mapper: ordinary verifications/s with {t['tarpits']} tarpits among "
+            f"{t['ordinary']} addresses (5%)",
+            f"{max(t['rates_with_tarpits']):.0f}/s vs {max(t['rates_alone']):.0f}/s alone",
+            "≥ 0.80 of the rate alone",
+            f"{t['ratio']:.2f}x",
+            met=t["ratio"] >= 0.8,
+        ),
+        Row(
+            "7. Mapper: one hostile address (30 silent MX / 100 A records / replies just under "
+            "the 1 s timeout / endless EHLO at 5 s)",
+            " / ".join(
+                f"{cases[c]['seconds']:.1f} s, {cases[c]['connections']} conn."
+                for c in bench_hostile.CASES
+            )
+            + f"; peak RSS {max(c['peak_rss_mb'] for c in cases.values()):.0f} MB",
+            "≤ verification_deadline (3 s) each",
+            met=all(c["seconds"] <= 3.5 for c in cases.values()),
+        ),
+    ]
+
+
 def rows_for(name: str, result: dict[str, Any]) -> list[Row]:
     if "error" in result:
         return [Row(f"{name}: FAILED", result["error"].splitlines()[-1][:120], "runs", met=False)]
@@ -241,6 +269,7 @@ def rows_for(name: str, result: dict[str, Any]) -> list[Row]:
         "mapper_probe": mapper_probe_rows,
         "target": target_rows,
         "rerun": rerun_rows,
+        "hostile": hostile_rows,
     }[name](result)
 
 

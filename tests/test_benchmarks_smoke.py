@@ -46,6 +46,7 @@ EXPECTED: dict[str, set[str]] = {
     "target": {"loopback", "latency_20ms", "identifies", "goal_ratio"},
     "job": {"job", "people_per_second", "max_plugin_rss_mb", "memory_goal_mb"},
     "rerun": {"app_api_requests", "smtp_connections", "pipelines_calls"},
+    "hostile": {"per_address", "throughput"},
 }
 NEEDS_PEERS = {"mapper_cached", "mapper_probe"}
 
