@@ -284,3 +284,49 @@ def test_run_counters(plugin: str) -> None:
     assert snapshot["retries"] == 24
     snapshot["requests"] = 0
     assert stats["requests"] == 40_000, "a snapshot is a copy"
+
+
+# ------------------------------------------------------------------------------ redaction
+KEY = "CdpKey-SECRET-a91b07d3c5e6"
+SITE = "SiteId-SECRET-55aa"
+PLUS = "Ev+Key/SECRET="  # a key with characters a query string percent-encodes
+B64 = {
+    "user": "Q2RwS2V5LVNFQ1JFVC1hOTFiMDdkM2M1ZTY6",  # base64 of "<KEY>:", a Basic user
+    "password": "OkNkcEtleS1TRUNSRVQtYTkxYjA3ZDNjNWU2",  # base64 of ":<KEY>"
+    "pair": "U2l0ZUlkLVNFQ1JFVC01NWFhOkNkcEtleS1TRUNSRVQtYTkxYjA3ZDNjNWU2",  # "<SITE>:<KEY>"
+}
+# (text a server sent back, what is left of it); the configured secrets: KEY, SITE, PLUS and "k".
+REDACTIONS = [
+    (f"bad key {KEY}", "bad key [redacted]"),
+    (f"GET /api/v1/validate?key={KEY}&email=a", "GET /api/v1/validate?key=[redacted]&email=a"),
+    ("GET /v?api_key=unconfigured-value&x=1", "GET /v?api_key=[redacted]&x=1"),
+    (f"Authorization: Basic {B64['user']} Host: x", "Authorization: [redacted] Host: x"),
+    (f"echo {B64['user']} end", "echo [redacted] end"),
+    (f"echo {B64['user'].rstrip('=')}", "echo [redacted]"),
+    (f"echo {B64['password']}", "echo [redacted]"),
+    (f"echo {B64['pair']}", "echo [redacted]"),
+    ('{"authorization": "Bearer some-unconfigured-token"}', '{"authorization": "[redacted]"}'),
+    ("token was Bearer abcdef123456 here", "token was Bearer [redacted] here"),
+    (
+        f"user {SITE} and {PLUS} or Ev%2BKey%2FSECRET%3D",
+        "user [redacted] and [redacted] or [redacted]",
+    ),
+    ("batch[3]: traits.EV_Status is too long", "batch[3]: traits.EV_Status is too long"),
+    ("Basic auth failed", "Basic auth failed"),
+    ("a keyword kept", "a keyword kept"),  # "k" is configured too: too short to look for
+]
+
+
+@each_plugin
+@pytest.mark.parametrize(("said", "left"), REDACTIONS)
+def test_redact_keeps_every_credential_out(plugin: str, said: str, left: str) -> None:
+    errors = module(plugin, "errors")
+    assert errors.redact(said, [KEY, SITE, PLUS, "k"]) == left
+    assert errors.REDACTED == "[redacted]"
+
+
+@each_plugin
+def test_redact_then_one_line_bounds_a_huge_reason(plugin: str) -> None:
+    errors = module(plugin, "errors")
+    reason = errors.one_line(errors.redact(f"{'z' * 99_990} {KEY}", [KEY]))
+    assert len(reason) <= 500 and KEY not in reason

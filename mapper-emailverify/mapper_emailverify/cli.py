@@ -1,4 +1,9 @@
-"""`emailverify-check ADDRESS...`: verdicts and the trail behind them, for support and debugging."""
+"""`emailverify-check ADDRESS...`: verdicts and the trail behind them, for support and debugging.
+
+A trail quotes mail servers and APIs; in text mode their control characters (terminal escape
+sequences, bidi overrides) are printed as visible escapes (`\x1b`), never sent to the terminal.
+`--json` keeps the data as it is (JSON escapes them anyway).
+"""
 
 from __future__ import annotations
 
@@ -81,6 +86,15 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
+def visible(text: str) -> str:
+    """`text` with every character a terminal would act on (controls, format characters, line
+    separators) written as its Python escape instead: `\x1b[2J` shows, it does not clear."""
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
+
+
 def render(result: Result) -> str:
     """A verdict line and an indented trail."""
     ev = result.evidence
@@ -105,7 +119,7 @@ def render(result: Result) -> str:
         lines.append(f"    reading: {ev.decisive_reply}")
     if ev.timings:
         lines.append("    timings: " + ", ".join(f"{k}={v:.3f}" for k, v in ev.timings.items()))
-    return "\n".join(lines)
+    return "\n".join(visible(line) for line in lines)
 
 
 async def _run(config: VerifierConfig, addresses: Sequence[str]) -> list[Result]:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-from cio_sandbox import Sandbox
+import pytest
+from cio_sandbox import Sandbox, hostile_http
 
 EXE = str(Path(sys.executable).with_name("emailverify-check"))
 
@@ -67,3 +72,88 @@ def test_bad_config_is_one_line_that_says_what_to_do(tmp_path: Path) -> None:
     done = check("--backend", "emailverify", "a@b.example")
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "emailverify_api_key" in done.stderr
+
+
+# ---------------------------------------------------------------------- hostile answers (issue 16)
+HOSTILE_KEY = "EvKey-SECRET-0d9e8f7a6b5c"
+MEMORY_LIMIT = 1536 * 1024 * 1024
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def check_against(server: Any, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    settings = tmp_path / "settings.json"
+    settings.write_text(
+        json.dumps(
+            {
+                "backend": "emailverify",
+                "emailverify_api_key": HOSTILE_KEY,
+                "emailverify_api_url": server.url,
+                "emailverify_timeout": 5,
+            }
+        ),
+        encoding="utf-8",
+    )
+    return subprocess.run(
+        [EXE, "--config", str(settings), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_limit_memory,
+        check=False,
+    )
+
+
+@pytest.fixture
+def hostile_server() -> Iterator[Callable[[Any], Any]]:
+    servers: list[hostile_http.HostileHTTP] = []
+
+    def start(reply: Any) -> hostile_http.HostileHTTP:
+        servers.append(hostile_http.HostileHTTP(reply).start())
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def test_an_echoed_key_is_not_printed(hostile_server: Any, tmp_path: Path) -> None:
+    server = hostile_server(hostile_http.echoing(400))
+    done = check_against(server, tmp_path, "maria@example.com")
+    assert done.returncode == 0, done.stderr
+    assert HOSTILE_KEY in server.seen[0].target
+    assert HOSTILE_KEY not in done.stdout and HOSTILE_KEY not in done.stderr
+    assert "maria@example.com: Unknown/smtp_unavailable" in done.stdout
+    assert "key=[redacted]" in done.stdout
+
+
+def test_terminal_escapes_from_the_server_are_not_printed_raw(
+    hostile_server: Any, tmp_path: Path
+) -> None:
+    answer = {"status": "valid\x1b[2J\x1b]0;pwned\x07", "sub_status": "\x1b[31mred\u202e"}
+    server = hostile_server(hostile_http.rejection(200, answer))
+    done = check_against(server, tmp_path, "maria@example.com")
+    assert done.returncode == 0, done.stderr
+    for raw in ("\x1b", "\x07", "\u202e"):
+        assert raw not in done.stdout
+    assert "\\x1b[2J" in done.stdout  # shown, made visible
+    as_json = check_against(server, tmp_path, "--json", "maria@example.com")
+    assert json.loads(as_json.stdout)["evidence"]["decided_by"].count("\x1b") == 3  # data intact
+
+
+@pytest.mark.parametrize(
+    "reply", [hostile_http.endless(), hostile_http.huge()], ids=["endless", "huge"]
+)
+def test_an_endless_or_huge_answer_is_cut_at_the_cap(
+    hostile_server: Any, tmp_path: Path, reply: hostile_http.Reply
+) -> None:
+    server = hostile_server(reply)
+    started = time.monotonic()
+    done = check_against(server, tmp_path, "maria@example.com")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert time.monotonic() - started < 20
+    assert "maria@example.com: Unknown/smtp_unavailable" in done.stdout
+    assert "an answer larger than 64 KB" in done.stdout
+    assert server.bytes_sent < 64 * 1024 * 1024

@@ -7,13 +7,15 @@ line, and no further calls; the key never reaches a log.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any
 
 import pytest
-from cio_sandbox import Sandbox
+from cio_sandbox import Sandbox, hostile_http
 from mapper_emailverify import Result, Verifier
+from mapper_emailverify.engine.emailverify_api import MAX_TRIES
 
 # EmailVerify.io says "no_dns_entries" for both a missing domain and a domain without mail records,
 # and
@@ -146,3 +148,74 @@ def test_rate_limits_and_server_errors_are_retried() -> None:
     result = asyncio.run(go())
     assert (str(result.status), str(result.substatus)) == ("Valid", "mailbox_exists")
     assert len(calls) == 3 and calls[1] - calls[0] >= 0.9  # Retry-After honoured
+
+
+# ---------------------------------------------------------------------- hostile answers (issue 16)
+# An EmailVerify.io answer is bounded in time (`emailverify_timeout` covers connect, headers and
+# body) and in size (`MAX_ANSWER_BYTES`), and a server's words reach no trail or log with the key.
+HOSTILE_KEY = "EvKey-SECRET-0d9e8f7a6b5c"
+
+
+@pytest.fixture
+def hostile_server() -> Any:
+    servers: list[hostile_http.HostileHTTP] = []
+
+    def start(reply: Any) -> hostile_http.HostileHTTP:
+        servers.append(hostile_http.HostileHTTP(reply).start())
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def hostile_settings(server: Any, **over: Any) -> dict[str, Any]:
+    return {
+        "backend": "emailverify",
+        "emailverify_api_key": HOSTILE_KEY,
+        "emailverify_api_url": server.url,
+        **over,
+    }
+
+
+@pytest.mark.slow  # four tries of 1 s and the waits between them: 7.5 s
+@pytest.mark.parametrize("head", [False, True], ids=["body", "head"])
+def test_a_trickled_answer_ends_at_emailverify_timeout(hostile_server: Any, head: bool) -> None:
+    reply = hostile_http.trickle_head(0.25) if head else hostile_http.trickle(every=0.25)
+    server = hostile_server(reply)  # about 10 s per try without a deadline
+    started = time.monotonic()
+    (result,) = verify(hostile_settings(server, emailverify_timeout=1), ["maria@example.com"])
+    elapsed = time.monotonic() - started
+    assert server.requests == MAX_TRIES
+    assert elapsed < MAX_TRIES * 1 + 3.5 + 2  # each try's deadline, the waits between them
+    assert (str(result.status), str(result.substatus)) == ("Unknown", "smtp_unavailable")
+    assert "no complete answer within 1 s" in result.evidence.decided_by
+
+
+def test_an_answer_quoting_the_key_reaches_no_trail_or_log(
+    hostile_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = hostile_server(hostile_http.echoing(400, pad=20_000))
+    (result,) = verify(hostile_settings(server), ["maria@example.com"])
+    assert HOSTILE_KEY in server.seen[0].target  # the key travels in the query string
+    trail = json.dumps(result.to_dict())
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for text in (trail, logged):
+        assert HOSTILE_KEY not in text
+    assert "key=[redacted]" in result.evidence.decided_by
+    assert len(result.evidence.decided_by) <= 500
+
+
+def test_a_status_phrase_carrying_the_key_reaches_no_log(
+    hostile_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """httpx logs each answer's status line at INFO, the server's own phrase included."""
+    caplog.set_level(logging.DEBUG)
+    reply = hostile_http.Reply(status=400, reason=f"no such key {HOSTILE_KEY} here")
+    server = hostile_server(reply)
+    (result,) = verify(hostile_settings(server), ["maria@example.com"])
+    assert server.requests == 1 and str(result.status) == "Unknown"
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "no such key [redacted] here" in logged
+    assert HOSTILE_KEY not in logged

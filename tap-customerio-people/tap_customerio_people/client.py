@@ -3,6 +3,8 @@
 Every request of every stream, retries included, is one attempt of `CustomerIOStream.budgeted`
 (which `request_decorator` wraps around the SDK's sender): each attempt takes a token from the
 run's one rate limiter, and every error is turned into a message built from status and path only.
+Every request is bounded (`bounded.BoundedAdapter`): `request_timeout` is its whole deadline, and
+at most `bounded.MAX_ANSWER_BYTES` of answer are read.
 """
 
 from __future__ import annotations
@@ -16,13 +18,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import backoff
 import requests
-from requests.adapters import HTTPAdapter
 from singer_sdk import RESTStream
 from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from typing_extensions import override
 
-from . import errors, settings
+from . import bounded, errors, settings
 from .retry import RETRYABLE_EXCEPTIONS, RetryPolicy, is_certificate_failure, rate_limited_wait
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class CustomerIOStream(RESTStream[Any]):
         self.run = run
         self.cancelled = threading.Event()
         pool = settings.integer(self.config, "hydration_concurrency") + EXTRA_POOL_CONNECTIONS
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool)
+        adapter = bounded.BoundedAdapter(pool_connections=2, pool_maxsize=pool)
         self.requests_session.mount("http://", adapter)
         self.requests_session.mount("https://", adapter)
 
@@ -231,7 +232,8 @@ class CustomerIOStream(RESTStream[Any]):
         if isinstance(response, requests.Response):
             what, path = errors.status_summary(response), errors.request_path(response)
         else:
-            what, path = type(exc).__name__, errors.request_path(getattr(exc, "request", None))
+            what = errors.failure_summary(exc)
+            path = errors.request_path(getattr(exc, "request", None))
         level = (
             logging.INFO
             if isinstance(exc, RetriableAPIError)

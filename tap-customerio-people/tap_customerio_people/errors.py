@@ -1,26 +1,44 @@
 """Errors the user can act on, in one line, never carrying a key, an address or a response body.
 
-The same three classes and two functions exist in each plugin (CONTRIBUTING.md, "Conventions"):
+The same three classes and three functions exist in each plugin (CONTRIBUTING.md, "Conventions"):
 `UserError` is the base of every failure the user can fix, and `exit_with` is the one place that
 turns one into what the user sees (the tap's ``invoke`` calls it).
 
 Customer.io error bodies may echo the email addresses of the request, so messages are built from
 the status code, the reason phrase and the URL *path* only (paths hold cio_ids and segment ids,
-never addresses).
+never addresses). A reason phrase that is not the standard one is the server's own words: it goes
+through `redact` (an API may quote the Authorization header back) and is cut short.
 """
 
 from __future__ import annotations
 
+import base64
+import itertools
 import logging
+import re
 import sys
+from collections.abc import Iterable
 from http import HTTPStatus
 from typing import NoReturn
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 from singer_sdk.exceptions import FatalAPIError, FatalSyncError
 
+from .bounded import AnswerTooLarge, DeadlineExceeded
+
 MAX_MESSAGE = 500  # characters of one error line
+MAX_PHRASE = 120  # characters of a server's own reason phrase
+REDACTED = "[redacted]"
+MIN_SECRET = 6  # characters: a shorter "secret" (a test's "k") is not searched for as it is
+# An Authorization header's value (its scheme and credential), as a header line or a JSON field.
+_AUTHORIZATION = re.compile(
+    r"""(?i)((?:proxy-)?authorization["']?\s*[:=]\s*["']?)(?:[a-z]+\s+)?[^\s"',;}]+"""
+)
+# A credential after its scheme, anywhere (a header quoted without its name).
+_SCHEME_TOKEN = re.compile(r"(?i)\b(basic|bearer)(\s+)[A-Za-z0-9._~+/=-]{6,}")
+# A `key=...` parameter (api_key, apikey, token, password, secret...), as a query string has it.
+_KEY_PARAMETER = re.compile(r"(?i)\b([\w-]*(?:key|token|secret|password))=[^&\s\"'#,;]+")
 
 
 class UserError(Exception):
@@ -78,6 +96,37 @@ def one_line(text: str) -> str:
     return flat if len(flat) <= MAX_MESSAGE else flat[: MAX_MESSAGE - 3] + "..."
 
 
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with every credential it may quote replaced by `REDACTED`.
+
+    Each of `secrets` as it is, percent-encoded, and in the Base64 an HTTP Basic header carries
+    (`secret:`, `:secret`, and `a:b` for any two of them, with or without padding); the value of any
+    `Authorization` header; any token after `Basic` or `Bearer`; any `key=`, `token=`, `secret=` or
+    `password=` parameter. A secret shorter than `MIN_SECRET` is not looked for as it is (it
+    would match ordinary words), only in its Base64 forms. Callers cap the length afterwards
+    (`one_line`): never cut before redacting, or half a key would survive.
+    """
+    values = sorted({s for s in secrets if s}, key=len, reverse=True)
+    forms: set[str] = set()
+    for secret in values:
+        if len(secret) >= MIN_SECRET:
+            forms |= {secret, quote(secret, safe="")}
+    for user, password in [*((s, "") for s in values), *(("", s) for s in values)]:
+        forms.add(_basic(user, password))
+    for user, password in itertools.permutations(values, 2):
+        forms.add(_basic(user, password))
+    forms |= {form.rstrip("=") for form in forms if len(form.rstrip("=")) >= 8}
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, REDACTED)
+    text = _AUTHORIZATION.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _SCHEME_TOKEN.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
+    return _KEY_PARAMETER.sub(lambda m: m.group(1) + "=" + REDACTED, text)
+
+
+def _basic(user: str, password: str) -> str:
+    return base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
 def exit_with(error: UserError, logger: logging.Logger) -> NoReturn:
     """The one place a `UserError` becomes what the user sees: one ERROR line and the exit code."""
     logger.error("%s", one_line(str(error)))
@@ -91,12 +140,28 @@ def request_path(response_or_request: requests.Response | requests.PreparedReque
 
 
 def status_summary(response: requests.Response) -> str:
-    """``"503 Service Unavailable"``: the status line, nothing from the body."""
+    """``"503 Service Unavailable"``: the status line, nothing from the body. A status the
+    standard does not name keeps the server's phrase, redacted and cut short."""
     try:
         reason = HTTPStatus(response.status_code).phrase
     except ValueError:
-        reason = response.reason or ""
+        own = redact(response.reason or "", request_secrets(response.request))
+        reason = one_line(own)[:MAX_PHRASE]
     return f"{response.status_code} {reason}".strip()
+
+
+def request_secrets(request: requests.PreparedRequest | None) -> list[str]:
+    """The credential a request carried (its Authorization header's), to redact from answers."""
+    header = request.headers.get("Authorization", "") if request is not None else ""
+    text = header.decode("latin-1") if isinstance(header, bytes) else header
+    return [part for part in text.split(" ", 1)[-1:] if part]
+
+
+def failure_summary(exc: object) -> str:
+    """A failed attempt without an answer, in a few words: the bounds' own, or the class name."""
+    if isinstance(exc, DeadlineExceeded | AnswerTooLarge):
+        return str(exc)
+    return type(exc).__name__
 
 
 def authentication_message(region: str, api_origin: str) -> str:
@@ -143,7 +208,7 @@ def retries_exhausted_message(exc: BaseException, elapsed: float) -> str:
     if isinstance(response, requests.Response):
         last, path = status_summary(response), request_path(response)
     else:
-        last, path = type(exc).__name__, request_path(getattr(exc, "request", None))
+        last, path = failure_summary(exc), request_path(getattr(exc, "request", None))
     return (
         f"Customer.io App API request to {path} still failing after retrying for "
         f"{elapsed:.0f} s (last: {last}); Customer.io may be degraded: try again later or raise "

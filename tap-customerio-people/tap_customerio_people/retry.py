@@ -23,6 +23,8 @@ from http import HTTPStatus
 import requests
 from singer_sdk.exceptions import RetriableAPIError
 
+from .bounded import AnswerTooLarge
+
 # Exceptions worth another attempt: what the SDK retries, plus bare socket errors urllib3 can leak.
 RETRYABLE_EXCEPTIONS: tuple[type[Exception], ...] = (
     RetriableAPIError,
@@ -31,6 +33,7 @@ RETRYABLE_EXCEPTIONS: tuple[type[Exception], ...] = (
     requests.exceptions.ConnectionError,
     requests.exceptions.ChunkedEncodingError,
     requests.exceptions.ContentDecodingError,
+    AnswerTooLarge,  # a broken answer too (requests.Timeout covers a deadline passed)
     TimeoutError,
 )
 

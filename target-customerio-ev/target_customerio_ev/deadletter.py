@@ -1,6 +1,10 @@
 """Writes that Customer.io rejects for good.
 
-They go to a JSONL file with the reason, or to the log without personal data.
+They go to a JSONL file with the reason, or to the log without personal data. A reason is the
+API's words: the credentials it may quote are redacted and it is cut to `MAX_REASON` characters
+(`errors.redact`, `errors.one_line`), in the file as in the log. A file that cannot be written
+(a full disk, a read-only path) stops the run with `DeadLetterError`: the rejected writes would
+otherwise be lost without a trace while STATE moved past them.
 """
 
 from __future__ import annotations
@@ -11,15 +15,23 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .errors import MAX_MESSAGE, DeliveryError, one_line, redact
 from .identify import Identifier
+
+MAX_REASON = MAX_MESSAGE  # characters of one reason, once redacted
 
 _EMAIL = re.compile(r"[^\s\"'<>(),;:]+@[^\s\"'<>(),;:]+")
 
 
-def redact(text: str) -> str:
+class DeadLetterError(DeliveryError):
+    """The dead-letter file cannot be written: rejected writes would be dropped silently."""
+
+
+def mask_emails(text: str) -> str:
     """Reasons may quote the address back; logs must not."""
     return _EMAIL.sub("<email>", text)
 
@@ -35,9 +47,12 @@ def safe_identifier(identifier: Identifier | None) -> str:
 
 
 class DeadLetters:
-    def __init__(self, path: str | None, logger: logging.Logger) -> None:
+    def __init__(
+        self, path: str | None, logger: logging.Logger, secrets: Iterable[str] = ()
+    ) -> None:
         self.path = Path(path).expanduser() if path else None
         self.logger = logger
+        self.secrets = tuple(s for s in secrets if s)
         self._lock = threading.Lock()
 
     def add(
@@ -49,13 +64,15 @@ class DeadLetters:
         cio_id: str | None = None,
         message: dict[str, Any] | None = None,
     ) -> None:
+        """One rejected write, kept (or logged); `DeadLetterError` when the file cannot take it."""
+        reason = one_line(redact(reason, self.secrets))
         if self.path is None:
             self.logger.warning(
                 "Dead letter (stream %s, cio_id %s, %s): %s",
                 stream,
                 cio_id or "-",
                 safe_identifier(identifier),
-                redact(reason),
+                mask_emails(reason),
             )
             return
         row = {
@@ -70,6 +87,14 @@ class DeadLetters:
         }
         line = json.dumps(row, default=str, ensure_ascii=False) + "\n"
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(line)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with self.path.open("a", encoding="utf-8") as fh:
+                    fh.write(line)
+            except OSError as exc:
+                why = exc.strerror or type(exc).__name__
+                raise DeadLetterError(
+                    f"cannot write dead_letter_path {self.path} ({why}): rejected writes cannot "
+                    "be kept, so the run stopped; free the space or point dead_letter_path at a "
+                    "writable file, then rerun (STATE was not advanced)."
+                ) from None

@@ -11,7 +11,9 @@ Pipelines does not map, a source wired to another workspace): the API's answer a
 - Reading (`LandingChecker`): `GET /v1/customers/{identifier}/attributes?id_type=...`, Bearer auth
   with the App API key, at most `REQUESTS_PER_SECOND` (the App API allows 10), 429 `Retry-After`
   honoured. Writes become visible with a delay, so the sample is read in rounds with a growing wait
-  until every Person shows its values or `landing_check_timeout` passes.
+  until every Person shows its values or `landing_check_timeout` passes. Each read is bounded
+  (`bounded.py`): `request_timeout` in all, and at most `ANSWER_CAP` bytes of answer (a Person has
+  at most 300 attributes of 1000 bytes: about 350 KB).
 - The verdict (`LandingReport`): counts by kind, never an identifier; its `phrase()` goes into the
   run's summary line and `error()` is the one line a failed check ends the run with.
 """
@@ -32,7 +34,7 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from . import __version__
+from . import __version__, bounded
 from .errors import CertificateError, ConfigError, DeliveryError
 from .identify import Write, comparable, kind_name
 from .retry import is_certificate_failure, parse_retry_after
@@ -45,6 +47,9 @@ REQUESTS_PER_SECOND = 4.0  # well under the App API's 10 per second
 FIRST_WAIT = 1.0  # seconds between the first two rounds; doubles each round
 MAX_WAIT = 30.0
 CIO_PREFIX = "cio_"
+ANSWER_CAP = (
+    1024 * 1024
+)  # bytes of one App API answer read (a Person's attributes: ~350 KB at most)
 
 
 class LandingError(DeliveryError):
@@ -341,9 +346,10 @@ class LandingChecker:
                 "Authorization": f"Bearer {self.settings.app_api_key}",
                 "Accept": "application/json",
                 "User-Agent": f"target-customerio-ev/{__version__}",
+                **bounded.IDENTITY,
             },
             timeout=self.settings.request_timeout,
-            transport=self._transport,
+            transport=self._transport or bounded.transport(),
         ) as client:
             while pending and self._clock() < self._deadline:
                 still: list[Sampled] = []
@@ -436,7 +442,11 @@ class LandingChecker:
             self._pace()
             self.stats.count("landing_requests")
             try:
-                response = client.get(path, params=params)
+                with (
+                    bounded.deadline(self.settings.request_timeout),
+                    client.stream("GET", path, params=params) as response,
+                ):
+                    content = bounded.read_capped(response, ANSWER_CAP)
             except httpx.HTTPError as exc:
                 if is_certificate_failure(exc):
                     raise CertificateError(
@@ -444,7 +454,7 @@ class LandingChecker:
                         "verified: check app_api_url, and if a proxy inspects TLS, point "
                         "SSL_CERT_FILE at its CA certificate (verification is never turned off)."
                     ) from None
-                self.problem = type(exc).__name__
+                self.problem = _problem(exc, self.settings.request_timeout)
                 return None
             status = response.status_code
             if status in (401, 403):
@@ -465,7 +475,7 @@ class LandingChecker:
                 continue
             if status == 200:
                 try:
-                    body = msgspec.json.decode(response.content)
+                    body = msgspec.json.decode(content)
                 except msgspec.DecodeError:
                     body = None
                 found = body.get(key) if isinstance(body, dict) else None
@@ -485,6 +495,15 @@ class LandingChecker:
             self._sleep(self._next_request - now)
             now = self._next_request
         self._next_request = now + 1 / REQUESTS_PER_SECOND
+
+
+def _problem(exc: httpx.HTTPError, timeout: float) -> str:
+    """A failed read in a few words, never the server's."""
+    if isinstance(exc, httpx.TimeoutException):
+        return f"no complete answer within {timeout:g} s"
+    if isinstance(exc, bounded.AnswerTooLarge):
+        return str(exc)
+    return type(exc).__name__
 
 
 def _attributes_path(identifier: str) -> str:

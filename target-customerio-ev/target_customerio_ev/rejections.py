@@ -9,7 +9,10 @@ accepted and rejected, per identifier kind, and says when the evidence is enough
 - during the run, `EVIDENCE` (20) messages rejected by the API and none accepted, overall or for
   one kind (e.g. every email-only identify), stop the run at once;
 - at its end, `END_EVIDENCE` (3) suffice: a short run whose every write of a kind was refused
-  failed just the same.
+  failed just the same;
+- at once, a single message smaller than `SMALL_MESSAGE` (4 KB) refused as too large (HTTP 413):
+  the API takes 32 KB per message, so whatever refuses a few hundred bytes (a proxy, a wrong
+  origin) refuses everything, and bisecting further cannot help.
 
 Why 20: bisection sends messages in input order, so 20 rejections before the first acceptance
 means the first 20 messages in a row (or the first 20 of one kind) were refused. A data problem
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 
 EVIDENCE = 20
 END_EVIDENCE = 3
+SMALL_MESSAGE = 4 * 1024  # bytes: a single message this small refused with 413 is systemic
 STATUS_WORDS = {
     400: "HTTP 400: the calls failed validation",
     413: "HTTP 413: the request was too large",
@@ -41,6 +45,7 @@ class Verdict:
     kind: str | None
     rejected: int
     statuses: tuple[int, ...]
+    too_large: int | None = None  # the size of a single small message refused with 413
 
     def said(self) -> str:
         """What the API answered, in general terms (never a response body)."""
@@ -56,13 +61,17 @@ class RejectionWatch:
         self.rejected: Counter[str] = Counter()
         self.statuses: Counter[int] = Counter()
         self._kind_statuses: dict[str, Counter[int]] = {}
+        self._too_large: int | None = None
 
     def accept(self, kinds: list[str]) -> None:
         with self._lock:
             self.accepted.update(kinds)
 
-    def reject(self, kind: str, status: int) -> None:
+    def reject(self, kind: str, status: int, *, size: int | None = None) -> None:
+        """One message refused; `size` (bytes) when it was refused alone."""
         with self._lock:
+            if status == 413 and size is not None and size < SMALL_MESSAGE:
+                self._too_large = size
             self.rejected[kind] += 1
             self.statuses[status] += 1
             self._kind_statuses.setdefault(kind, Counter())[status] += 1
@@ -76,6 +85,8 @@ class RejectionWatch:
         """A class of writes rejected at least `evidence` times and never accepted, or None."""
         with self._lock:
             total = sum(self.rejected.values())
+            if self._too_large is not None:
+                return Verdict(None, total, (413,), too_large=self._too_large)
             if not self.accepted and total >= evidence:
                 kinds = [k for k, n in self.rejected.items() if n]
                 # Everything refused was of one kind: name it (its setting is the likely cause).

@@ -12,6 +12,10 @@ is dead-lettered and counted by identifier kind (`rejections.py`): when a whole 
 refused (every message so far, or every email-only one), the send stops with one line instead of
 dead-lettering the run away.
 
+Every request is bounded (`bounded.py`): `request_timeout` is the whole request's deadline (connect,
+send, the answer's headers and body), and an answer's body is read up to `answer_cap` bytes. Past
+either, the request failed like a dropped connection: retried, then the run stops in one line.
+
 What differs between the APIs (path, auth, message shape, how a response names rejected items, which
 setting to suggest) is left to a subclass: `pipelines.py` and `track.py`.
 """
@@ -28,7 +32,7 @@ from typing import Any, ClassVar, Protocol
 import httpx
 import msgspec
 
-from . import __version__
+from . import __version__, bounded
 from .batching import batch_body, encode, pack
 from .deadletter import DeadLetters
 from .errors import CertificateError, ConfigError, DeliveryError
@@ -44,6 +48,14 @@ from .retry import (
 )
 from .settings import API_MESSAGE_LIMIT, Settings
 from .stats import RunStats
+
+ANSWER_BASE = 64 * 1024  # bytes of answer read for any request
+ANSWER_PER_MESSAGE = 1024  # and more per message sent: a 207 may name every item with a reason
+
+
+def answer_cap(messages: int) -> int:
+    """The most bytes of answer read for a request of `messages` messages (64 KB + 1 KB each)."""
+    return ANSWER_BASE + ANSWER_PER_MESSAGE * messages
 
 
 class Aborted(DeliveryError):
@@ -62,6 +74,15 @@ class Sender(Protocol):
     def check_rejections(self) -> None: ...
     def close(self) -> None: ...
     def abort(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the API answered to one request: its status and (capped) body."""
+
+    status: int
+    headers: httpx.Headers
+    content: bytes
 
 
 @dataclass(frozen=True)
@@ -138,17 +159,18 @@ class BatchSender(abc.ABC):
         with self._lock:
             if self._client is None:
                 n = self.settings.max_in_flight
+                limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
                 self._client = httpx.Client(
                     base_url=self.settings.base_url,
                     auth=self.auth(),
                     timeout=self.settings.request_timeout,
-                    limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
                     headers={
                         "Content-Type": "application/json",
                         "User-Agent": f"target-customerio-ev/{__version__}",
+                        **bounded.IDENTITY,
                         **self.extra_headers,
                     },
-                    transport=self._transport,
+                    transport=self._transport or bounded.transport(limits=limits),
                 )
                 self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="cio-send")
             assert self._pool is not None
@@ -186,6 +208,14 @@ class BatchSender(abc.ABC):
 
     def rejection_message(self, verdict: Verdict) -> str:
         """The one line of a run stopped because a whole class of writes is refused."""
+        if verdict.too_large is not None:
+            return (
+                f"Customer.io {self.api_name} API refused a single {verdict.too_large}-byte "
+                "message as too large (HTTP 413), far below its 32 KB per message: whatever "
+                f"answers at {self.settings.base_url} (a proxy in front of Customer.io?) refuses "
+                "every write; check the API origin and that proxy's body limit (lowering "
+                "max_batch_bytes cannot help). The run stopped; STATE was not advanced."
+            )
         if verdict.kind is None or not self.watch.accepted_total:
             what = f"all {verdict.rejected} messages sent"
             if verdict.kind is not None:
@@ -235,17 +265,19 @@ class BatchSender(abc.ABC):
         )
         futures = [pool.submit(self._deliver, client, chunk, stream) for chunk in chunks]
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        failures = [e for e in (f.exception() for f in done) if e is not None]
-        if failures:
+        if any(f.exception() is not None for f in done):
             # The run fails: siblings still retrying give up instead of holding the exit.
             self.abort()
             wait(pending)
-            raise failures[0]
+            ordered = [*done, *(f for f in futures if f not in done)]
+            failures = [e for e in (f.exception() for f in ordered) if e is not None]
+            # The first cause, not a sibling that gave up because of it.
+            raise next((e for e in failures if not isinstance(e, Aborted)), failures[0])
 
     def _deliver(self, client: httpx.Client, chunk: Chunk, stream: str) -> None:
-        response = self._post(client, batch_body([data for _, data in chunk]))
-        status = response.status_code
-        body = _json(response)
+        answer = self._post(client, batch_body([data for _, data in chunk]), len(chunk))
+        status = answer.status
+        body = _json(answer.content)
         if status in (401, 403):
             message = self.unauthorized(status)
             earlier = self.watch.accepted_total
@@ -280,7 +312,7 @@ class BatchSender(abc.ABC):
         named = self.rejected_items(status, body, len(chunk))
         if len(chunk) == 1:
             reason = (named or {}).get(0) or _reason(status, body)
-            self._refused(stream, chunk[0][0], reason, status)
+            self._refused(stream, chunk[0][0], reason, status, size=len(chunk[0][1]))
             return
         if named:
             for index, reason in sorted(named.items()):
@@ -293,15 +325,21 @@ class BatchSender(abc.ABC):
         self._deliver(client, chunk[:middle], stream)
         self._deliver(client, chunk[middle:], stream)
 
-    def _post(self, client: httpx.Client, body: bytes) -> httpx.Response:
+    def _post(self, client: httpx.Client, body: bytes, messages: int) -> Answer:
         attempt = 0
+        timeout = self.settings.request_timeout
         while True:
             if self._abort.is_set():
                 raise Aborted(f"{self.api_name} sending stopped: the run is terminating.")
             self.stats.count("requests")
             retry_after: float | None = None
             try:
-                response = client.post(self.path, content=body)
+                with (
+                    bounded.deadline(timeout),
+                    client.stream("POST", self.path, content=body) as streamed,
+                ):
+                    content = bounded.read_capped(streamed, answer_cap(messages))
+                    response = Answer(streamed.status_code, streamed.headers, content)
             except httpx.HTTPError as exc:
                 if is_certificate_failure(exc):
                     raise CertificateError(
@@ -313,11 +351,11 @@ class BatchSender(abc.ABC):
                     raise DeliveryError(
                         f"{self.api_name} request failed: {type(exc).__name__}."
                     ) from None
-                problem = type(exc).__name__
+                problem = _problem(exc, timeout)
             else:
-                if not is_retryable_status(response.status_code):
+                if not is_retryable_status(response.status):
                     return response
-                problem = f"HTTP {response.status_code}"
+                problem = f"HTTP {response.status}"
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if not self.policy.allows(attempt):
                 raise DeliveryError(
@@ -333,16 +371,19 @@ class BatchSender(abc.ABC):
             if self._abort.wait(delay):
                 raise Aborted(f"{self.api_name} sending stopped: the run is terminating.")
 
-    def _refused(self, stream: str, item: Item, reason: str, status: int) -> None:
-        """A message the API rejected: a dead letter; the run stops when a whole class is."""
+    def _refused(
+        self, stream: str, item: Item, reason: str, status: int, *, size: int | None = None
+    ) -> None:
+        """A message the API rejected: a dead letter; the run stops when a whole class is (or at
+        once when a single message of `size` bytes, far below any limit, was too large)."""
         self._dead(stream, item, reason)
-        self.watch.reject(item.write.identifier.kind, status)
+        self.watch.reject(item.write.identifier.kind, status, size=size)
         verdict = self.watch.verdict(EVIDENCE)
         if verdict is not None:
+            self.abort()  # requests waiting to start or to retry give up now
             raise AllRejected(self.rejection_message(verdict))
 
     def _dead(self, stream: str, item: Item, reason: str) -> None:
-        self.stats.count("dead_lettered")
         self.dead_letters.add(
             stream=stream,
             reason=reason,
@@ -350,11 +391,21 @@ class BatchSender(abc.ABC):
             cio_id=item.write.cio_id,
             message=item.message,
         )
+        self.stats.count("dead_lettered")
 
 
-def _json(response: httpx.Response) -> Any:
+def _problem(exc: httpx.HTTPError, timeout: float) -> str:
+    """A failed request in a few words, never the server's."""
+    if isinstance(exc, httpx.TimeoutException):
+        return f"no complete answer within {timeout:g} s"
+    if isinstance(exc, bounded.AnswerTooLarge):
+        return str(exc)
+    return type(exc).__name__
+
+
+def _json(content: bytes) -> Any:
     try:
-        return msgspec.json.decode(response.content) if response.content else None
+        return msgspec.json.decode(content) if content else None
     except msgspec.DecodeError:
         return None
 

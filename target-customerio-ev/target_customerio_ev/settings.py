@@ -179,7 +179,8 @@ CONFIG_SCHEMA = th.PropertiesList(
         "request_timeout",
         th.NumberType(exclusive_minimum=0),
         default=30.0,
-        description="Seconds per HTTP request.",
+        description="Seconds one HTTP request may take in all: connecting, sending, and reading "
+        "the whole answer (a server trickling its answer is cut off here).",
     ),
     th.Property(
         "checkpoint_interval_seconds",
@@ -272,6 +273,12 @@ class Settings:
             landing_check_sample=int(setting(config, "landing_check_sample")),
             landing_check_timeout=float(setting(config, "landing_check_timeout")),
         )
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every credential set: redacted from whatever a server says back (`errors.redact`)."""
+        values = (self.pipelines_api_key, self.track_site_id, self.track_api_key, self.app_api_key)
+        return tuple(value for value in values if value)
 
     @property
     def landing_check(self) -> bool:

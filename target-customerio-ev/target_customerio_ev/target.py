@@ -22,6 +22,7 @@ from singer_sdk import Target
 from singer_sdk.exceptions import ConfigValidationError
 from typing_extensions import override
 
+from . import bounded
 from .deadletter import DeadLetters
 from .errors import Terminated, UserError, exit_with
 from .landing import LandingChecker, LandingReport, LandingSample
@@ -60,7 +61,10 @@ class TargetCustomerIOEV(Target):
         super().__init__(**kwargs)
         self.settings = Settings.from_config(self.config)
         self.stats = RunStats()
-        self.dead_letters = DeadLetters(self.settings.dead_letter_path, self.logger)
+        self.dead_letters = DeadLetters(
+            self.settings.dead_letter_path, self.logger, secrets=self.settings.secrets
+        )
+        bounded.redact_logs(self.settings.secrets)  # servers' reason phrases in httpx's lines
         self.landing_sample = (
             LandingSample(self.settings.landing_check_sample)
             if self.settings.landing_check
