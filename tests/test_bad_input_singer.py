@@ -209,6 +209,38 @@ MALFORMED = {
         ],
         3,
     ),
+    # Issue 16: JSON that is not an object, nesting past what a parser can follow, and a Singer
+    # envelope key given twice (a RECORD whose second "type" made it a STATE carrying the record).
+    **{
+        f"json_{name}": ([line(SCHEMA), RECORD_LINE, line(STATE), text, line(STATE)], 4)
+        for name, text in (("array", "[1]"), ("string", '"x"'), ("number", "42"), ("null", "null"))
+    },
+    "deeply_nested": (
+        [
+            line(SCHEMA),
+            line(STATE),
+            RECORD_LINE[:-2] + ', "deep": ' + '{"a": ' * 10_000 + "1" + "}" * 10_000 + "}}",
+            line(STATE),
+        ],
+        3,
+    ),
+    "duplicated_type": (
+        [
+            line(SCHEMA),
+            line(STATE),
+            RECORD_LINE[:-1] + ', "type": "STATE", "value": {"bookmarks": {"people": {"x": 9}}}}',
+            line(STATE),
+        ],
+        3,
+    ),
+    "duplicated_type_escaped": (
+        [line(SCHEMA), RECORD_LINE[:-1] + ', "\\u0074ype": "STATE", "value": {}}', line(STATE)],
+        2,
+    ),
+    "duplicated_value": (
+        [line(SCHEMA), line(STATE), line(STATE)[:-1] + ', "value": {}}', RECORD_LINE],
+        3,
+    ),
 }
 
 

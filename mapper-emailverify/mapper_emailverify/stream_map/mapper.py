@@ -50,6 +50,9 @@ from mapper_emailverify.stream_map.verdict_cache import open_cache
 
 WINDOW_PER_SLOT = 4  # records in flight or held, per unit of `concurrency`
 MIN_WINDOW = 64
+#: Input bytes of the records in flight or held: huge records behind a slow verdict make the
+#: reader wait long before the record count would.
+WINDOW_BYTES = 32 * 1024 * 1024
 # The mapper's own verdict cache (SQLite or in memory) answers a repeated address before the engine
 # is asked, so the engine's per-run memo of full results needs to be small: at the engine's default
 # (100,000 results) it grew the mapper by about 80 MB per million People.
@@ -101,12 +104,14 @@ class EmailVerifyMapper(InlineMapper):
         ):
             raise TypeError("the mapper needs its own reader and writer (singer_io)")
         reader.guard = self._guard
+        reader.logger = self.logger
         self._reader = reader
         try:
             cache = open_cache(
                 settings.cache_path or None,
                 settings.cache_ttl_days,
                 settings.reverify_unknown_after_hours,
+                self.logger,
             )
         except (OSError, sqlite3.Error) as exc:
             raise _config_error(
@@ -121,7 +126,9 @@ class EmailVerifyMapper(InlineMapper):
         )
         self._writer = writer
         self._out = ReorderBuffer(
-            self._writer.write_message, max(MIN_WINDOW, WINDOW_PER_SLOT * engine_config.concurrency)
+            self._writer.write_message,
+            max(MIN_WINDOW, WINDOW_PER_SLOT * engine_config.concurrency),
+            WINDOW_BYTES,
         )
         if engine_factory is None:
 
@@ -172,20 +179,21 @@ class EmailVerifyMapper(InlineMapper):
     @override
     def map_record_message(self, message_dict: dict[str, Any]) -> Iterable[Any]:
         out = self._out
-        if out.size >= out.window:
+        if out.size >= out.window or out.held_bytes >= out.max_bytes:
             self._gate.check()
             out.wait_for_room(self._stopping)
             self._check_stop()
+        size = self._reader.line_bytes
         plan = self._planner.get(message_dict.get("stream"))
         if plan is None:
             self._no_schema(message_dict.get("stream"))
             plan = PASS
         if plan.kind is Treatment.VERIFY:
-            self._records.verify(message_dict, plan)
+            self._records.verify(message_dict, plan, size)
         else:
             if plan.kind is Treatment.BOUNCES:
                 self._records.remember_bounce(message_dict.get("record"), plan)
-            self._records.pass_through(message_dict)
+            self._records.pass_through(message_dict, size)
         if self._writer.pending_bytes >= FLUSH_BYTES:
             self._writer.flush()
         return ()
@@ -294,6 +302,12 @@ class EmailVerifyMapper(InlineMapper):
         self._ticker.stop()
         self._cache.close()
         self.progress.log_summary()
+        if self._reader.repaired_records:
+            self.logger.info(
+                "%d records held lone UTF-16 surrogates (text that is not valid Unicode): "
+                "replaced with U+FFFD, kept and verified.",
+                self._reader.repaired_records,
+            )
         if self.settings.report_path:
             try:
                 self.progress.write_report(self.settings.report_path, interrupted=interrupted)

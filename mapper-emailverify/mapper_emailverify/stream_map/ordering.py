@@ -8,8 +8,10 @@ intervals wait until every earlier interval is written, then its barrier, then t
 Therefore a STATE message is written only after every record read before it, and a resumed run never
 skips an unverified record.
 
-Records waiting for a verdict or held behind a barrier count against `window`; the reader blocks
-when it is full, so memory stays bounded whatever the input size.
+Records waiting for a verdict or held behind a barrier count against `window`, and the size of their
+input lines against `max_bytes`; the reader blocks when either is full, so memory stays bounded
+whatever the input size and however large its records (a few huge records behind one slow verdict
+fill the byte budget long before the record count).
 
 A gate (`hold` / `release`) stops all output while closed, in order: the mapper keeps it closed
 until the engine has shown that its verdicts describe the addresses and not its own setup (see
@@ -18,6 +20,7 @@ until the engine has shown that its verdicts describe the addresses and not its 
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import deque
@@ -28,46 +31,62 @@ Message = dict[str, Any]
 
 
 class Interval:
-    """Records between two barriers: how many await a verdict, and finished ones held back."""
+    """Records between two barriers: how many await a verdict, and finished ones held back (each
+    with the size of its input line)."""
 
     __slots__ = ("barrier", "held", "pending")
 
     def __init__(self) -> None:
         self.pending = 0
-        self.held: list[Message] = []
+        self.held: list[tuple[Message, int]] = []
         self.barrier: Message | None = None
 
 
 class ReorderBuffer:
-    """Thread-safe: the reader adds, the engine thread completes; `emit` runs under the lock."""
+    """Thread-safe: the reader adds, the engine thread completes; `emit` runs under the lock.
 
-    def __init__(self, emit: Callable[[Message], None], window: int) -> None:
+    `size` arguments are the byte sizes of the records' input lines (0: not counted).
+    """
+
+    def __init__(
+        self, emit: Callable[[Message], None], window: int, max_bytes: int = sys.maxsize
+    ) -> None:
         self._emit = emit
         self.window = max(1, window)
+        self.max_bytes = max(1, max_bytes)
         self._cond = threading.Condition(threading.Lock())
         self._intervals: deque[Interval] = deque([Interval()])
         self._closed = False
         self._open = True
         #: Records pending a verdict or held behind a barrier (read without the lock as a hint).
         self.size = 0
+        #: The sizes of their input lines (read without the lock as a hint).
+        self.held_bytes = 0
+
+    @property
+    def full(self) -> bool:
+        """The reader should wait (see `wait_for_room`)."""
+        return self.size >= self.window or self.held_bytes >= self.max_bytes
 
     # -- reader side -------------------------------------------------------------------------------
 
-    def ready(self, message: Message) -> None:
+    def ready(self, message: Message, size: int = 0) -> None:
         """A record whose output is known now."""
         with self._cond:
             if len(self._intervals) == 1 and self._open:
                 self._emit(message)
             else:
-                self._intervals[-1].held.append(message)
+                self._intervals[-1].held.append((message, size))
                 self.size += 1
+                self.held_bytes += size
 
-    def reserve(self) -> Interval:
-        """A record whose verdict will come later; pass the ticket to `complete`."""
+    def reserve(self, size: int = 0) -> Interval:
+        """A record whose verdict will come later; pass the ticket (and `size`) to `complete`."""
         with self._cond:
             tail = self._intervals[-1]
             tail.pending += 1
             self.size += 1
+            self.held_bytes += size
             return tail
 
     def barrier(self, message: Message) -> None:
@@ -81,9 +100,9 @@ class ReorderBuffer:
             self._intervals.append(Interval())
 
     def wait_for_room(self, stop: Callable[[], bool] = lambda: False) -> None:
-        """Backpressure: block the reader while the window is full."""
+        """Backpressure: block the reader while the window (records or bytes) is full."""
         with self._cond:
-            while self.size >= self.window and not stop():
+            while self.full and not stop():
                 self._cond.wait(0.5)
 
     def drain(self, stop: Callable[[], bool] = lambda: False, timeout: float | None = None) -> bool:
@@ -98,7 +117,7 @@ class ReorderBuffer:
 
     # -- engine side -------------------------------------------------------------------------------
 
-    def complete(self, ticket: Interval, message: Message) -> None:
+    def complete(self, ticket: Interval, message: Message, size: int = 0) -> None:
         with self._cond:
             if self._closed:
                 return
@@ -106,9 +125,10 @@ class ReorderBuffer:
             if ticket is self._intervals[0] and self._open:
                 self._emit(message)
                 self.size -= 1
+                self.held_bytes -= size
                 self._advance()
             else:
-                ticket.held.append(message)
+                ticket.held.append((message, size))
             self._cond.notify_all()
 
     # -- the gate ----------------------------------------------------------------------------------
@@ -125,11 +145,7 @@ class ReorderBuffer:
             if self._closed:
                 return
             self._open = True
-            head = self._intervals[0]
-            for message in head.held:
-                self._emit(message)
-            self.size -= len(head.held)
-            head.held.clear()
+            self._emit_held(self._intervals[0])
             self._advance()
             self._open = stay_open
             self._cond.notify_all()
@@ -156,8 +172,11 @@ class ReorderBuffer:
             done = intervals.popleft()
             assert done.barrier is not None
             self._emit(done.barrier)
-            head = intervals[0]
-            for message in head.held:
-                self._emit(message)
-            self.size -= len(head.held)
-            head.held.clear()
+            self._emit_held(intervals[0])
+
+    def _emit_held(self, interval: Interval) -> None:
+        for message, size in interval.held:
+            self._emit(message)
+            self.held_bytes -= size
+        self.size -= len(interval.held)
+        interval.held.clear()

@@ -73,40 +73,44 @@ class RecordVerifier:
         self.on_fatal: Callable[[UserError], None] = lambda error: None
         self.health = InfrastructureWatch(settings.infrastructure_unknown_threshold)
 
-    def verify(self, message: dict[str, Any], plan: StreamPlan) -> None:
+    def verify(self, message: dict[str, Any], plan: StreamPlan, size: int = 0) -> None:
+        """`size`: of the record's input line, for the reorder buffer's byte budget."""
         record = message.get("record")
         if not isinstance(record, dict):
-            self.pass_through(message)
+            self.pass_through(message, size)
             return
         value = plan.email(record)
         if value is None or (isinstance(value, str) and not value.strip()):
-            self._finish_local(message, record, Verdict("Unknown", "no_email", time.time()))
+            self._finish_local(message, record, Verdict("Unknown", "no_email", time.time()), size)
             return
         if not isinstance(value, str):
-            self._finish_local(message, record, Verdict("Invalid", "invalid_syntax", time.time()))
+            verdict = Verdict("Invalid", "invalid_syntax", time.time())
+            self._finish_local(message, record, verdict, size)
             return
         key = address_key(value)
         fresh = self._carried(record)
         # A bounce seen since that verification outranks it (unless it already said Invalid).
         if fresh is not None and (fresh.status == "Invalid" or not self._is_bounce(key)):
-            self._finish_now(message, record, "fresh", fresh)
+            self._finish_now(message, record, "fresh", fresh, size)
             return
         cached = self.cache.get(key)  # a bounce voids the cached verdict, so no bounce check here
         if cached is not None and (
             self.not_before is None or cached.validated_at >= self.not_before
         ):
-            self._finish_now(message, record, "cache", cached)
+            self._finish_now(message, record, "cache", cached, size)
             return
-        ticket = self.out.reserve()
+        ticket = self.out.reserve(size)
         domain = value.rpartition("@")[2].strip().lower()
         self.health.asked(domain)
         self.engine.submit(
-            value, self._is_bounce(key), partial(self._on_verdict, ticket, message, key, domain)
+            value,
+            self._is_bounce(key),
+            partial(self._on_verdict, ticket, message, key, domain, size),
         )
 
-    def pass_through(self, message: dict[str, Any]) -> None:
+    def pass_through(self, message: dict[str, Any], size: int = 0) -> None:
         self.progress.stats.count("passthrough_records")
-        self.out.ready(message)
+        self.out.ready(message, size)
 
     def remember_bounce(self, record: Any, plan: StreamPlan) -> None:
         if not isinstance(record, dict):
@@ -130,7 +134,7 @@ class RecordVerifier:
         )
 
     def _finish_local(
-        self, message: dict[str, Any], record: dict[str, Any], verdict: Verdict
+        self, message: dict[str, Any], record: dict[str, Any], verdict: Verdict, size: int
     ) -> None:
         """A verdict that needs no lookup; a fresh carried copy of it keeps its timestamp (no
         rewrite)."""
@@ -139,22 +143,27 @@ class RecordVerifier:
             verdict.status,
             verdict.substatus,
         ):
-            self._finish_now(message, record, "fresh", fresh)
+            self._finish_now(message, record, "fresh", fresh, size)
             return
-        self._finish_now(message, record, "local", verdict)
+        self._finish_now(message, record, "local", verdict, size)
 
     def _is_bounce(self, key: str) -> bool:
         return self._bounce_known and self.cache.is_bounce(key)
 
     def _finish_now(
-        self, message: dict[str, Any], record: dict[str, Any], source: str, verdict: Verdict
+        self,
+        message: dict[str, Any],
+        record: dict[str, Any],
+        source: str,
+        verdict: Verdict,
+        size: int,
     ) -> None:
         kept = self._earlier_definite(record, verdict)
         if kept is not None:
             source, verdict = "kept", kept
         self._write(record, verdict.status, verdict.substatus, verdict.validated_at)
         self.progress.count(source, verdict.status, verdict.substatus)
-        self.out.ready(message)
+        self.out.ready(message, size)
 
     def _earlier_definite(self, record: dict[str, Any], new: Verdict) -> Verdict | None:
         """A transient Unknown never replaces a definite earlier verdict: the earlier one, then."""
@@ -169,6 +178,7 @@ class RecordVerifier:
         message: dict[str, Any],
         key: str,
         domain: str,
+        size: int,
         status: str,
         substatus: str,
         rule: str,
@@ -192,7 +202,7 @@ class RecordVerifier:
         else:
             self._write(record, status, substatus, now)
             self.progress.count_engine(status, substatus, rule)
-        self.out.complete(ticket, message)
+        self.out.complete(ticket, message, size)
         self.after_verdict()
 
     def _write(self, record: dict[str, Any], status: str, substatus: str, at: float) -> None:

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
+import os
+import random
 import sqlite3
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -91,42 +95,67 @@ class ResultsCache(Protocol):
 
 
 class SqliteResultsCache:
-    """`cache_path`: WAL mode, batched commits, safe from the reader and the engine thread."""
+    """`cache_path`: WAL mode, batched commits, safe from the reader and the engine thread.
+
+    The file is an optimisation, never a reason to stop a run. A damaged file (found at open or by
+    any later read or write) is moved aside to `<cache_path>.corrupt-<UTC time>` and a new one takes
+    its place; a file that stops taking writes (a full disk, an I/O error, a lock held past
+    `busy_timeout`) is only read from then on, and this run's verdicts stay in memory. Each says so
+    in one WARNING naming `cache_path`. Several runs may open one new file at once.
+    """
 
     def __init__(
-        self, path: str | Path, ttl_days: float, transient_hours: float = DEFAULT_TRANSIENT_HOURS
+        self,
+        path: str | Path,
+        ttl_days: float,
+        transient_hours: float = DEFAULT_TRANSIENT_HOURS,
+        *,
+        logger: logging.Logger | None = None,
+        busy_timeout: float = 30.0,
     ) -> None:
         self.ttl = float(ttl_days) * DAY
         self.transient_ttl = float(transient_hours) * HOUR
-        path = Path(path).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(path).expanduser()
+        self.logger = logger or logging.getLogger(__name__)
+        self.busy_timeout = busy_timeout
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            path, timeout=30, check_same_thread=False, isolation_level="DEFERRED"
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(
-            """
-            CREATE TABLE IF NOT EXISTS results (
-                key TEXT PRIMARY KEY, status TEXT NOT NULL, substatus TEXT NOT NULL,
-                validated_at REAL NOT NULL) WITHOUT ROWID;
-            CREATE TABLE IF NOT EXISTS bounces (
-                key TEXT PRIMARY KEY, seen_at REAL NOT NULL) WITHOUT ROWID;
-            """
-        )
-        self._db.commit()
+        #: This run's writes once the file takes none (read first, then the file).
+        self._memory = MemoryResultsCache(ttl_days, transient_hours)
+        self._writable = True
+        self._replaced = False  # a damaged file is replaced once; a second one: memory only
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self._pending: list[tuple[str, Verdict | None]] = []  # writes since the last commit
         self._uncommitted = 0
         self._last_commit = time.monotonic()
+        self._db: sqlite3.Connection | None = None
+        try:
+            self._db = self._connect()
+        except sqlite3.Error as exc:
+            kind = _failure_kind(exc)
+            if kind == "damaged":
+                self._replace_damaged(exc)
+            elif kind == "unwritable":
+                self._stop_writing(exc)
+            else:
+                raise
+
+    # -- the interface ---------------------------------------------------------------------------
 
     def get(self, key: str) -> Verdict | None:
-        try:
-            with self._lock:
-                row = self._db.execute(
+        with self._lock:
+            db = self._db
+            if db is None or not self._writable:
+                verdict = self._memory.get(key)
+                if verdict is not None or db is None or self._memory.is_bounce(key):
+                    return verdict
+            try:
+                row = db.execute(
                     "SELECT status, substatus, validated_at FROM results WHERE key = ?", (key,)
                 ).fetchone()
-        except sqlite3.OperationalError:  # locked by another run sharing the file: verify instead
-            return None
+            except sqlite3.Error as exc:  # locked by another run, or damaged: verify instead
+                self._failed(exc, writing=False)
+                return None
         if (
             row is None
             or row[2] + lifetime(row[0], row[1], self.ttl, self.transient_ttl) < time.time()
@@ -135,61 +164,266 @@ class SqliteResultsCache:
         return Verdict(*row)
 
     def put(self, key: str, verdict: Verdict) -> None:
-        # A verdict reached before the address's bounce record arrived (same run) must not outlive
-        # it.
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO results SELECT ?, ?, ?, ? WHERE ? = 'hard_bounce_history' "
-                "OR NOT EXISTS (SELECT 1 FROM bounces WHERE key = ?)",
-                (key, *verdict, verdict.substatus, key),
-            )
-            self._written()
+            self._write(key, verdict)
 
     def add_bounce(self, key: str) -> None:
         """A hard bounce also voids any verdict cached before it was known."""
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO bounces VALUES (?, ?)", (key, time.time()))
-            self._db.execute(
-                "DELETE FROM results WHERE key = ? AND substatus != 'hard_bounce_history'", (key,)
-            )
-            self._written()
+            self._write(key, None)
 
     def is_bounce(self, key: str) -> bool:
-        try:
-            with self._lock:
+        with self._lock:
+            db = self._db
+            if (db is None or not self._writable) and self._memory.is_bounce(key):
+                return True
+            if db is None:
+                return False
+            try:
                 return (
-                    self._db.execute("SELECT 1 FROM bounces WHERE key = ?", (key,)).fetchone()
-                    is not None
+                    db.execute("SELECT 1 FROM bounces WHERE key = ?", (key,)).fetchone() is not None
                 )
-        except sqlite3.OperationalError:
-            return False
+            except sqlite3.Error as exc:
+                self._failed(exc, writing=False)
+                return False
 
     def has_bounces(self) -> bool:
         with self._lock:
-            row = self._db.execute("SELECT EXISTS (SELECT 1 FROM bounces)").fetchone()
+            if self._memory.has_bounces():
+                return True
+            if self._db is None:
+                return False
+            try:
+                row = self._db.execute("SELECT EXISTS (SELECT 1 FROM bounces)").fetchone()
+            except sqlite3.Error as exc:
+                self._failed(exc, writing=False)
+                return False
             return bool(row[0])
 
     def commit(self) -> None:
         with self._lock:
             if self._uncommitted:
-                self._db.commit()
-                self._uncommitted = 0
+                self._commit()
             self._last_commit = time.monotonic()
 
     def close(self) -> None:
         with self._lock:
-            self._db.commit()
-            self._db.close()
+            if self._uncommitted:
+                self._commit()
+            db, self._db = self._db, None
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
 
-    def _written(self) -> None:
+    # -- writing ---------------------------------------------------------------------------------
+
+    def _write(self, key: str, verdict: Verdict | None) -> None:
+        """Under the lock: a verdict, or a bounce when `verdict` is None."""
+        db = self._db
+        if db is None or not self._writable:
+            if verdict is None:
+                self._memory.add_bounce(key)
+            else:
+                self._memory.put(key, verdict)
+            return
+        self._pending.append((key, verdict))
+        try:
+            if verdict is None:
+                db.execute("INSERT OR REPLACE INTO bounces VALUES (?, ?)", (key, time.time()))
+                db.execute(
+                    "DELETE FROM results WHERE key = ? AND substatus != 'hard_bounce_history'",
+                    (key,),
+                )
+            else:
+                # A verdict reached before the address's bounce record arrived (same run) must not
+                # outlive it.
+                db.execute(
+                    "INSERT OR REPLACE INTO results SELECT ?, ?, ?, ? "
+                    "WHERE ? = 'hard_bounce_history' "
+                    "OR NOT EXISTS (SELECT 1 FROM bounces WHERE key = ?)",
+                    (key, *verdict, verdict.substatus, key),
+                )
+        except sqlite3.Error as exc:
+            self._failed(exc, writing=True)
+            return
         self._uncommitted += 1
         if (
             self._uncommitted >= _COMMIT_EVERY
             or time.monotonic() - self._last_commit > _COMMIT_SECONDS
         ):
-            self._db.commit()
-            self._uncommitted = 0
+            self._commit()
             self._last_commit = time.monotonic()
+
+    def _commit(self) -> None:
+        db = self._db
+        if db is None or not self._writable:
+            return
+        try:
+            db.commit()
+        except sqlite3.Error as exc:
+            self._failed(exc, writing=True)
+            return
+        self._uncommitted = 0
+        self._pending.clear()
+
+    # -- failures --------------------------------------------------------------------------------
+
+    def _failed(self, exc: sqlite3.Error, *, writing: bool) -> None:
+        """Under the lock. A failed read is a cache miss; a damaged file is replaced; a failed
+        write turns the file read-only for the rest of the run."""
+        kind = _failure_kind(exc)
+        if kind == "damaged":
+            self._replace_damaged(exc)
+        elif writing:
+            self._stop_writing(exc)
+
+    def _stop_writing(self, exc: sqlite3.Error) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.rollback()
+        self._writable = False
+        pending, self._pending = self._pending, []
+        self._uncommitted = 0
+        for key, verdict in pending:  # lost with the transaction: kept in memory instead
+            self._write(key, verdict)
+        self.logger.warning(
+            "cache_path %s cannot be written (%s): this run keeps its new verdicts in memory only, "
+            "so the next run verifies those addresses again; free space on its disk or point "
+            "cache_path elsewhere.",
+            self.path,
+            _brief(exc),
+        )
+
+    def _replace_damaged(self, exc: sqlite3.Error) -> None:
+        """Move the damaged file aside and start a new one (once per run; after that, or when the
+        file cannot be moved, this run goes on with memory only)."""
+        db, self._db = self._db, None
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+        pending, self._pending = self._pending, []
+        self._uncommitted = 0
+        without = "this run goes on without a cache file"
+        if self._replaced:
+            where, outcome = "left it in place", without
+        else:
+            self._replaced = True
+            try:
+                aside = self._move_aside()
+            except OSError as move_error:
+                where, outcome = f"could not move it aside ({move_error.strerror})", without
+            else:
+                where = f"moved it to {aside}" if aside else "another run moved it aside already"
+                try:
+                    self._db = self._connect()
+                except sqlite3.Error as reopen_error:
+                    outcome = f"a new file could not be made ({_brief(reopen_error)}); {without}"
+                else:
+                    self._writable = True
+                    outcome = "a new file takes its place"
+        self.logger.warning(
+            "cache_path %s is damaged (%s): %s and %s; the verdicts it held are checked again.",
+            self.path,
+            _brief(exc),
+            where,
+            outcome,
+        )
+        for key, verdict in pending:  # written since the last commit: into the new file or memory
+            self._write(key, verdict)
+
+    def _move_aside(self) -> Path | None:
+        """Rename the file (and its -wal/-shm/-journal) to `<name>.corrupt-<UTC time>`; None when
+        the file at `path` is no longer the one opened (another run moved it aside already)."""
+        try:
+            status = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        if self._identity is not None and (status.st_dev, status.st_ino) != self._identity:
+            return None
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        serial = 1
+        while aside.exists():
+            serial += 1
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{serial}")
+        os.replace(self.path, aside)
+        for suffix in ("-wal", "-shm", "-journal"):
+            side = self.path.with_name(self.path.name + suffix)
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(side, aside.with_name(aside.name + suffix))
+        return aside
+
+    # -- opening ---------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout,
+            check_same_thread=False,
+            isolation_level="DEFERRED",
+        )
+        try:
+            # Another run setting up the same new file makes the journal-mode switch answer
+            # "database is locked" at once (SQLite calls no busy handler there): retry.
+            self._patiently(lambda: db.execute("PRAGMA journal_mode=WAL").fetchone())
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._patiently(lambda: db.executescript(_TABLES))
+            db.commit()
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+            raise
+        status = os.stat(self.path)
+        self._identity = (status.st_dev, status.st_ino)
+        return db
+
+    def _patiently(self, step: Callable[[], object]) -> None:
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.01
+        while True:
+            try:
+                step()
+                return
+            except sqlite3.OperationalError as exc:
+                if _failure_kind(exc) != "busy" or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.25)
+
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY, status TEXT NOT NULL, substatus TEXT NOT NULL,
+    validated_at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bounces (
+    key TEXT PRIMARY KEY, seen_at REAL NOT NULL) WITHOUT ROWID;
+"""
+
+
+def _failure_kind(exc: sqlite3.Error) -> str:
+    """`damaged` (not a database, a malformed page), `busy` (another connection holds a lock),
+    `unwritable` (full disk, I/O error, read-only file) or `other`."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return "damaged"
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return "busy"
+    if primary in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY):
+        return "unwritable"
+    if primary is None:
+        text = str(exc).lower()
+        if "malformed" in text or "not a database" in text:
+            return "damaged"
+        if "locked" in text or "busy" in text:
+            return "busy"
+        if "full" in text or "i/o error" in text or "readonly" in text:
+            return "unwritable"
+    return "other"
+
+
+def _brief(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:120] or type(exc).__name__
 
 
 class MemoryResultsCache:
@@ -252,8 +486,11 @@ class MemoryResultsCache:
 
 
 def open_cache(
-    path: str | None, ttl_days: float, transient_hours: float = DEFAULT_TRANSIENT_HOURS
+    path: str | None,
+    ttl_days: float,
+    transient_hours: float = DEFAULT_TRANSIENT_HOURS,
+    logger: logging.Logger | None = None,
 ) -> ResultsCache:
     if path:
-        return SqliteResultsCache(path, ttl_days, transient_hours)
+        return SqliteResultsCache(path, ttl_days, transient_hours, logger=logger)
     return MemoryResultsCache(ttl_days, transient_hours)
