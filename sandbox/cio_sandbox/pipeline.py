@@ -43,6 +43,25 @@ class PipedRun:
         return self.states[-1] if self.states else None
 
 
+def selected_catalog(tap_config: Path, workdir: Path, streams: list[str]) -> Path:
+    """The tap's discovered catalog with only `streams` selected, written next to the configs."""
+    found = subprocess.run(
+        [executable(TAP), "--config", str(tap_config), "--discover"],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    catalog = json.loads(found.stdout)
+    for entry in catalog["streams"]:
+        chosen = entry["tap_stream_id"] in streams
+        for item in entry.get("metadata", []):
+            if not item.get("breadcrumb"):
+                item["metadata"]["selected"] = chosen
+    path = workdir / "catalog.json"
+    path.write_text(json.dumps(catalog))
+    return path
+
+
 def write_config(directory: Path, name: str, config: dict[str, Any]) -> Path:
     path = directory / f"{name}.json"
     path.write_text(json.dumps(config))
@@ -59,17 +78,19 @@ def run_piped(
     state: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 600,
+    streams: list[str] | None = None,
 ) -> PipedRun:
     """tap | mapper | target with the sandbox's settings plus overrides.
 
-    Returns the exit codes, the states the target emitted and each plugin's log.
+    `streams` selects only those of the tap's streams (as a Meltano `select:` does), through a
+    catalog from the tap's own discovery. Returns the exit codes, the states the target emitted
+    and each plugin's log.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    tap_cmd = [
-        executable(TAP),
-        "--config",
-        str(write_config(workdir, TAP, sb.tap_config(**(tap or {})))),
-    ]
+    tap_config = write_config(workdir, TAP, sb.tap_config(**(tap or {})))
+    tap_cmd = [executable(TAP), "--config", str(tap_config)]
+    if streams is not None:
+        tap_cmd += ["--catalog", str(selected_catalog(tap_config, workdir, streams))]
     if state is not None:
         state_path = workdir / "state.json"
         state_path.write_text(json.dumps(state))

@@ -1,6 +1,7 @@
 """Enumerate People with the search endpoint and hydrate them in batches of 100 cio_ids.
 
-Search pages carry only identifiers; attributes come from
+Search pages carry only identifiers (`PeopleSearch` walks one pass of the cursor; `listing.py` lists
+everyone before hydration starts); attributes come from
 ``POST /v1/customers/attributes?id_type=cio_id``. Hydrating by ``cio_id`` (never by ``id``) keeps
 email-only People, whose ``id`` is null.
 """
@@ -8,10 +9,8 @@ email-only People, whose ``id`` is null.
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from .errors import UnexpectedResponseError, UnhydratedPeopleError
 from .pagination import SearchCursor
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
     from .stats import RunStats
 
 HYDRATION_BATCH = 100  # the attributes endpoint takes 1 to 100 ids
-RECENT_PAGES = 3  # search pages whose ids are remembered to drop repeats
 EVERYONE_FILTER = {"and": [{"attribute": {"field": "cio_id", "operator": "exists"}}]}
 
 CioIdForm = Literal["raw", "prefixed"]
@@ -51,11 +49,17 @@ class Sender(Protocol):
     ) -> requests.Response: ...
 
 
-def search_filter(segment_ids: list[int]) -> dict[str, Any]:
-    """Everybody, or the People of any of ``segment_ids`` (one search, segments OR-ed)."""
-    if not segment_ids:
-        return {"filter": EVERYONE_FILTER}
-    return {"filter": {"or": [{"segment": {"id": sid}} for sid in segment_ids]}}
+def search_filter(
+    segment_ids: list[int], audience: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The search body: everybody, or the People of any of ``segment_ids`` (segments OR-ed), or
+    those ``audience`` (the ``filter`` setting) selects; both given, the People in both (AND)."""
+    segments = {"or": [{"segment": {"id": sid}} for sid in segment_ids]} if segment_ids else None
+    if audience is None:
+        return {"filter": segments or EVERYONE_FILTER}
+    if segments is None:
+        return {"filter": dict(audience)}
+    return {"filter": {"and": [dict(audience), segments]}}
 
 
 def _text(value: object) -> str | None:
@@ -66,9 +70,9 @@ def _text(value: object) -> str | None:
     return text or None
 
 
-@dataclass(frozen=True)
-class Identifier:
-    """One search hit: the ids of a Person, before hydration."""
+class Identifier(NamedTuple):
+    """One search hit: the ids of a Person, before hydration (a tuple: a listing holds millions,
+    and reads them back from its spill file, so they are small and quick to build)."""
 
     cio_id: str
     id: str | None
@@ -117,20 +121,16 @@ def _customer_cio_id(customer: Mapping[str, Any]) -> str | None:
 
 
 class PeopleSearch:
-    """Walks the search cursor and hands out chunks of new identifiers, ready for hydration."""
+    """One pass of the search cursor, a page of identifiers at a time (loop guards included)."""
 
     def __init__(self, api: Sender, body: dict[str, Any], page_size: int) -> None:
         self.api = api
         self.body = body
         self.page_size = page_size
         self.cursor = SearchCursor()
-        # Pages that overlap (a Person moving while the cursor walks) repeat a few ids across
-        # neighbouring pages; remembering the last pages only keeps memory flat for any workspace
-        # size. A repeat farther apart would be harmless downstream (same verdict, same messageId).
-        self.recent_pages: deque[set[str]] = deque(maxlen=RECENT_PAGES)
-        self.duplicates = 0
 
-    def chunks(self) -> Iterator[list[Identifier]]:
+    def pages(self) -> Iterator[list[Identifier]]:
+        """Every page's identifiers, in order (the last page may be empty)."""
         while not self.cursor.finished:
             params: dict[str, Any] = {"limit": self.page_size}
             if self.cursor.start is not None:
@@ -146,17 +146,7 @@ class PeopleSearch:
                     "https://api.customer.io or a faithful proxy."
                 )
             self.cursor.advance(page.get("next"), [hit.cio_id for hit in hits])
-            fresh = []
-            page_ids: set[str] = set()
-            for hit in hits:
-                if hit.cio_id in page_ids or any(hit.cio_id in ids for ids in self.recent_pages):
-                    self.duplicates += 1
-                    continue
-                page_ids.add(hit.cio_id)
-                fresh.append(hit)
-            self.recent_pages.append(page_ids)
-            for start in range(0, len(fresh), HYDRATION_BATCH):
-                yield fresh[start : start + HYDRATION_BATCH]
+            yield hits
 
 
 class Hydrator:

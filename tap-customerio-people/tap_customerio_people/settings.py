@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from singer_sdk import typing as th
 from singer_sdk.plugin_base import JSONSchemaValidator
 
+from .audience import filter_error
 from .urls import normalized_origin, origin_error
 
 REGION_HOSTS = {"us": "https://api.customer.io", "eu": "https://api-eu.customer.io"}
@@ -71,6 +72,26 @@ CONFIG_SCHEMA = th.PropertiesList(
         description="Only People in any of these segments; empty means every Person.",
     ),
     th.Property(
+        "filter",
+        th.CustomType({"type": ["object", "string"]}),
+        title="Audience filter",
+        description=(
+            "Only the People this Customer.io audience filter selects: the JSON the search "
+            "endpoint takes (and, or, not, segment, attribute with eq or exists), or a preset: "
+            "unverified (no status_attribute) or unknown (status_attribute equals Unknown). "
+            "Combined (AND) with segment_ids."
+        ),
+    ),
+    th.Property(
+        "status_attribute",
+        th.StringType(nullable=False, min_length=1),
+        default="EV_Status",
+        title="Status attribute",
+        description=(
+            "The attribute the filter presets look at: the mapper's {field_prefix}Status."
+        ),
+    ),
+    th.Property(
         "requests_per_second",
         th.NumberType(nullable=False, exclusive_minimum=0),
         default=10,
@@ -114,7 +135,10 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.NumberType(nullable=False, exclusive_minimum=0),
         default=60,
         title="Request timeout",
-        description="Seconds to wait for one App API answer before retrying.",
+        description=(
+            "Seconds one App API request may take in all (connecting, sending, reading the whole "
+            "answer) before it is retried."
+        ),
     ),
 ).to_dict()
 
@@ -226,6 +250,8 @@ def config_errors(config: Mapping[str, Any], *, region_given: bool) -> list[str]
                 f"'{implied}': set region to '{implied}' or fix workspace_url"
             )
     if api_url and isinstance(api_url, str) and (error := origin_error(api_url, "api_url")):
+        errors.append(error)
+    if error := filter_error(config.get("filter")):
         errors.append(error)
     return errors
 

@@ -12,8 +12,10 @@ from singer_sdk.pagination import OffsetPaginator
 from typing_extensions import override
 
 from . import errors, settings
+from .audience import PRESETS, describe, resolved
 from .client import CustomerIOStream
-from .people import HYDRATION_BATCH, Hydrator, PeopleSearch, search_filter
+from .listing import PeopleListing
+from .people import HYDRATION_BATCH, Hydrator, search_filter
 from .pipeline import run_ahead
 
 if TYPE_CHECKING:
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 SEGMENT_READY_STATES = frozenset({"finished"})
 SUPPRESSION_TYPES = ("bounces", "blocks", "spam_reports", "invalid_emails")
 SUPPRESSION_PAGE_SIZE = 1000
-PAGES_AHEAD = 3  # search pages whose hydration may be queued ahead of the consumer
+PAGES_AHEAD = 3  # search pages' worth of hydration chunks queued ahead of the consumer
 
 
 class PeopleStream(CustomerIOStream):
@@ -60,43 +62,66 @@ class PeopleStream(CustomerIOStream):
 
     @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        """List every matching Person first (`listing.py` says why), then hydrate that snapshot."""
         segment_ids = settings.segment_ids(self.config)
         if segment_ids:
             self.check_segments(segment_ids)
+        audience = resolved(
+            settings.value(self.config, "filter"), settings.value(self.config, "status_attribute")
+        )
+        body = search_filter(segment_ids, audience)
+        self.log_filter(body["filter"])
         page_size = settings.integer(self.config, "page_size")
         workers = settings.integer(self.config, "hydration_concurrency")
-        search = PeopleSearch(self, search_filter(segment_ids), page_size)
+        started = time.monotonic()
+        listing = PeopleListing(self, body, page_size, stats=self.run.stats)
+        snapshot = listing.run()
+        listed_in = time.monotonic() - started
         self.cancelled = threading.Event()
         hydrator = Hydrator(self, self.run.stats, self.logger)
-        started, emitted = time.monotonic(), 0
+        emitted = 0
         batches_per_page = math.ceil(page_size / HYDRATION_BATCH)
-        for records in run_ahead(
-            search.chunks(),
-            hydrator,
-            workers=workers,
-            max_pending=max(workers, PAGES_AHEAD * batches_per_page),
-            cancelled=self.cancelled,
-        ):
-            emitted += len(records)
-            yield from records
+        try:
+            for records in run_ahead(
+                snapshot.chunks(HYDRATION_BATCH),
+                hydrator,
+                workers=workers,
+                max_pending=max(workers, PAGES_AHEAD * batches_per_page),
+                cancelled=self.cancelled,
+            ):
+                emitted += len(records)
+                yield from records
+        finally:
+            snapshot.close()
         elapsed = max(time.monotonic() - started, 1e-9)
         stats = self.run.stats.snapshot()
         self.logger.info(
-            "people: %d records from %d search pages in %.1f s (%.0f/s); %d requests, "
-            "%d rate limited (429), %d retries, %d duplicates skipped, "
-            "%d of %d listed People could not be hydrated (deleted since the search)",
+            "people: %d records in %.1f s (%.0f/s); listed %d People from %s in "
+            "%s (%.1f s; %d found by the second pass only, %d repeats within a pass "
+            "dropped); %d requests, %d rate limited (429), %d retries; "
+            "%d of %d listed People could not be hydrated (deleted since the listing)",
             emitted,
-            search.cursor.pages,
             elapsed,
             emitted / elapsed,
+            len(snapshot),
+            plural(listing.pages, "search page"),
+            plural(listing.passes_run, "pass"),
+            listed_in,
+            listing.second_pass_only,
+            listing.duplicates,
             stats.get("requests", 0),
             stats.get("rate_limited", 0),
             stats.get("retries", 0),
-            search.duplicates,
             stats.get("unhydrated", 0),
             stats.get("listed", 0),
         )
         hydrator.check_run()
+
+    def log_filter(self, audience: dict[str, Any]) -> None:
+        """Name the filter in use: node kinds, segment ids and fields, never a value."""
+        chosen = settings.value(self.config, "filter")
+        preset = f"preset {chosen}: " if isinstance(chosen, str) and chosen in PRESETS else ""
+        self.logger.info("people: listing the People of filter %s%s", preset, describe(audience))
 
     def check_segments(self, segment_ids: list[int]) -> None:
         """Fail fast on a segment that does not exist; warn about one still building.
@@ -120,6 +145,13 @@ class PeopleStream(CustomerIOStream):
                     state,
                     f", {progress}%" if progress is not None else "",
                 )
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 pass``, ``2 passes``, ``3 search pages``."""
+    if count == 1:
+        return f"1 {noun}"
+    return f"{count} {noun}{'es' if noun.endswith('s') else 's'}"
 
 
 class SegmentsStream(CustomerIOStream):

@@ -38,10 +38,12 @@ def tap_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixt
 def delete_as_listed(
     monkeypatch: pytest.MonkeyPatch, sb: Sandbox, which: Callable[[int, str], bool]
 ) -> list[str]:
-    """Delete the listed People that ``which(position in the run, cio_id)`` picks, the moment
-    the search page listing them arrives (before any of them is hydrated); returns their cio_ids.
+    """Delete the listed People that ``which(position in the listing, cio_id)`` picks, the moment
+    the search page first listing them arrives (the listing's second pass no longer finds them;
+    none of them is hydrated yet); returns their cio_ids.
     """
     deleted: list[str] = []
+    seen: set[str] = set()
     listed = 0
 
     def send(self: PeopleStream, method: str, path: str, **kwargs: Any) -> Any:
@@ -50,6 +52,9 @@ def delete_as_listed(
         if path == "/customers":
             doomed = []
             for hit in response.json().get("identifiers") or []:
+                if hit["cio_id"] in seen:
+                    continue
+                seen.add(hit["cio_id"])
                 if which(listed, hit["cio_id"]):
                     doomed.append(sb.world.person_by_cio_id(hit["cio_id"]))
                     deleted.append(hit["cio_id"])

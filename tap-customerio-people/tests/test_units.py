@@ -357,6 +357,11 @@ def test_search_filters() -> None:
     assert search_filter([3, 9]) == {
         "filter": {"or": [{"segment": {"id": 3}}, {"segment": {"id": 9}}]}
     }
+    unverified = {"not": {"attribute": {"field": "EV_Status", "operator": "exists"}}}
+    assert search_filter([], unverified) == {"filter": unverified}
+    assert search_filter([3, 9], unverified) == {
+        "filter": {"and": [unverified, {"or": [{"segment": {"id": 3}}, {"segment": {"id": 9}}]}]}
+    }
 
 
 def test_email_only_person_keeps_its_null_id() -> None:
@@ -419,30 +424,36 @@ def test_run_ahead_stops_when_the_consumer_does() -> None:
     assert cancelled.is_set()
 
 
-def test_repeats_across_neighbouring_pages_are_dropped_and_memory_stays_bounded() -> None:
-    from tap_customerio_people.people import RECENT_PAGES, PeopleSearch
+def test_repeats_anywhere_in_the_listing_are_dropped_and_counted() -> None:
+    """A Person repeated by the same pass, on the next page or five pages on, is listed once; the
+    second pass re-lists everyone, which is no repeat."""
+    from tap_customerio_people.listing import PeopleListing
 
-    pages = [
-        {
-            "identifiers": [{"cio_id": f"{p}-{i}", "id": None, "email": None} for i in range(3)]
-            + ([{"cio_id": f"{p - 1}-2", "id": None, "email": None}] if p else []),
+    def page(p: int) -> dict:
+        ids = [f"{p}-{i}" for i in range(3)]
+        if p:
+            ids.append(f"{p - 1}-2")  # the last of the page before
+        if p == 7:
+            ids.append("1-0")  # six pages back
+        return {
+            "identifiers": [{"cio_id": c, "id": None, "email": None} for c in ids],
             "next": f"c{p + 1}" if p < 9 else "",
         }
-        for p in range(10)
-    ]
 
     class FakeStream:
         def __init__(self) -> None:
             self.calls = 0
 
         def send(self, *_args: object, **_kwargs: object):
-            page = pages[self.calls]
+            answer = page(self.calls % 10)
             self.calls += 1
-            return type("Response", (), {"json": lambda _self: page})()
+            return type("Response", (), {"json": lambda _self: answer})()
 
     fake = FakeStream()  # a Sender whose answers have .json() only
-    search = PeopleSearch(fake, {}, page_size=4)  # type: ignore[arg-type]  # not a real Response
-    ids = [hit.cio_id for chunk in search.chunks() for hit in chunk]
+    listing = PeopleListing(fake, {}, page_size=5)  # type: ignore[arg-type]  # not a real Response
+    with listing.run() as snapshot:
+        ids = [hit.cio_id for chunk in snapshot.chunks() for hit in chunk]
     assert ids == [f"{p}-{i}" for p in range(10) for i in range(3)]
-    assert search.duplicates == 9
-    assert len(search.recent_pages) == RECENT_PAGES
+    assert (fake.calls, listing.pages) == (20, 20)  # two passes of ten pages
+    assert listing.duplicates == 2 * 10  # each pass: 9 neighbours and one six pages back
+    assert listing.second_pass_only == 0
