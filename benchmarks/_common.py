@@ -7,6 +7,7 @@ Running the pipeline itself and scoring it stay in `cio_sandbox.pipeline` and `c
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -114,12 +115,19 @@ def app_requests(snapshot: dict[str, Any]) -> int:
     return sum(n for (service, _), n in snapshot["requests"].items() if service == "app")
 
 
-#: The target's landing check reads Person by Person; nothing else in the job asks this endpoint.
+#: The landing check's single-Person reads; nothing else in the job asks this endpoint. Its batch
+#: reads share `POST /v1/customers/attributes` with the tap's hydration, so the target's own count
+#: line (`LANDING_LINE`) is what tells them apart.
 LANDING_ENDPOINT = ("app", "GET /v1/customers/{customer_id}/attributes")
+LANDING_LINE = re.compile(r"Landing check: App API requests (\d+)")
 
 
-def landing_requests(snapshot: dict[str, Any]) -> int:
-    """App API requests made by the target's landing check (part of `app_requests`)."""
+def landing_requests(snapshot: dict[str, Any], target_log: str | None = None) -> int:
+    """App API requests made by the target's landing check (part of `app_requests`): from the
+    target's log line when there is one, else the single-Person endpoint's counter."""
+    found = LANDING_LINE.findall(target_log or "")
+    if found:
+        return int(found[-1])
     return int(snapshot["requests"].get(LANDING_ENDPOINT, 0))
 
 

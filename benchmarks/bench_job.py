@@ -127,6 +127,8 @@ def measure(
                     seconds = run_pipe(sb, work, report, fast)
             snapshot = sb.obs.snapshot()
             scored = evaluate(world, sb.obs.landed_copy(), sb.obs.writes)
+        logs = [work / "meltano.log", work / "target-customerio-ev.log"]
+        target_log = "".join(p.read_text(errors="replace") for p in logs if p.exists())
         mapper = json.loads(report.read_text()) if report.exists() else {}
     rate = people / seconds
     peaks = memory.megabytes()
@@ -144,7 +146,7 @@ def measure(
         "mapper_verdict_sources": mapper.get("by_source"),
         "smtp_connections": snapshot["smtp_connections"],
         "app_api_requests": app_requests(snapshot),
-        "landing_check_requests": landing_requests(snapshot),
+        "landing_check_requests": landing_requests(snapshot, target_log),
         "rate_limited_429": snapshot["rate_limited"].get("app", 0),
         "pipelines_calls": pipelines_calls(snapshot),
         "identifies_landed": snapshot["writes"],

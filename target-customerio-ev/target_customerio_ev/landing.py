@@ -8,25 +8,36 @@ Pipelines does not map, a source wired to another workspace): the API's answer a
   with the writes the API accepted as they are acknowledged; memory is bounded by the sample size,
   whatever the run's length. At the end the sample is split evenly across the kinds present, each
   kind at least `MIN_PER_KIND`, so a whole class that never lands cannot hide behind the others.
-- Reading (`LandingChecker`): `GET /v1/customers/{identifier}/attributes?id_type=...`, Bearer auth
-  with the App API key, at most `REQUESTS_PER_SECOND` (the App API allows 10), 429 `Retry-After`
-  honoured. Writes become visible with a delay, so the sample is read in rounds with a growing wait
-  until every Person shows its values or `landing_check_timeout` passes. Each read is bounded
-  (`bounded.py`): `request_timeout` in all, and at most `ANSWER_CAP` bytes of answer (a Person has
-  at most 300 attributes of 1000 bytes: about 350 KB).
+- Reading (`LandingChecker`): People whose record carried their `cio_id` (the tap's records do)
+  are read `BATCH_SIZE` at a time, `POST /v1/customers/attributes?id_type=cio_id` with
+  `{"ids": [...]}`, whatever identifier the write used: if an identify created a second Person
+  instead of updating this one, this one does not show the values, which is what the check is
+  for. The form of a cio_id (`3000001` or `cio_3000001`) is left open by the vendor's definitions
+  and a wrong one is not an error (the answer just leaves the ids out): the record's form is tried
+  first, a batch that comes back missing most of its People is asked again in the other form, and
+  the form that answers is kept. Other People are read one by one,
+  `GET /v1/customers/{identifier}/attributes?id_type=...`. Bearer auth with the App API key, at
+  most `REQUESTS_PER_SECOND` (the App API allows 10), 429 `Retry-After` honoured. Writes become
+  visible with a delay, so the sample is read in rounds with a growing wait (the first round at
+  once) until every Person shows its values or `landing_check_timeout` passes; each round asks
+  only the People still missing. Each read is bounded (`bounded.py`): `request_timeout` in all,
+  and at most `ANSWER_CAP` bytes of answer (a Person has at most 300 attributes of 1000 bytes:
+  about 350 KB), `BATCH_ANSWER_CAP` for a batch.
 - The verdict (`LandingReport`): counts by kind, never an identifier; its `phrase()` goes into the
-  run's summary line and `error()` is the one line a failed check ends the run with.
+  run's summary line and `error()` is the one line a failed check ends the run with. The check's
+  own App API requests are counted (`requests`, `batch_requests`) and logged in one INFO line.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -50,6 +61,9 @@ CIO_PREFIX = "cio_"
 ANSWER_CAP = (
     1024 * 1024
 )  # bytes of one App API answer read (a Person's attributes: ~350 KB at most)
+BATCH_SIZE = 100  # ids per POST /v1/customers/attributes (the App API takes 1 to 100)
+BATCH_ANSWER_CAP = 40 * ANSWER_CAP  # a batch answer: BATCH_SIZE People at their largest
+CIO_ID_FORMS = ("raw", "prefixed")
 
 
 class LandingError(DeliveryError):
@@ -64,6 +78,11 @@ class Sampled:
     value: str
     traits: dict[str, Any]
     update_only: bool = False  # written with _update: a Person that does not exist stays absent
+    cio_id: str | None = None  # the Person's cio_id when the record carried it: read by it
+
+    def __post_init__(self) -> None:
+        if self.cio_id is None and self.kind == "cio_id":
+            self.cio_id = self.value
 
 
 class LandingSample:
@@ -93,8 +112,9 @@ class LandingSample:
                 slot = where.get(value)
                 if slot is not None:
                     reservoir[slot].traits.update(write.traits)
+                    reservoir[slot].cio_id = reservoir[slot].cio_id or write.cio_id
                     continue
-                entry = Sampled(kind, value, dict(write.traits), update_only)
+                entry = Sampled(kind, value, dict(write.traits), update_only, write.cio_id)
                 if len(reservoir) < self.capacity:
                     where[value] = len(reservoir)
                     reservoir.append(entry)
@@ -168,6 +188,9 @@ class LandingReport:
     absent: Counter[str] = field(default_factory=Counter)  # update-only write, no such Person
     unread: Counter[str] = field(default_factory=Counter)  # never read (App API errors)
     problem: str = ""  # the last App API problem, for unread People
+    requests: int = 0  # App API requests the check made (429s included)
+    batch_requests: int = 0  # of which POST /v1/customers/attributes
+    rounds: int = 0  # reads of the People still missing
 
     @classmethod
     def not_checked(cls, reason: str) -> LandingReport:
@@ -274,11 +297,11 @@ class QuietReads(logging.Filter):
 
     def __init__(self, origin: str) -> None:
         super().__init__()
-        self.marker = f"GET {origin}/v1/customers"
+        self.markers = (f"GET {origin}/v1/customers", f"POST {origin}/v1/customers")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if self.marker in message:
+        if any(marker in message for marker in self.markers):
             return False
         redacted = _EMAIL_IN_URL.sub("<email>", message)
         if redacted != message:
@@ -310,12 +333,17 @@ class LandingChecker:
         self._deadline = 0.0
         self._cio_form: str | None = None  # "raw" or "prefixed", once one of them found a Person
         self._email_by_search = False  # id_type=email refused (email is not an identifier)
+        self._batch_refused = False  # the batch endpoint answered 400/404: read one by one
         self.problem = ""
+        self.requests = 0
+        self.batch_requests = 0
 
     def run(self, entries: list[Sampled]) -> LandingReport:
         # The timeout bounds the wait for late writes; every sampled Person is read at least once
-        # (up to two requests each, at REQUESTS_PER_SECOND), however short it is.
-        timeout = max(self.settings.landing_check_timeout, 2 * len(entries) / REQUESTS_PER_SECOND)
+        # (up to two requests per Person or per batch, at REQUESTS_PER_SECOND), however short it is.
+        batched = sum(1 for entry in entries if entry.cio_id)
+        once = len(entries) - batched + math.ceil(batched / BATCH_SIZE)
+        timeout = max(self.settings.landing_check_timeout, 2 * once / REQUESTS_PER_SECOND)
         report = LandingReport(checked=True, timeout=timeout)
         report.sampled.update(entry.kind for entry in entries)
         if not entries:
@@ -336,10 +364,12 @@ class LandingChecker:
             _by_kind(report.sampled),
             timeout,
         )
-        self._deadline = self._clock() + timeout
+        started = self._clock()
+        self._deadline = started + timeout
         read_once: set[int] = set()
         pending = list(entries)
         wait = FIRST_WAIT
+        rounds = 0
         with httpx.Client(
             base_url=self.settings.app_base_url,
             headers={
@@ -352,12 +382,9 @@ class LandingChecker:
             transport=self._transport or bounded.transport(),
         ) as client:
             while pending and self._clock() < self._deadline:
+                rounds += 1
                 still: list[Sampled] = []
-                for position, entry in enumerate(pending):
-                    if self._clock() >= self._deadline:
-                        still += pending[position:]
-                        break
-                    outcome = self._look(client, entry)
+                for entry, outcome in self._round(client, pending):
                     if outcome != "unread":
                         read_once.add(id(entry))
                     if outcome == "shown":
@@ -383,7 +410,115 @@ class LandingChecker:
         for entry in pending:
             (report.missing if id(entry) in read_once else report.unread)[entry.kind] += 1
         report.problem = self.problem or "no answer"
+        report.requests, report.batch_requests = self.requests, self.batch_requests
+        report.rounds = rounds
+        self.logger.info(
+            "Landing check: App API requests %d (batch %d, single %d), rounds %d, %.1f s.",
+            self.requests,
+            self.batch_requests,
+            self.requests - self.batch_requests,
+            rounds,
+            self._clock() - started,
+        )
         return report
+
+    def _round(self, client: httpx.Client, pending: list[Sampled]) -> Iterator[tuple[Sampled, str]]:
+        """One look at each pending Person: those with a cio_id in batches, the others one by one.
+        People not asked before the deadline come out "unread"."""
+        batched = [] if self._batch_refused else [entry for entry in pending if entry.cio_id]
+        chosen = {id(entry) for entry in batched}
+        single = [entry for entry in pending if id(entry) not in chosen]
+        for start in range(0, len(batched), BATCH_SIZE):
+            chunk = batched[start : start + BATCH_SIZE]
+            if self._batch_refused:
+                single += chunk
+                continue
+            if self._clock() >= self._deadline:
+                yield from ((entry, "unread") for entry in chunk)
+                continue
+            looked = self._look_batch(client, chunk)
+            if looked is None:  # the batch endpoint is refused: these People one by one
+                single += chunk
+                continue
+            yield from looked
+        for entry in single:
+            if self._clock() >= self._deadline:
+                yield entry, "unread"
+                continue
+            yield entry, self._look(client, entry)
+
+    def _look_batch(
+        self, client: httpx.Client, chunk: list[Sampled]
+    ) -> list[tuple[Sampled, str]] | None:
+        """One look at up to BATCH_SIZE People by cio_id (None: the endpoint refused the batch).
+
+        The form the workspace answers, else the record's, first; when the answer leaves out most
+        of the batch, the missing People are asked again in the other form."""
+        first = self._cio_form or _form_of(chunk[0].cio_id or "")
+        found = self._fetch(client, chunk, first)
+        if isinstance(found, int):
+            self._batch_refused = True
+            self.logger.info(
+                "Landing check: the App API refused a batch read (HTTP %d); reading People one "
+                "by one.",
+                found,
+            )
+            return None
+        if found is None:
+            return [(entry, "unread") for entry in chunk]
+        answered = first if found else None
+        missing = [entry for entry in chunk if _bare(entry.cio_id) not in found]
+        if missing and len(missing) * 2 > len(chunk) and self._clock() < self._deadline:
+            second = _other_form(first)
+            more = self._fetch(client, missing, second)
+            if isinstance(more, dict):
+                if len(more) > len(found):
+                    answered = second
+                found.update(more)
+        if answered is not None:
+            self._cio_form = answered
+        looked: list[tuple[Sampled, str]] = []
+        for entry in chunk:
+            attributes = found.get(_bare(entry.cio_id))
+            if attributes is None:  # neither form knows this Person
+                looked.append((entry, "absent" if entry.update_only else "pending"))
+            elif shows(attributes, entry.traits):
+                looked.append((entry, "shown"))
+            else:
+                looked.append((entry, "pending"))
+        return looked
+
+    def _fetch(
+        self, client: httpx.Client, chunk: list[Sampled], form: str
+    ) -> dict[str, Mapping[str, Any]] | int | None:
+        """The attributes of the People of `chunk` the App API knows in `form`, by bare cio_id;
+        else the HTTP status (400, 404) or None when it did not answer usefully."""
+        ids = [_in_form(entry.cio_id or "", form) for entry in chunk]
+        answer = self._get(
+            client,
+            "/v1/customers/attributes",
+            {"id_type": "cio_id"},
+            key="customers",
+            body={"ids": ids},
+        )
+        if not isinstance(answer, list):
+            return answer if isinstance(answer, int) else None
+        found: dict[str, Mapping[str, Any]] = {}
+        for item in answer:
+            customer = item.get("customer", item) if isinstance(item, Mapping) else None
+            if not isinstance(customer, Mapping):
+                continue
+            attributes = customer.get("attributes")
+            identifiers = customer.get("identifiers")
+            cio_id = (identifiers.get("cio_id") if isinstance(identifiers, Mapping) else None) or (
+                attributes.get("cio_id") if isinstance(attributes, Mapping) else None
+            )
+            if cio_id and isinstance(attributes, Mapping):
+                found[_bare(str(cio_id))] = attributes
+        if answer and not found:
+            self.problem = "an answer without the People's cio_ids"
+            return None
+        return found
 
     # One look at one Person: "shown", "pending" (read, values not there yet), "absent" (an
     # update-only write and no such Person) or "unread" (the App API did not answer usefully).
@@ -434,19 +569,31 @@ class LandingChecker:
         return self._by_cio_id(client, cio_ids[0])
 
     def _get(
-        self, client: httpx.Client, path: str, params: dict[str, str], *, key: str = "customer"
+        self,
+        client: httpx.Client,
+        path: str,
+        params: dict[str, str],
+        *,
+        key: str = "customer",
+        body: dict[str, Any] | None = None,
     ) -> Any:
-        """The answer's `key` object; else the HTTP status (404, 400) or None when the App API did
-        not answer usefully. A 429 waits as told and asks again; a refused key stops the run."""
+        """The answer's `key` object (a POST of `body` when given, else a GET); else the HTTP
+        status (404, 400) or None when the App API did not answer usefully. A 429 waits as told
+        and asks again; a refused key stops the run."""
+        method, cap = ("GET", ANSWER_CAP) if body is None else ("POST", BATCH_ANSWER_CAP)
         while self._clock() < self._deadline:
             self._pace()
             self.stats.count("landing_requests")
+            self.requests += 1
+            if body is not None:
+                self.stats.count("landing_batch_requests")
+                self.batch_requests += 1
             try:
                 with (
                     bounded.deadline(self.settings.request_timeout),
-                    client.stream("GET", path, params=params) as response,
+                    client.stream(method, path, params=params, json=body) as response,
                 ):
-                    content = bounded.read_capped(response, ANSWER_CAP)
+                    content = bounded.read_capped(response, cap)
             except httpx.HTTPError as exc:
                 if is_certificate_failure(exc):
                     raise CertificateError(
@@ -475,10 +622,12 @@ class LandingChecker:
                 continue
             if status == 200:
                 try:
-                    body = msgspec.json.decode(content)
+                    decoded = msgspec.json.decode(content)
                 except msgspec.DecodeError:
-                    body = None
-                found = body.get(key) if isinstance(body, dict) else None
+                    decoded = None
+                found = decoded.get(key) if isinstance(decoded, dict) else None
+                if found is None and body is not None and isinstance(decoded, dict):
+                    found = [] if key in decoded else None  # "customers": null, nobody known
                 if found is not None:
                     return found
                 self.problem = "an answer without the Person"
@@ -506,12 +655,33 @@ def _problem(exc: httpx.HTTPError, timeout: float) -> str:
     return type(exc).__name__
 
 
+def _bare(cio_id: str | None) -> str:
+    """A cio_id without the `cio_` prefix."""
+    return (cio_id or "").removeprefix(CIO_PREFIX)
+
+
+def _form_of(cio_id: str) -> str:
+    """The form a record's cio_id has: "prefixed" (`cio_3000001`) or "raw" (`3000001`)."""
+    return "prefixed" if cio_id.startswith(CIO_PREFIX) else "raw"
+
+
+def _other_form(form: str) -> str:
+    return CIO_ID_FORMS[1] if form == CIO_ID_FORMS[0] else CIO_ID_FORMS[0]
+
+
+def _in_form(cio_id: str, form: str) -> str:
+    """`cio_id` as the App API is asked for it: raw or `cio_`-prefixed."""
+    bare = _bare(cio_id)
+    return CIO_PREFIX + bare if form == "prefixed" else bare
+
+
 def _attributes_path(identifier: str) -> str:
     """`/v1/customers/{identifier}/attributes`, the identifier percent-encoded (`+`, `@`, `/`)."""
     return f"/v1/customers/{quote(identifier, safe='')}/attributes"
 
 
 __all__ = [
+    "BATCH_SIZE",
     "MIN_PER_KIND",
     "LandingChecker",
     "LandingError",

@@ -12,10 +12,12 @@ import time
 from urllib.parse import unquote
 
 import httpx
+import msgspec
 import pytest
 from target_customerio_ev.errors import ConfigError
 from target_customerio_ev.identify import Identifier, Write
 from target_customerio_ev.landing import (
+    BATCH_SIZE,
     MIN_PER_KIND,
     REQUESTS_PER_SECOND,
     LandingChecker,
@@ -76,6 +78,17 @@ def test_a_person_written_twice_is_expected_with_the_later_values():
     (entry,) = sample.draw(10)
     assert entry.traits == {"EV_Status": "Valid", "EV_SubStatus": "greylisted"}
     assert sample.written["id"] == 2
+
+
+def test_the_sample_keeps_the_cio_id_of_the_record():
+    sample = LandingSample(10)
+    sample.add([Write(Identifier("email", "a@example.com"), {"EV_Status": "Valid"}, "m", "3f")])
+    sample.add([write("id", "8")])  # a record without cio_id (another tap)
+    sample.add([write("cio_id", "4a")])
+    by_kind = {entry.kind: entry for entry in sample.draw(10)}
+    assert by_kind["email"].cio_id == "3f"  # the kind stays how the write addressed the Person
+    assert by_kind["id"].cio_id is None
+    assert by_kind["cio_id"].cio_id == "4a"
 
 
 def test_values_compare_as_customerio_stores_them():
@@ -172,25 +185,158 @@ def test_a_429_waits_as_told():
     assert report.passed and 7 in fake.sleeps and stats["landing_rate_limited"] == 1
 
 
-def test_cio_id_is_asked_in_the_form_the_app_api_answers():
+def test_a_refused_batch_read_falls_back_to_one_by_one_in_the_form_that_answers():
     paths: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        paths.append(request.url.path)
-        if "/cio_" not in request.url.path:
+        paths.append(f"{request.method} {request.url.path}")
+        if "/cio_" not in request.url.path:  # the batch endpoint too: 404
             return httpx.Response(404, json={"errors": [{"detail": "not found"}]})
         return customer(EV_Status="Valid")
 
     check, _, _ = checker(handler)
     entries = [Sampled("cio_id", f"300000{i}", {"EV_Status": "Valid"}) for i in range(3)]
     assert check.run(entries).passed
-    # The raw form once, then the prefixed form that worked, for everyone after.
+    # The batch once; then the raw form once, and the prefixed form that worked for the rest.
     assert paths == [
-        "/v1/customers/3000000/attributes",
-        "/v1/customers/cio_3000000/attributes",
-        "/v1/customers/cio_3000001/attributes",
-        "/v1/customers/cio_3000002/attributes",
+        "POST /v1/customers/attributes",
+        "GET /v1/customers/3000000/attributes",
+        "GET /v1/customers/cio_3000000/attributes",
+        "GET /v1/customers/cio_3000001/attributes",
+        "GET /v1/customers/cio_3000002/attributes",
     ]
+
+
+class BatchApp:
+    """A scripted App API batch endpoint: the People it knows (bare cio_id -> attributes), which
+    cio_id form it answers, and every batch asked (its ids)."""
+
+    def __init__(self, people: dict[str, dict[str, str]], form: str = "raw") -> None:
+        self.people = people
+        self.form = form
+        self.asked: list[list[str]] = []
+        self.singles: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            self.singles.append(request.url.path)
+            return customer(EV_Status="Valid")
+        assert request.url.path == "/v1/customers/attributes"
+        assert request.url.params["id_type"] == "cio_id"
+        ids = msgspec.json.decode(request.content)["ids"]
+        assert 1 <= len(ids) <= BATCH_SIZE
+        self.asked.append(ids)
+        customers = []
+        for asked in ids:
+            if asked.startswith("cio_") != (self.form == "prefixed"):
+                continue  # the other form is an unknown id: left out, not an error
+            bare = asked.removeprefix("cio_")
+            if bare in self.people:
+                customers.append(
+                    {
+                        "customer": {
+                            "id": None,
+                            "identifiers": {"cio_id": bare},
+                            "attributes": {"cio_id": bare, **self.people[bare]},
+                        }
+                    }
+                )
+        return httpx.Response(200, json={"customers": customers})
+
+
+def mixed_entries(n: int) -> list[Sampled]:
+    """`n` People with cio_ids, written by id, by email and by cio_id in turn."""
+    entries = []
+    for i in range(n):
+        kind = ("id", "email", "cio_id")[i % 3]
+        value = {"id": str(i), "email": f"p{i}@example.com", "cio_id": f"{0x3000 + i:x}"}[kind]
+        entries.append(Sampled(kind, value, {"EV_Status": "Valid"}, cio_id=f"{0x3000 + i:x}"))
+    return entries
+
+
+@pytest.mark.parametrize("form", ["raw", "prefixed"])
+def test_people_with_a_cio_id_are_read_in_batches_in_the_form_the_app_api_answers(form):
+    entries = mixed_entries(150)
+    app = BatchApp({e.cio_id: {"EV_Status": "Valid"} for e in entries if e.cio_id}, form)
+    check, _, stats = checker(app)
+    report = check.run(entries)
+    assert report.passed and report.shown == {"id": 50, "email": 50, "cio_id": 50}
+    assert app.singles == []  # emails and ids are never asked one by one
+    # The record's (raw) form first; when the workspace answers the other, the missing People
+    # of that batch are asked again in it, and the next batch in it at once.
+    expected_batches = [100, 50] if form == "raw" else [100, 100, 50]
+    assert [len(ids) for ids in app.asked] == expected_batches
+    assert all(i.startswith("cio_") == (form == "prefixed") for i in app.asked[-1])
+    assert (
+        report.requests
+        == report.batch_requests
+        == len(expected_batches)
+        == stats["landing_requests"]
+    )
+    assert report.rounds == 1
+
+
+def test_a_prefixed_record_is_asked_in_its_own_form_first():
+    app = BatchApp({"3a": {"EV_Status": "Valid"}}, "prefixed")
+    check, _, _ = checker(app)
+    assert check.run([Sampled("cio_id", "cio_3a", {"EV_Status": "Valid"})]).passed
+    assert app.asked == [["cio_3a"]]
+
+
+def test_each_round_asks_again_only_the_people_still_missing(caplog):
+    entries = mixed_entries(50)
+    people = {e.cio_id: {"EV_Status": "Unknown"} for e in entries if e.cio_id}
+    app = BatchApp(people)
+    check, fake, _ = checker(app)
+    late = {e.cio_id for e in entries[::10]}  # five People show their values late
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        for cio_id in people:
+            landed = cio_id not in late or fake.now >= 1003
+            people[cio_id]["EV_Status"] = "Valid" if landed else "Unknown"
+        return app(request)
+
+    check._transport = httpx.MockTransport(handler)
+    with caplog.at_level(logging.INFO):
+        report = check.run(entries)
+    assert report.passed and sum(report.shown.values()) == 50
+    assert [len(ids) for ids in app.asked][:2] == [50, 5]
+    assert all(set(ids) == late for ids in app.asked[1:])
+    assert report.requests == len(app.asked) == report.rounds  # one request a round
+    waits = [s for s in fake.sleeps if s >= 1]
+    assert waits == sorted(waits) and waits[0] == 1  # the same backoff between rounds
+    assert "Landing check: 50 of 50" not in caplog.text
+    n = report.requests
+    assert f"Landing check: App API requests {n} (batch {n}, single 0), rounds {n}," in caplog.text
+
+
+def test_a_batch_that_leaves_out_a_few_is_not_asked_again_in_the_other_form():
+    entries = [Sampled("id", str(i), {"EV_Status": "Valid"}, True, f"{i:x}0") for i in range(10)]
+    app = BatchApp({e.cio_id: {"EV_Status": "Valid"} for e in entries[:7] if e.cio_id})
+    check, _, _ = checker(app)
+    report = check.run(entries)
+    # Update-only writes to People the workspace does not have: absent, one request in all.
+    assert report.passed and report.absent == {"id": 3} and report.shown == {"id": 7}
+    assert len(app.asked) == 1
+
+
+def test_people_without_a_cio_id_are_still_read_one_by_one():
+    entries = mixed_entries(6) + [Sampled("id", f"x{i}", {"EV_Status": "Valid"}) for i in range(4)]
+    app = BatchApp({e.cio_id: {"EV_Status": "Valid"} for e in entries if e.cio_id})
+    check, _, _ = checker(app)
+    report = check.run(entries)
+    assert report.passed and sum(report.shown.values()) == 10
+    assert [len(ids) for ids in app.asked] == [6]
+    assert app.singles == [f"/v1/customers/x{i}/attributes" for i in range(4)]
+    assert report.requests == 5 and report.batch_requests == 1
+
+
+def test_a_batch_answer_without_cio_ids_leaves_landing_unverified():
+    body = {"customers": [{"customer": {"attributes": {"EV_Status": "Valid"}}}]}
+    check, _, _ = checker(lambda request: httpx.Response(200, json=body), timeout=5)
+    report = check.run([Sampled("cio_id", "3a", {"EV_Status": "Valid"})])
+    assert not report.passed and report.unread == {"cio_id": 1}
+    assert "an answer without the People's cio_ids" in str(report.error(check.settings))
 
 
 def test_email_not_an_identifier_reads_through_the_search_by_email():
@@ -310,7 +456,9 @@ def test_the_landing_check_passes_and_says_so(sb, h, tmp_path):
     assert run.states == [{"bookmarks": {"people": {"position": 600}}}]
     assert key not in run.stderr and "@" not in run.stderr
     assert "/attributes" not in run.stderr  # the reads are not logged one by one
-    assert sb.obs.requests_to("app") >= 12
+    # The 12 People in one batch read; the target says so in a line a benchmark can parse.
+    assert sb.obs.requests_to("app") == app_requests(sb, BATCH_READ) == 1
+    assert "Landing check: App API requests 1 (batch 1, single 0), rounds 1," in run.stderr
 
 
 @pytest.mark.slow
@@ -325,13 +473,22 @@ def test_email_only_writes_that_never_land_fail_the_run_without_state(sb, h, tmp
     )
     assert run.returncode == 1 and run.states == [], run.stderr
     (error,) = error_lines(run.stderr)
-    # At least the time to read the sample once (two requests each at most): 9 * 2 / 4 s.
-    assert "did not show the new values within 4.5 s (email-only 4 of 4)" in error
+    # The records carry cio_ids: the sample is one batch, read within the 3 s asked for.
+    assert "did not show the new values within 3 s (email-only 4 of 4)" in error
     assert "email_only_identify" in error and "Traceback" not in run.stderr
     assert summary(run.stderr).endswith(
         "landing: 5 of 9 sampled People show the new values (missing 4 email-only)."
     )
     assert sb.obs.snapshot()["identifies_lost"]["lose_writes_for:email"] == 48
+    assert sb.obs.requests_to("app") == app_requests(sb, BATCH_READ)  # batches only
+
+
+BATCH_READ = "POST /v1/customers/attributes"
+SINGLE_READ = "GET /v1/customers/{customer_id}/attributes"
+
+
+def app_requests(sb, endpoint: str) -> int:
+    return int(sb.obs.snapshot()["requests"].get(("app", endpoint), 0))
 
 
 @pytest.mark.slow
@@ -374,6 +531,49 @@ def test_people_written_by_cio_id_are_read_back_in_either_form(sb, h, form):
     )
     assert target.landing_report.phrase() == "landing: 5 of 5 sampled People show the new values"
     assert run.states == [{"bookmarks": {"people": {"position": 100}}}]
+    assert app_requests(sb, BATCH_READ) == (1 if form == "raw" else 2)
+    assert app_requests(sb, SINGLE_READ) == 0
+
+
+@pytest.mark.parametrize(("form", "delay"), [("raw", 0.0), ("prefixed", 0.0), ("raw", 1.5)])
+def test_a_sample_of_50_costs_at_most_two_app_api_requests_a_round(sb, h, form, delay):
+    """Issue 17: the landing check of a run's 50 sampled People is one batch read a round (two
+    while the cio_id form is not known yet), not one read per Person."""
+    sb.obs.faults.app_cio_id_form = form
+    sb.obs.faults.landing_delay_seconds = delay
+    target, run = h.run_in_process(
+        landing_config(sb, landing_check_sample=50, landing_check_timeout=30),
+        h.singer_lines(everyone(sb, h)[:300], state_every=100),
+    )
+    report = target.landing_report
+    assert report.phrase() == "landing: 50 of 50 sampled People show the new values"
+    assert report.sampled["email"] >= 3 and report.sampled["id"] >= 3  # still stratified
+    assert run.states == [{"bookmarks": {"people": {"position": 300}}}]
+    requests = sb.obs.snapshot()["requests"]
+    app = {endpoint: n for (service, endpoint), n in requests.items() if service == "app"}
+    assert set(app) == {BATCH_READ}  # nothing read one by one
+    assert app[BATCH_READ] == report.requests <= 2 * report.rounds
+    if delay:
+        assert report.rounds >= 2 and app[BATCH_READ] <= report.rounds + 1
+    else:
+        assert report.rounds == 1 and app[BATCH_READ] == (1 if form == "raw" else 2)
+
+
+def test_records_without_cio_id_are_read_one_by_one(sb, h):
+    """Another tap's records, without the Person's cio_id: each sampled Person is read by the
+    identifier written."""
+    records = [{k: v for k, v in r.items() if k != "cio_id"} for r in everyone(sb, h)[:100]]
+    properties = {k: v for k, v in h.PEOPLE_SCHEMA["properties"].items() if k != "cio_id"}
+    lines = h.singer_lines(
+        records,
+        schema={**h.PEOPLE_SCHEMA, "properties": properties},
+        key_properties=(),
+        state_every=50,
+    )
+    target, _ = h.run_in_process(landing_config(sb, landing_check_sample=8), lines)
+    assert target.landing_report.phrase() == "landing: 8 of 8 sampled People show the new values"
+    assert app_requests(sb, BATCH_READ) == 0
+    assert app_requests(sb, SINGLE_READ) == target.landing_report.requests >= 8
 
 
 def test_without_an_app_api_key_one_warning(sb, h, caplog):

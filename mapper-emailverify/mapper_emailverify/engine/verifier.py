@@ -10,6 +10,7 @@ verdict of the run could be right until it is fixed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -295,9 +296,11 @@ class Verifier:
                 held = slow
             return await task
         finally:
-            held.release()
-            if not task.done():
+            if not task.done():  # cancelled (the run is stopping): let it unwind before we return
                 task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+            held.release()
 
     async def _within_deadline(self, address: Address, evidence: Evidence) -> Result:
         """`_verify_address`, cut at `verification_deadline` whatever hosts and replies it met."""
