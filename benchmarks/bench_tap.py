@@ -21,6 +21,7 @@ from contextlib import redirect_stdout
 from typing import Any
 
 from cio_sandbox import Sandbox, World
+from tap_customerio_people.listing import LISTING_PASSES
 from tap_customerio_people.tap import TapCustomerIOPeople
 
 LATENCY_S = 0.2
@@ -32,9 +33,10 @@ QUICK_PEOPLE = 3_000
 
 
 def ceiling(rate: float, page_size: int = PAGE_SIZE) -> float:
-    """People per second the rate limit allows: a page of People costs 1 search + ceil(n / 100)
+    """People per second the rate limit allows: a page of People costs 2 searches (the listing is
+    walked twice when it spans more than one page, see the tap's `listing.py`) + ceil(n / 100)
     batches."""
-    return rate * page_size / (1 + math.ceil(page_size / HYDRATION_BATCH))
+    return rate * page_size / (LISTING_PASSES + math.ceil(page_size / HYDRATION_BATCH))
 
 
 def measure(people: int, *, seed: int = 2024) -> dict[str, Any]:

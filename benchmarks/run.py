@@ -33,6 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_hostile
+import bench_incremental
 import bench_job
 import bench_mapper_cached
 import bench_mapper_probe
@@ -50,6 +51,7 @@ BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
     "job": bench_job.run,
     "rerun": bench_rerun.run,
     "hostile": bench_hostile.run,
+    "incremental": bench_incremental.run,
 }
 
 
@@ -258,6 +260,33 @@ def hostile_rows(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def incremental_rows(r: dict[str, Any]) -> list[Row]:
+    new, again, full = r["incremental_run"], r["second_incremental_run"], r["full_run"]
+    return [
+        Row(
+            f"8. Incremental: {r['new_people']} new People among {r['people']:,}, "
+            "verify-new-people App API requests",
+            f"{new['app_api_requests']} ({new['app_api_requests_reading']} reading, "
+            f"{new['app_api_requests_landing_check']} landing check)",
+            f"≤ {r['app_api_request_budget']}",
+            met=new["app_api_requests"] <= r["app_api_request_budget"],
+        ),
+        Row(
+            "8. Incremental: wall time vs the daily job over the same workspace",
+            f"{new['seconds']:.1f} s vs {full['seconds']:.1f} s = {r['wall_ratio']:.3f}",
+            "≤ 0.05",
+            met=r["wall_ratio"] <= 0.05,
+        ),
+        Row(
+            "8. Incremental: the same job again right after",
+            f"{again['app_api_requests']} App API requests, "
+            f"{again['smtp_connections']} SMTP connections",
+            "≤ 3, 0",
+            met=again["app_api_requests"] <= 3 and again["smtp_connections"] == 0,
+        ),
+    ]
+
+
 def rows_for(name: str, result: dict[str, Any]) -> list[Row]:
     if "error" in result:
         return [Row(f"{name}: FAILED", result["error"].splitlines()[-1][:120], "runs", met=False)]
@@ -270,6 +299,7 @@ def rows_for(name: str, result: dict[str, Any]) -> list[Row]:
         "target": target_rows,
         "rerun": rerun_rows,
         "hostile": hostile_rows,
+        "incremental": incremental_rows,
     }[name](result)
 
 

@@ -47,6 +47,13 @@ EXPECTED: dict[str, set[str]] = {
     "job": {"job", "people_per_second", "max_plugin_rss_mb", "memory_goal_mb"},
     "rerun": {"app_api_requests", "smtp_connections", "pipelines_calls"},
     "hostile": {"per_address", "throughput"},
+    "incremental": {
+        "incremental_run",
+        "second_incremental_run",
+        "full_run",
+        "app_api_request_budget",
+        "wall_ratio",
+    },
 }
 NEEDS_PEERS = {"mapper_cached", "mapper_probe"}
 

@@ -213,6 +213,8 @@ class SmtpProber:
         ):
             domain = self._domains[route.domain] = _Domain(route)
             self._forget_idle()
+        elif next(reversed(self._domains)) != route.domain:  # most recently used last
+            self._domains[route.domain] = self._domains.pop(route.domain)
         if domain.sticky is not None:
             return domain.sticky
         if domain.catch_all:
@@ -235,8 +237,8 @@ class SmtpProber:
         return await item.future
 
     def _forget_idle(self) -> None:
-        """Bound what a run of a million distinct domains keeps: drop the oldest idle domains
-        beyond `result_memory` (what was learned of them, catch-all, is lost with them)."""
+        """Bound what a run of a million distinct domains keeps: drop the least recently used idle
+        domains beyond `result_memory` (what was learned of them, catch-all, is lost with them)."""
         bound = self._memory
         if len(self._domains) > bound:
             for name in list(self._domains)[: len(self._domains) - bound]:
