@@ -78,6 +78,9 @@ def measured(sb: Sandbox, work: Path, label: str, **options: Any) -> dict[str, A
         "smtp_connections": snap["smtp_connections"],
         "pipelines_calls": pipelines_calls(snap),
         "writes": snap["writes"],
+        "app_api_requests_by_endpoint": {
+            endpoint: n for (service, endpoint), n in snap["requests"].items() if service == "app"
+        },
         "final_state": result.final_state,
     }
 
