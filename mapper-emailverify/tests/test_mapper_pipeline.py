@@ -508,3 +508,31 @@ def test_max_connections_per_mx_is_passed_to_the_engine(make_sandbox, tmp_path):
     assert len([m for m in out if m["type"] == "RECORD"]) == 120
     assert sb.obs.smtp_connections[host_ip] >= 2
     assert sb.obs.smtp_peak_concurrency[host_ip] <= 2
+
+
+def test_a_people_only_run_checks_new_people_against_bounces_cached_by_the_full_run(
+    tap_world, tmp_path
+):
+    """The `verify-new-people` job reads no suppressions: a new sign-up whose address bounced is
+    still `Invalid/hard_bounce_history`, from the hashed bounces the daily run left in the cache."""
+    sb, tap_lines = tap_world
+    bounced = {
+        row["email"].strip().lower()
+        for kind in ("bounces", "invalid_emails")
+        for row in sb.world.suppressions(kind)
+    }
+
+    def email_of(message: dict[str, Any]) -> str:
+        return (message["record"].get("email") or "").strip().lower()
+
+    people = [m for m in tap_lines if m.get("type") == "RECORD" and m.get("stream") == "people"]
+    newcomer = next(m for m in people if email_of(m) in bounced)
+    daily = [m for m in tap_lines if m is not newcomer]  # the sign-up did not exist yet
+    config = mapper_config(sb, tmp_path, cache_path=str(tmp_path / "cache.sqlite"))
+    run_mapper(config, daily)
+
+    schema = next(m for m in tap_lines if m.get("type") == "SCHEMA" and m["stream"] == "people")
+    assert not any(m.get("stream") == "suppressions" for m in (schema, newcomer))
+    out, _ = run_mapper(config, [schema, newcomer])
+    (record,) = [m["record"] for m in out if m["type"] == "RECORD"]
+    assert (record["EV_Status"], record["EV_SubStatus"]) == ("Invalid", "hard_bounce_history")
