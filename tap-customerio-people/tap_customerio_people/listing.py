@@ -15,21 +15,31 @@ cursor at the moment it crosses that Person. No number of passes is a guarantee 
 cursor (deletions timed against every pass can always hide someone); each pass costs
 ceil(N / page_size) requests, a tenth of hydration's N / 100 at the 1000 maximum. Two passes square
 an already small chance of a miss for 10 % more requests, and a Person missed anyway is read by the
-next run. The passes run one after the other, never side by side: two cursors walking in step would
-meet the same deletion at the same page boundary and skip the same People. A first pass that fits
-on one page needs no second: a single answer is the result set of one moment, and a skip needs a
-page boundary to carry someone past. An incremental run (a few hundred new sign-ups) so costs one
-search request.
+next run. A first pass that fits on one page needs no second: a single answer is the result set of
+one moment, and a skip needs a page boundary to carry someone past. An incremental run (a few
+hundred new sign-ups) so costs one search request.
+
+**Staggered.** The second pass runs beside the first (its own thread, the same rate budget), never
+in step with it: it asks for its page k only once the first has received its page k+1. Two cursors
+walking in step would meet the same deletion at the same page boundary and skip the same People;
+staggered, they never stand at the same boundary at the same moment, so a deletion makes both skip
+the same Person no more easily than when the passes ran one after the other, and the listing takes
+about one pass's time (one page more), not two (each pass is one request at a time, latency-bound).
+Both passes end before the listing returns: nothing is hydrated or emitted before then. The second
+pass asks for its first page only once the first pass has a second one, so a one-page listing still
+makes one request. `listing_pass` tells which pass a search request belongs to.
 
 **Repeats** are dropped against the whole listing: a Person listed by both passes (the normal
-case), or twice by one pass (a live cursor moved back by People created before it). The
-digest set remembers which pass saw each Person last, so the summary tells the two apart.
+case), or twice by one pass (a live cursor moved back by People created before it). The digest set
+marks which passes saw each Person, so the summary tells the two apart however the passes
+interleave, and counts the People the second pass alone listed once both are over.
 
 **Memory.** The dedupe keeps no strings: each cio_id is a 64-bit BLAKE2b digest under a key drawn
 per run, in open-addressing tables (`array('Q')`, linear probing, 3/8 to 3/4 full, 256 of them so
 that growing one never needs the whole table twice): 11 to 21 bytes a Person, 134 MB at 10 million,
-where a Python set of strings would take about 1 GB. Two different cio_ids share a digest with
-probability about n²/2^64 (5e-6 over a 10-million listing, 5e-10 over 100,000); the loser would be
+where a Python set of strings would take about 1 GB. Two different cio_ids share a digest (62 bits
+of it: the lowest two mark the passes) with probability about n²/2^63 (1e-5 over a 10-million
+listing, 1e-9 over 100,000); the loser would be
 dropped as a repeat, and read by the next run (whose key differs). The first
 `SPILL_AFTER` identifiers stay in memory; the rest go to an anonymous temporary file (unlinked at
 creation, owner-only), `SPILL_BATCH` at a time, and are read back once, in order, while hydrating.
@@ -42,6 +52,7 @@ import hashlib
 import marshal
 import os
 import tempfile
+import threading
 from array import array
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
@@ -52,33 +63,44 @@ if TYPE_CHECKING:
     from .people import Sender
     from .stats import RunStats
 
-LISTING_PASSES = 2  # 1 or 2: the digest set marks which of two passes saw a Person last
+LISTING_PASSES = 2  # 1 or 2: the digest set marks which of two passes saw a Person
 SPILL_AFTER = 50_000  # identifiers kept in memory (about 250 bytes each) before the rest spill
 DIRECTORY_BITS = 8  # the digest set's tables: 256, each growing on its own
 INITIAL_SLOTS = 1 << 8  # each table's first size: 512 kB in all
 MAX_LOAD = 0.75
 SPILL_BATCH = 10_000  # identifiers written to (and read back from) the spill file at once
 SPILL_BUFFER = 1 << 16  # bytes of the spill file's write and read buffer
-_MARK = 1  # the lowest bit of a slot: the pass (0 or 1) that saw the Person last
+_MARKS = 3  # the lowest two bits of a slot: bit p set when pass p (0 or 1) saw the Person
 _PART_SHIFT = 64 - DIRECTORY_BITS
+
+_walking = threading.local()  # the pass the calling thread walks
+
+
+def listing_pass() -> int | None:
+    """The listing pass (1 or 2) the calling thread walks; None outside a listing.
+
+    Both passes send through the same `Sender` from two threads: this tells which pass a search
+    request belongs to (tests key their workspace changes on it)."""
+    number: int | None = getattr(_walking, "number", None)
+    return number
 
 
 class Seen(enum.Enum):
     """What adding an id found."""
 
     NEW = "new"  # not listed before
-    AGAIN = "again"  # listed by the other pass: expected
+    AGAIN = "again"  # listed by the other pass only so far: expected
     REPEAT = "repeat"  # listed before by this same pass: the cursor went back
 
 
 class DigestSet:
     """A set of strings kept as keyed 64-bit digests in open-addressing ``array('Q')`` tables.
 
-    A slot holds a digest with its lowest bit replaced by a pass mark (0 or 1); 0 is an empty
-    slot, and no digest is stored as 0 or 1. The top `DIRECTORY_BITS` of a digest pick one of
-    256 tables; each doubles on its own when 3/4 full (so it stays 3/8 to 3/4 full), so a doubling
-    briefly needs 1/256 of the memory again, not all of it: 134 MB (2^24 slots) for 6.3 to 12.6
-    million ids, and never much more.
+    A slot holds a digest with its lowest two bits replaced by pass marks (bit p: seen by pass p);
+    0 is an empty slot, and no digest is stored as 0 to 3. The top `DIRECTORY_BITS` of a digest
+    pick one of 256 tables; each doubles on its own when 3/4 full (so it stays 3/8 to 3/4 full),
+    so a doubling briefly needs 1/256 of the memory again, not all of it: 134 MB (2^24 slots) for
+    6.3 to 12.6 million ids, and never much more.
     """
 
     def __init__(self, slots: int = INITIAL_SLOTS) -> None:
@@ -96,28 +118,29 @@ class DigestSet:
 
     def digest(self, text: str) -> int:
         raw = hashlib.blake2b(text.encode(), digest_size=8, key=self._key).digest()
-        return (int.from_bytes(raw, "little") & ~_MARK) or 2
+        return (int.from_bytes(raw, "little") & ~_MARKS) or 4
 
     def add(self, text: str, mark: int = 0) -> Seen:
         """Add ``text`` as seen by pass ``mark`` (0 or 1); say whether (and by whom) it was seen."""
         entry = self.digest(text)
+        bit = 1 << mark
         part = entry >> _PART_SHIFT
         table = self._tables[part]
         mask = len(table) - 1
-        i = (entry >> 1) & mask
+        i = (entry >> 2) & mask
         while True:
             slot = table[i]
             if slot == 0:
-                table[i] = entry | mark
+                table[i] = entry | bit
                 self.size += 1
                 self._sizes[part] += 1
                 if self._sizes[part] > MAX_LOAD * len(table):
                     self._grow(part)
                 return Seen.NEW
-            if slot & ~_MARK == entry:
-                if slot & _MARK == mark:
+            if slot & ~_MARKS == entry:
+                if slot & bit:
                     return Seen.REPEAT
-                table[i] = entry | mark
+                table[i] = slot | bit
                 return Seen.AGAIN
             i = (i + 1) & mask
 
@@ -127,9 +150,9 @@ class DigestSet:
         entry = self.digest(text)
         table = self._tables[entry >> _PART_SHIFT]
         mask = len(table) - 1
-        i = (entry >> 1) & mask
+        i = (entry >> 2) & mask
         while slot := table[i]:
-            if slot & ~_MARK == entry:
+            if slot & ~_MARKS == entry:
                 return True
             i = (i + 1) & mask
         return False
@@ -143,7 +166,7 @@ class DigestSet:
         mask = len(table) - 1
         for slot in old:
             if slot:
-                i = (slot >> 1) & mask
+                i = (slot >> 2) & mask
                 while table[i]:
                     i = (i + 1) & mask
                 table[i] = slot
@@ -227,8 +250,8 @@ class Snapshot:
 
 
 class PeopleListing:
-    """Walks the search ``passes`` times, one pass after the other, into one `Snapshot` (the
-    second only when the first took more than one page)."""
+    """Walks the search ``passes`` times into one `Snapshot`: the second pass (only when the first
+    took more than one page) runs beside the first, a page behind it at least (see "Staggered")."""
 
     def __init__(
         self,
@@ -251,31 +274,111 @@ class PeopleListing:
         self.hits = 0  # identifiers they held, repeats included
         self.duplicates = 0  # listed twice by the same pass
         self.second_pass_only = 0  # listed by the second pass alone: skipped by the first, or new
+        self._adding = threading.Lock()  # the snapshot and the counts, shared by both passes
+        self._turn = threading.Condition()  # the second pass waits on the first's progress
+        self._received = 0  # pages of the first pass answered
+        self._first_over = False
+        self._stop = False  # a pass failed: the other stands down
+        self._failure: BaseException | None = None  # the second pass's, raised by `run`
+        self._only_second = 0  # NEW to the second pass, less those the first listed afterwards
 
     def run(self) -> Snapshot:
-        """List every Person the search selects, each once; the caller closes the snapshot."""
+        """List every Person the search selects, each once; the caller closes the snapshot.
+
+        Returns once both passes are over (the second runs in a thread of its own)."""
+        second = None
+        if self.passes == 2:
+            second = threading.Thread(target=self._second_pass, name="listing-pass-2", daemon=True)
         try:
-            for number in range(self.passes):
-                if number and self.pages == 1:
-                    break  # one page is one moment's result set: nobody was carried past a cursor
-                self.passes_run += 1
-                for page in PeopleSearch(self.api, self.body, self.page_size).pages():
-                    self._count("listing_pages")
-                    self.pages += 1
-                    self.hits += len(page)
-                    for hit in page:
-                        seen = self.snapshot.add(hit, number)
-                        if seen is Seen.REPEAT:
-                            self.duplicates += 1
-                            self._count("listing_duplicates")
-                        elif seen is Seen.NEW and number:
-                            self.second_pass_only += 1
-                            self._count("listing_second_pass_only")
+            if second is not None:
+                second.start()
+            try:
+                self._walk(0)
+            except BaseException:
+                self._halt()  # before the second pass hears the first is over
+                raise
+            finally:
+                self._first_pass_over()
+            if second is not None:
+                second.join()
+            if self._failure is not None:
+                raise self._failure
         except BaseException:
+            self._halt()
+            if second is not None:
+                second.join()
             self.snapshot.close()
             raise
+        self.second_pass_only = self._only_second
+        if self._only_second:
+            self._count("listing_second_pass_only", self._only_second)
         return self.snapshot
 
-    def _count(self, name: str) -> None:
+    def _first_pass_over(self) -> None:
+        with self._turn:
+            self._first_over = True
+            self._turn.notify_all()
+
+    def _second_pass(self) -> None:
+        try:
+            self._walk(1)
+        except BaseException as exc:  # raised by `run`, in the caller's thread
+            self._failure = exc
+            self._halt()
+
+    def _halt(self) -> None:
+        with self._turn:
+            self._stop = True
+            self._turn.notify_all()
+
+    def _may_ask(self, number: int, page: int) -> bool:
+        """Whether pass ``number`` (0 or 1) may ask for its ``page`` (1-based) now; the second
+        waits until the first has received its page + 1 (or is over, having taken two or more)."""
+        with self._turn:
+            if number == 0:
+                return not self._stop
+            self._turn.wait_for(lambda: self._stop or self._first_over or self._received > page)
+            if self._stop or not (self._received > page or self._received > 1):
+                return False
+            if page == 1:
+                self.passes_run += 1
+            return True
+
+    def _walk(self, number: int) -> None:
+        _walking.number = number + 1
+        try:
+            if number == 0:
+                self.passes_run += 1
+            pages = PeopleSearch(self.api, self.body, self.page_size).pages()
+            asked = 1
+            while self._may_ask(number, asked):
+                page = next(pages, None)
+                if page is None:
+                    return
+                self._add(page, number)
+                if number == 0:
+                    with self._turn:
+                        self._received = asked
+                        self._turn.notify_all()
+                asked += 1
+        finally:
+            _walking.number = None
+
+    def _add(self, page: list[Identifier], number: int) -> None:
+        with self._adding:
+            self._count("listing_pages")
+            self.pages += 1
+            self.hits += len(page)
+            for hit in page:
+                seen = self.snapshot.add(hit, number)
+                if seen is Seen.REPEAT:
+                    self.duplicates += 1
+                    self._count("listing_duplicates")
+                elif seen is Seen.NEW and number:
+                    self._only_second += 1
+                elif seen is Seen.AGAIN and not number:
+                    self._only_second -= 1  # the second pass listed it first: not its alone
+
+    def _count(self, name: str, n: int = 1) -> None:
         if self.stats is not None:
-            self.stats.count(name)
+            self.stats.count(name, n)

@@ -6,14 +6,16 @@ the result set as it is when the next page is asked for. The sandbox serves that
 ``Faults.app_cursor_mode = "live_offset"``. Each Person deleted from a page already read then
 shifts every later page forward by one, and the Person the shift carries past the cursor is not
 listed by that pass. The tap therefore lists everyone before it hydrates anything, in two passes
-one after the other whose ids it unions (`listing.py`): a Person the first pass skips is listed by
-the second, and the target's writes (which make People leave an ``unverified`` result set) only
-start once the listing is over. `test_listing.py` shows, with a fake cursor, the one residue: a
-Person whom both passes skip.
+whose ids it unions (`listing.py`): side by side, the second a page or more behind the first, so a
+Person one pass skips is listed by the other, and the target's writes (which make People leave an
+``unverified`` result set) only start once both passes are over. `test_listing.py` shows, with a
+fake cursor, the one residue: a Person whom both passes skip.
 
 Changes are made at known points of the listing: just before search page n of pass p is asked
-for. To make the numbers exact, most runs hydrate in step (no read-ahead, see `in_step`); one run
-uses the tap's own read-ahead to show it changes nothing.
+for (`listing_pass` names the pass a request belongs to). The passes take turns (`Lockstep`: 1:1
+1:2 2:1 1:3 2:2 ...), so each change lands at the same point of both walks every run. To make the
+numbers exact, most runs hydrate in step (no read-ahead, see `in_step`); one run uses the tap's
+own read-ahead to show it changes nothing.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ import pytest
 from cio_sandbox import Sandbox
 from tap_customerio_people import streams
 from tap_customerio_people.client import CustomerIOStream
+from tap_customerio_people.listing import listing_pass
 from tap_customerio_people.streams import PeopleStream
 
-from .conftest import run_tap
+from .conftest import Lockstep, run_tap
 
 PEOPLE, PAGE = 5000, 500  # ten search pages a pass (eleven once the new People are in)
 FAST = {"requests_per_second": 500, "page_size": PAGE}
@@ -78,21 +81,26 @@ def watch_the_listing(
     before_page: Callable[[int, int], None],
     after_hydration: Callable[[list[str]], None] = lambda _ids: None,
 ) -> list[list[str]]:
-    """Call ``before_page(pass, page)`` (both 1-based) before each search request, and
-    ``after_hydration(cio_ids)`` after each attribute answer; returns the ids listed per pass."""
-    passes: list[list[str]] = []
-    pages: list[int] = []  # search pages asked for, per pass
+    """Call ``before_page(pass, page)`` (both 1-based; the pass `listing_pass` names) before each
+    search request, and ``after_hydration(cio_ids)`` after each attribute answer; returns the ids
+    listed per pass. The two passes take turns (`Lockstep`): 1:1 1:2 2:1 1:3 2:2 1:4 ..."""
+    passes: list[list[str]] = [[], []]
+    pages = [0, 0]  # search pages asked for, per pass
+    lockstep = Lockstep()
 
     def send(self: PeopleStream, method: str, path: str, **kwargs: Any) -> Any:
-        if path == "/customers":
-            if "start" not in (kwargs.get("params") or {}):  # a pass starts from the beginning
-                passes.append([])
-                pages.append(0)
-            pages[-1] += 1
-            before_page(len(passes), pages[-1])
+        number = listing_pass() if path == "/customers" else None
+        if number is not None:
+            pages[number - 1] += 1
+            assert ("start" in (kwargs.get("params") or {})) == (pages[number - 1] > 1)
+            lockstep.before(number, pages[number - 1])
+            before_page(number, pages[number - 1])
         response = CustomerIOStream.send(self, method, path, **kwargs)
-        if path == "/customers":
-            passes[-1].extend(hit["cio_id"] for hit in response.json()["identifiers"])
+        if number is not None:
+            answer = response.json()
+            passes[number - 1].extend(hit["cio_id"] for hit in answer["identifiers"])
+            last = not answer.get("next") or not answer["identifiers"]
+            lockstep.after(number, pages[number - 1], last=last)
         elif path == "/customers/attributes":
             after_hydration(
                 [c["customer"]["identifiers"]["cio_id"] for c in response.json()["customers"]]
@@ -176,13 +184,19 @@ def test_the_first_pass_skips_one_person_per_deletion_behind_it_and_the_second_l
 ) -> None:
     """The mechanism: each of the 6 People deleted from pages the first pass had read carries one
     Person who was there all along past its cursor (4 at page 3, 2 at page 7). The second pass,
-    walking a workspace that no longer changes, lists them, and only them."""
+    a page or more behind, lists them, and they are the only People it alone lists."""
     out = live_offset_run
     first, second = out.passes
     skipped_by_first = out.throughout - set(first)
     assert skipped_by_first == {cio_id(i) for i in SKIPPED_BY_THE_FIRST_PASS}
     assert skipped_by_first <= set(second)
     assert out.stats["listing_second_pass_only"] == 6
+    # Beside the first pass, the second meets the same 6 deletions (behind its cursor too, at
+    # other page boundaries: it trails by a page or more) and skips 6 others, all listed by the
+    # first.
+    skipped_by_second = out.throughout - set(second)
+    assert len(skipped_by_second) == 6 and skipped_by_second <= set(first)
+    assert not skipped_by_first & skipped_by_second
     assert out.stats.get("listing_duplicates", 0) == 0  # nothing listed twice by one pass
     # Pass 1: 11 pages (5001 People at the end); pass 2: 11 pages (the 5001 still there).
     assert out.stats["listing_pages"] == 22
@@ -214,7 +228,8 @@ def test_deletions_during_the_second_pass_skip_no_one_either(
     make_sandbox: Callable[..., Sandbox], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The second pass skips People too when others delete behind its cursor, but not the ones
-    the first pass skipped: each is listed by one of the two."""
+    the first pass skipped (the stagger keeps the cursors at different page boundaries): each is
+    listed by one of the two."""
     behind = {3: [50, 60], 8: [2000, 2100, 3500]}  # pages 3 and 8 of the second pass
     out = run_while_the_workspace_changes(
         make_sandbox(seed=51, people=PEOPLE),
@@ -224,8 +239,14 @@ def test_deletions_during_the_second_pass_skip_no_one_either(
     )
     first, second = out.passes
     skipped_by_second = out.throughout - set(second)
-    assert len(skipped_by_second) == 5  # one per deletion behind its cursor
+    skipped_by_first = out.throughout - set(first)
+    # Side by side, every deletion behind one cursor is behind the other too: each pass skips one
+    # Person per deletion made while it walks (the 6 on the first pass's schedule and these 5),
+    # each at its own page boundary, and each is listed by the other pass.
+    assert len(skipped_by_second) == len(skipped_by_first) == 6 + 5
     assert skipped_by_second <= set(first)
+    assert skipped_by_first <= set(second)
+    assert out.stats["listing_second_pass_only"] == 11
     assert out.skipped == set() and out.repeated == {}
     assert out.created <= set(out.emitted)
     assert sum(out.emitted.values()) == PEOPLE - 6 - 3 - 5 + 10

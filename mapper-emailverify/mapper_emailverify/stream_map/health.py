@@ -72,6 +72,13 @@ class InfrastructureWatch:
             if domain in self._recent:
                 self._recent[domain] = substatus
 
+    def undecided(self) -> bool:
+        """Infrastructure Unknowns came back before enough domains answered to judge them: what
+        is finished must wait (a slow reader can leave the engine idle after two verdicts)."""
+        with self._lock:
+            answered = [s for s in self._recent.values() if s is not None]
+        return len(answered) < MIN_DOMAINS and any(s in INFRASTRUCTURE for s in answered)
+
     def problem(self, *, input_ended: bool = False) -> UserError | None:
         """The error that must stop the run, if the recent verdicts call for one."""
         if self.threshold >= 1:

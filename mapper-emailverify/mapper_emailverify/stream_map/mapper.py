@@ -282,11 +282,14 @@ class EmailVerifyMapper(InlineMapper):
 
     def _environment_broken(self) -> bool:
         """Before unconfirmed verdicts go out: stop the run if they describe our environment."""
-        problem = self._records.health.problem(input_ended=self._input_ended)
+        health = self._records.health
+        problem = health.problem(input_ended=self._input_ended)
         if problem is not None:
             self._guard.fail(problem)
             return True
-        return False
+        # Too few domains answered to judge the infrastructure Unknowns among them: hold what is
+        # finished while the reader can still bring more (a full window must move on, as before).
+        return not self._input_ended and not self._out.full and health.undecided()
 
     def _stopping(self) -> bool:
         return self._guard.stopping
