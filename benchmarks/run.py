@@ -251,6 +251,8 @@ def hostile_rows(r: dict[str, Any]) -> list[Row]:
             "the 1 s timeout / endless EHLO at 5 s)",
             " / ".join(
                 f"{cases[c]['seconds']:.1f} s, {cases[c]['connections']} conn."
+                if c in cases
+                else "-"
                 for c in bench_hostile.CASES
             )
             + f"; peak RSS {max(c['peak_rss_mb'] for c in cases.values()):.0f} MB",
