@@ -18,7 +18,7 @@ from collections.abc import Coroutine, Iterable, Mapping
 from typing import Any, Protocol
 
 from mapper_emailverify.engine import lists
-from mapper_emailverify.engine.address_policy import PRIVATE_CLASSES, AddressClass, classify
+from mapper_emailverify.engine.address_policy import classify, may_contact
 from mapper_emailverify.engine.config import VerifierConfig
 from mapper_emailverify.engine.dns_lookup import DnsClient, DomainRoute
 from mapper_emailverify.engine.emailverify_api import EmailVerifyClient, RemoteAnswer
@@ -406,7 +406,9 @@ class Verifier:
             return _decide(
                 SubStatus.MX_NOT_PUBLIC,
                 evidence,
-                f"mx not public: {hidden} (not contacted; allow_private_mx is off)",
+                f"mx not public: {hidden} (not contacted"
+                + ("" if self.config.allow_private_mx else "; allow_private_mx is off")
+                + ")",
             )
         started = time.monotonic()
         probe = await self._prober.probe(
@@ -431,19 +433,10 @@ class Verifier:
 
     def _not_public(self, route: DomainRoute) -> str:
         """Why none of the route's addresses may be dialled ("" when one may)."""
-        if self.config.allow_private_mx:
-            allowed = PRIVATE_CLASSES | {AddressClass.GLOBAL}
-        else:
-            allowed = frozenset({AddressClass.GLOBAL})
-        seen: list[str] = []
-        for host in route.hosts:
-            for ip in host.addresses:
-                kind = classify(ip)
-                if kind in allowed:
-                    return ""
-                if len(seen) < 3:
-                    seen.append(f"{host.name} {ip} is {kind}")
-        return "; ".join(seen) or "no address"
+        pairs = [(host.name, ip) for host in route.hosts for ip in host.addresses]
+        if any(may_contact(ip, allow_private=self.config.allow_private_mx) for _, ip in pairs):
+            return ""
+        return "; ".join(f"{name} {ip} is {classify(ip)}" for name, ip in pairs[:3]) or "no address"
 
     async def _route(self, domain: str) -> DomainRoute:
         cached = self._routes.get(domain)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import secrets
 import string
@@ -241,7 +242,7 @@ class SmtpProber:
         domains beyond `result_memory` (what was learned of them, catch-all, is lost with them)."""
         bound = self._memory
         if len(self._domains) > bound:
-            for name in list(self._domains)[: len(self._domains) - bound]:
+            for name in list(itertools.islice(self._domains, len(self._domains) - bound)):
                 domain = self._domains[name]
                 if not domain.pending and not domain.workers:
                     del self._domains[name]
@@ -310,7 +311,8 @@ class SmtpProber:
         slot = self._host_slots.get(ip)
         if slot is None:
             if len(self._host_slots) >= self._memory:  # forget the oldest unused hosts
-                for old in list(self._host_slots)[: len(self._host_slots) - self._memory + 1]:
+                excess = len(self._host_slots) - self._memory + 1
+                for old in list(itertools.islice(self._host_slots, excess)):
                     if old not in self._host_users:
                         del self._host_slots[old]
             slot = self._host_slots[ip] = asyncio.Semaphore(self.config.max_connections_per_mx)
