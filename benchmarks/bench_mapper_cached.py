@@ -4,7 +4,14 @@
 whose `cache_path` already holds a verdict for every address, and through `meltano-map-transform`
 passing the same input through (`stream_maps: {people: {}}`), in the same run, each as its own
 process reading a file on stdin and writing to /dev/null. The figure is the ratio of the two rates
-(goal: at least 0.5).
+(goal: at least 1.0, issue 19).
+
+Both executables start from compiled bytecode, as installed plugins do: they run with one bytecode
+cache (`PYTHONPYCACHEPREFIX` in the benchmark's temporary directory, `PYTHONDONTWRITEBYTECODE`
+unset) after one untimed warm-up each. Without it the comparison was uneven on the development
+machine: `.venv` is installed by uv, which compiles nothing, and the shell sets
+`PYTHONDONTWRITEBYTECODE`, so the mapper compiled singer-sdk and its dependencies from source on
+every start (about 0.8 s of its 100,000-record run), while pip had compiled the peer's.
 
 Peers live in a separate virtualenv, `.venv-peers` at the repository root, created on demand with
 pip so that the project's own versions never move.
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -111,11 +119,20 @@ def fill_cache(path: Path, verdicts: list[tuple[str, str, str]]) -> None:
     cache.close()
 
 
-def timed(cmd: list[str], stdin: Path, label: str) -> tuple[float, str]:
+def bytecode_env(work: Path) -> dict[str, str]:
+    """The environment both executables run in: one bytecode cache, written (see the docstring)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    return env
+
+
+def timed(
+    cmd: list[str], stdin: Path, label: str, env: dict[str, str] | None = None
+) -> tuple[float, str]:
     started = time.perf_counter()
     with stdin.open("rb") as inp:
         proc = subprocess.run(
-            cmd, stdin=inp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            cmd, stdin=inp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
         )
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
@@ -138,18 +155,18 @@ def run(quick: bool = False) -> dict[str, Any]:
         ours_cfg.write_text(json.dumps({"cache_path": str(cache), "report_path": str(report)}))
         peer_cfg = work / "peer.json"
         peer_cfg.write_text(json.dumps({"stream_maps": {"people": {}}}))
+        peer_cmd = [str(bin_dir / "meltano-map-transform"), "--config", str(peer_cfg)]
+        ours_cmd = [str(MAPPER), "--config", str(ours_cfg)]
+        env = bytecode_env(work)
+        warm_up = work / "warm-up.singer"
+        with data.open("rb") as whole:
+            warm_up.write_bytes(b"".join(line for _, line in zip(range(100), whole, strict=False)))
+        timed(peer_cmd, warm_up, "meltano-map-transform", env)
+        timed(ours_cmd, warm_up, "mapper-emailverify", env)  # all cached: nothing is probed
         ours_times, peer_times = [], []
         for _ in range(repeats):  # interleaved, best of N, so both see the same machine load
-            peer_times.append(
-                timed(
-                    [str(bin_dir / "meltano-map-transform"), "--config", str(peer_cfg)],
-                    data,
-                    "meltano-map-transform",
-                )[0]
-            )
-            ours_times.append(
-                timed([str(MAPPER), "--config", str(ours_cfg)], data, "mapper-emailverify")[0]
-            )
+            peer_times.append(timed(peer_cmd, data, "meltano-map-transform", env)[0])
+            ours_times.append(timed(ours_cmd, data, "mapper-emailverify", env)[0])
         figures = json.loads(report.read_text())
     ours, peer = count / min(ours_times), count / min(peer_times)
     return {
@@ -158,13 +175,14 @@ def run(quick: bool = False) -> dict[str, Any]:
         "mapper_emailverify_records_per_second": round(ours, 1),
         "meltano_map_transform_records_per_second": round(peer, 1),
         "ratio": round(ours / peer, 3),
-        "goal_ratio": 0.5,
+        "goal_ratio": 1.0,
         "verdict_sources": figures["by_source"],
         "seconds": {
             "mapper_emailverify": [round(t, 2) for t in ours_times],
             "meltano_map_transform": [round(t, 2) for t in peer_times],
         },
-        "note": "wall-clock of each process (start-up included), best of the interleaved repeats",
+        "note": "wall-clock of each process (start-up included, from compiled bytecode), best of "
+        "the interleaved repeats",
     }
 
 

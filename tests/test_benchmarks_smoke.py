@@ -54,6 +54,14 @@ EXPECTED: dict[str, set[str]] = {
         "app_api_request_budget",
         "wall_ratio",
     },
+    "providers": {"day1", "day2", "accuracy", "false_invalid", "false_valid_unverifiable"},
+    "sessions": {
+        "people_per_second",
+        "rcpts_per_session",
+        "peak_connections_per_host",
+        "peak_rcpt_per_minute_per_host",
+        "false_invalid",
+    },
 }
 NEEDS_PEERS = {"mapper_cached", "mapper_probe"}
 

@@ -107,6 +107,8 @@ def render(result: Result) -> str:
         lines.append(f"    flags: {', '.join(flags)}")
     if ev.did_you_mean:
         lines.append(f"    did you mean: @{ev.did_you_mean}")
+    if ev.provider:
+        lines.append(f"    provider: {ev.provider}")
     lines.extend(f"    {step}" for step in ev.steps if not step.startswith("smtp:"))
     lines.extend(f"    mx tried: {host}" for host in ev.mx_tried)
     lines.extend(f"    smtp: {reply}" for reply in ev.smtp_replies)

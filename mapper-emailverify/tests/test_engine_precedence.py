@@ -8,7 +8,9 @@ tests check the same rules end to end; these pin each tie-break without a networ
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
+from typing import Any
 
 import pytest
 from mapper_emailverify import Status, SubStatus, Verifier
@@ -61,6 +63,7 @@ def verifier(fakes: Fakes) -> Verifier:
             "dns_nameservers": ["127.0.0.1:9"],
             "hard_bounces": ["bounced@ok.example"],
             "allow_private_mx": True,  # the fake routes point at 127.0.0.1
+            "greylist_max_wait": 0,  # a greylisted verdict stays (the retry is tested below)
         },
         dns=fakes,
         prober=fakes,
@@ -140,6 +143,82 @@ def test_mailbox_verdicts(
 ) -> None:
     fakes.probes["maria.garcia1@ok.example"] = probe
     assert verdict(verifier, "maria.garcia1@ok.example") == expected
+
+
+class GreylistThenAnswer(Fakes):
+    """Defers each address `deferrals` times (naming `named` seconds when given), then accepts."""
+
+    def __init__(self, deferrals: int, named: float | None = None) -> None:
+        super().__init__()
+        self.deferrals, self.named = deferrals, named
+        self.asked_at: list[float] = []
+
+    async def probe(self, route: DomainRoute, address: str, needs_utf8: bool = False) -> Probe:
+        self.probe_calls[address] += 1
+        self.asked_at.append(time.monotonic())
+        if self.probe_calls[address] <= self.deferrals:
+            return Probe(SubStatus.GREYLISTED, rule="deferred ('greylist')", retry_after=self.named)
+        return Probe(None, catch_all=False, rule="accepted")
+
+
+def greylist_verifier(fakes: Fakes, **settings: Any) -> Verifier:
+    config = {"dns_nameservers": ["127.0.0.1:9"], "allow_private_mx": True, **settings}
+    return Verifier(config, dns=fakes, prober=fakes)
+
+
+@pytest.mark.parametrize(
+    ("named", "settings", "wait"),
+    [
+        (0.2, {"greylist_retry_after": 30}, 0.2 * 1.1 + 1.0),  # the delay the server named
+        (None, {"greylist_retry_after": 0.6}, 0.6),  # greylist_retry_after
+    ],
+)
+def test_a_greylisted_address_is_asked_again_after_the_delay(
+    named: float | None, settings: dict[str, Any], wait: float
+) -> None:
+    fakes = GreylistThenAnswer(deferrals=1, named=named)
+    verifier = greylist_verifier(fakes, **settings)
+    [result] = verifier.verify_many_sync(["maria.garcia1@grey.example"])
+    assert verdict_of(result) == ("Valid", "mailbox_exists")
+    first, second = fakes.asked_at
+    assert wait <= second - first < wait + 1.0
+    assert result.evidence.greylist_retries == 1
+    assert verifier.counters["greylisted"] == verifier.counters["greylist_resolved"] == 1
+    shown = "(the delay the server named)" if named else "(greylist_retry_after)"
+    assert any(shown in step for step in result.evidence.steps)
+
+
+def test_greylist_retries_stop_at_the_max_wait() -> None:
+    fakes = GreylistThenAnswer(deferrals=10)
+    verifier = greylist_verifier(fakes, greylist_retry_after=0.5, greylist_max_wait=1.2)
+    [result] = verifier.verify_many_sync(["maria.garcia1@grey.example"])
+    assert verdict_of(result) == ("Unknown", "greylisted")
+    assert fakes.probe_calls["maria.garcia1@grey.example"] == 3  # at 0, 0.5 and 1.0 s
+    assert verifier.counters["greylisted"] == 1 and verifier.counters["greylist_resolved"] == 0
+
+
+def test_a_greylist_wait_holds_no_concurrency_slot() -> None:
+    """With one slot, an address behind a greylisted one is answered while the first waits."""
+    fakes = GreylistThenAnswer(deferrals=1)
+    verifier = greylist_verifier(fakes, concurrency=1, greylist_retry_after=1.0)
+    original = fakes.probe
+
+    async def probe(route: DomainRoute, address: str, needs_utf8: bool = False) -> Probe:
+        if address.startswith("b@"):
+            fakes.asked_at.append(time.monotonic())
+            return Probe(None, catch_all=False, rule="accepted")
+        return await original(route, address, needs_utf8)
+
+    fakes.probe = probe  # type: ignore[method-assign]
+    started = time.monotonic()
+    results = verifier.verify_many_sync(["a@grey.example", "b@grey.example"])
+    assert [verdict_of(r) for r in results] == [("Valid", "mailbox_exists")] * 2
+    b_answered = fakes.asked_at[1] - started
+    assert b_answered < 0.5, b_answered  # not after a's 1 s wait
+
+
+def verdict_of(result: Any) -> tuple[str, str]:
+    return str(result.status), str(result.substatus)
 
 
 def test_role_only_qualifies_an_accepted_mailbox(verifier: Verifier, fakes: Fakes) -> None:

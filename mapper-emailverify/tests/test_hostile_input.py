@@ -260,7 +260,7 @@ def test_held_records_count_against_the_byte_budget() -> None:
     out: list[dict[str, Any]] = []
     buf = ReorderBuffer(out.append, window=100, max_bytes=1000)
     slow = buf.reserve(10)
-    buf.barrier({"type": "STATE", "value": {}})
+    buf.barrier({"type": "SCHEMA", "stream": "s", "schema": {}})
     buf.ready(rec(1), 600)
     assert not buf.full
     buf.ready(rec(2), 600)
@@ -306,8 +306,9 @@ class SlowFirstEngine:
 
 
 def test_big_records_behind_a_slow_verdict_make_the_reader_wait() -> None:
-    """30 records of 200 KB held behind a STATE that waits for one slow verdict: with a 1 MB
-    budget the reader stops after about 5 of them (the record count alone allows 64)."""
+    """30 records of 200 KB held behind a SCHEMA that waits for one slow verdict (records may pass
+    a STATE, never a SCHEMA): with a 1 MB budget the reader stops after about 5 of them (the
+    record count alone allows 64)."""
     big = "x" * 200_000
     lines = [
         SCHEMA,
@@ -316,7 +317,7 @@ def test_big_records_behind_a_slow_verdict_make_the_reader_wait() -> None:
             "stream": "people",
             "record": {"cio_id": "0", "email": "slow@a.example"},
         },
-        STATE,
+        SCHEMA,
         *(
             {"type": "RECORD", "stream": "people", "record": {"cio_id": str(i), "blob": big}}
             for i in range(30)

@@ -17,6 +17,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
@@ -54,6 +55,28 @@ BEHAVIOURS: Final[dict[str, str]] = {
     "echo": "the ordinary accepting server (every server records the lines it receives)",
     "many_lines": "answers EHLO with `lines` continuation lines (default 10,000), then 250 OK",
     "drop_after_banner": "sends the banner, then closes the connection",
+    "pipelining_fewer": (
+        "advertises PIPELINING and never answers the `missing`-th RCPT of a transaction "
+        "(default 2): N RCPTs get N-1 replies, then it waits"
+    ),
+    "pipelining_more": (
+        "advertises PIPELINING and sends one extra `250 2.1.5 OK` per transaction, after the "
+        "reply to a RCPT when no further line has been received"
+    ),
+    "pipelining_strict": (
+        "no PIPELINING; a command received before the reply to the one before it was sent "
+        "gets `554 5.5.0 pipelining not allowed` and is not carried out"
+    ),
+    "no_pipelining": "the ordinary server, named: no PIPELINING in EHLO, answers line by line",
+    "rset_refused": (
+        "answers RSET `502 5.5.2 Error: command not recognized` and keeps the transaction "
+        "(a second MAIL gets `503 5.5.1 Error: nested MAIL command`); PIPELINING unless "
+        "`pipelining=False`"
+    ),
+    "drop_mid_transaction": (
+        "closes the connection right after its reply to the `after`-th RCPT of a transaction "
+        "(default 2); PIPELINING unless `pipelining=False`"
+    ),
 }
 
 _REQUIRED: Final = object()
@@ -64,7 +87,12 @@ _PARAMS: Final[dict[str, dict[str, object]]] = {
     "just_under": {"delay": _REQUIRED},
     "rcpt_code": {"reply": _REQUIRED},
     "many_lines": {"lines": 10_000},
+    "pipelining_fewer": {"missing": 2},
+    "rset_refused": {"pipelining": True},
+    "drop_mid_transaction": {"after": 2, "pipelining": True},
 }
+#: The behaviours that always advertise PIPELINING (two more do unless told not to).
+_PIPELINING: Final = frozenset({"pipelining_fewer", "pipelining_more"})
 
 #: `HostileSmtp.commands` keeps the first this many lines.
 MAX_COMMANDS: Final = 10_000
@@ -79,6 +107,7 @@ _CLOSE_GRACE: Final = 1.0  # seconds a closing connection gets to flush before i
 BANNER: Final = b"220 hostile.example ESMTP\r\n"
 EHLO_FIRST: Final = b"250-hostile.example\r\n"
 EHLO_REPLY: Final = EHLO_FIRST + b"250 ENHANCEDSTATUSCODES\r\n"
+EHLO_PIPELINING: Final = EHLO_FIRST + b"250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n"
 ENDLESS_LINE: Final = b"250-X" + b"-" * 60 + b"\r\n"
 _REPLIES: Final[dict[bytes, bytes]] = {
     b"HELO": b"250 hostile.example\r\n",
@@ -94,6 +123,9 @@ _REPLIES: Final[dict[bytes, bytes]] = {
 _UNRECOGNIZED: Final = b"500 5.5.2 Command unrecognized\r\n"
 _TOO_LONG: Final = b"500 5.5.6 Line too long\r\n"
 _QUEUED: Final = b"250 2.0.0 OK queued\r\n"
+_NOT_PIPELINING: Final = b"554 5.5.0 pipelining not allowed\r\n"
+_RSET_REFUSED: Final = b"502 5.5.2 Error: command not recognized\r\n"
+_NESTED_MAIL: Final = b"503 5.5.1 Error: nested MAIL command\r\n"
 
 
 @dataclass(frozen=True)
@@ -102,6 +134,9 @@ class _Settings:
     byte_delay: float = 0.0
     reply: bytes = b""
     lines: int = 0
+    missing: int = 0  # pipelining_fewer: the RCPT (from 1) of each transaction left unanswered
+    after: int = 0  # drop_mid_transaction: the RCPT (from 1) after whose reply it hangs up
+    pipelining: bool = False  # rset_refused, drop_mid_transaction: PIPELINING in EHLO
 
 
 def _seconds(behaviour: str, name: str, value: object) -> float:
@@ -134,6 +169,17 @@ def _settings(behaviour: str, params: Mapping[str, object]) -> _Settings:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{behaviour}: lines must be an integer >= 0, not {value!r}")
             settings = replace(settings, lines=value)
+        elif name in ("missing", "after"):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{behaviour}: {name} must be an integer >= 1, not {value!r}")
+            if name == "missing":
+                settings = replace(settings, missing=value)
+            else:
+                settings = replace(settings, after=value)
+        elif name == "pipelining":
+            if not isinstance(value, bool):
+                raise ValueError(f"{behaviour}: pipelining must be True or False, not {value!r}")
+            settings = replace(settings, pipelining=value)
         else:  # reply
             reply = value.encode("utf-8") if isinstance(value, str) else value
             if not isinstance(reply, bytes):
@@ -159,7 +205,15 @@ class _Session:
         self.reader = reader
         self.writer = writer
         self.lines: asyncio.Queue[bytes | None] = asyncio.Queue(_QUEUED_LINES)
+        # For each queued line, how many replies had been started when it arrived: a line that
+        # arrived before the reply to the line before it was pipelined (pipelining_strict).
+        self.arrivals: deque[int] = deque()
+        self.replies = 0  # replies started so far, the banner included
         self.gone = asyncio.Event()  # EOF or a broken connection seen by the reader
+        # The transaction (MAIL to RSET, EHLO or HELO): open or not, its RCPTs, the extra reply
+        self.in_transaction = False
+        self.transaction_rcpts = 0
+        self.extra_sent = False
 
     async def run(self) -> None:
         reading = asyncio.create_task(self._read_lines(), name="hostile-smtp-reader")
@@ -185,6 +239,7 @@ class _Session:
                     cut = end + 1 if 0 <= end < MAX_LINE else MAX_LINE
                     line, pending = pending[:cut], pending[cut:]
                     self.server._record(line)
+                    self.arrivals.append(self.replies)
                     await self.lines.put(line)
         except (ConnectionError, OSError):
             pass
@@ -211,7 +266,16 @@ class _Session:
         if self.gone.is_set():
             raise _ClientGone
 
+    async def _next_line(self) -> tuple[bytes, bool] | None:
+        """The next line received, and whether it arrived before the previous reply was sent;
+        None once the client has gone."""
+        line = await self.lines.get()
+        if line is None:
+            return None
+        return line, self.arrivals.popleft() < self.replies
+
     async def _reply(self, data: bytes) -> None:
+        self.replies += 1
         behaviour, settings = self.server.behaviour, self.server.settings
         if behaviour == "trickle":
             for i in range(len(data)):
@@ -241,7 +305,7 @@ class _Session:
     async def _converse(self) -> None:
         behaviour = self.server.behaviour
         if behaviour == "silent":
-            while await self.lines.get() is not None:
+            while await self._next_line() is not None:
                 pass
             return
         if behaviour == "slow_banner":
@@ -251,9 +315,10 @@ class _Session:
             return
         overlong = False
         while True:
-            line = await self.lines.get()
-            if line is None:
+            got = await self._next_line()
+            if got is None:
                 return
+            line, early = got
             if not line.endswith(b"\n"):  # a piece of an overlong line
                 overlong = True
                 continue
@@ -261,22 +326,64 @@ class _Session:
                 overlong = False
                 await self._reply(_TOO_LONG)
                 continue
+            if early and behaviour == "pipelining_strict":
+                await self._reply(_NOT_PIPELINING)
+                continue
             words = line.split(None, 1)
             verb = words[0].upper() if words else b""
+            if verb in (b"EHLO", b"HELO"):
+                self._end_transaction()
             if verb == b"EHLO":
                 await self._ehlo()
-            elif verb == b"RCPT" and behaviour == "rcpt_code":
-                await self._reply(self.server.settings.reply)
+            elif verb == b"RCPT":
+                if not await self._rcpt():
+                    return
+            elif verb == b"MAIL":
+                if self.in_transaction and behaviour == "rset_refused":
+                    await self._reply(_NESTED_MAIL)
+                else:
+                    self._end_transaction()
+                    self.in_transaction = True
+                    await self._reply(_REPLIES[b"MAIL"])
+            elif verb == b"RSET" and behaviour == "rset_refused":
+                await self._reply(_RSET_REFUSED)
             elif verb == b"DATA":
                 await self._reply(_REPLIES[b"DATA"])
                 while (body := await self.lines.get()) not in (b".\r\n", b".\n"):
                     if body is None:
                         return
+                    self.arrivals.popleft()
+                self.arrivals.popleft()
+                self._end_transaction()
                 await self._reply(_QUEUED)
             else:
+                if verb == b"RSET":
+                    self._end_transaction()
                 await self._reply(_REPLIES.get(verb, _UNRECOGNIZED))
                 if verb == b"QUIT":
                     return
+
+    def _end_transaction(self) -> None:
+        self.in_transaction = False
+        self.transaction_rcpts = 0
+        self.extra_sent = False
+
+    async def _rcpt(self) -> bool:
+        """Answer one RCPT the behaviour's way; False when the session is to end."""
+        behaviour, settings = self.server.behaviour, self.server.settings
+        self.transaction_rcpts += 1
+        if behaviour == "rcpt_code":
+            await self._reply(settings.reply)
+            return True
+        if behaviour == "pipelining_fewer" and self.transaction_rcpts == settings.missing:
+            return True  # never answered
+        await self._reply(_REPLIES[b"RCPT"])
+        if behaviour == "pipelining_more" and not self.extra_sent and self.lines.empty():
+            self.extra_sent = True
+            await self._reply(_REPLIES[b"RCPT"])
+        return not (
+            behaviour == "drop_mid_transaction" and self.transaction_rcpts == settings.after
+        )
 
     async def _ehlo(self) -> None:
         behaviour = self.server.behaviour
@@ -286,6 +393,8 @@ class _Session:
             await self._stream_forever(b"250 hostile.example ", b"x" * 16384)
         elif behaviour == "many_lines":
             await self._many_lines(self.server.settings.lines)
+        elif behaviour in _PIPELINING or self.server.settings.pipelining:
+            await self._reply(EHLO_PIPELINING)
         else:
             await self._reply(EHLO_REPLY)
 

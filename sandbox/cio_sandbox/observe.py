@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
@@ -61,6 +61,17 @@ class Faults:
     # Postfix's reject_unknown_sender_domain does, and refuses every RCPT of a sender whose domain
     # does not with this code: 450 (Postfix's default, unknown_address_reject_code) or 550.
     smtp_sender_domain_check: int | None = None
+    # Seconds every greylisting mail host (the greylist hosts, Zoho, the Postgrey host) defers a
+    # new (client ip, sender, recipient) triplet; None keeps each host's own window (300 s for
+    # the greylist hosts, 3 s for Zoho, 4 s for Postgrey).
+    greylist_seconds: float | None = None
+    # RCPTs a client (by its address) may send each mail host within rcpt_rate_window_seconds; one
+    # more gets the host's rate reply (Google's 421 4.7.28, Microsoft's 451 4.7.500, else 421
+    # 4.7.0; a 421 closes the connection). None keeps each host's own max_rcpt_per_minute (none
+    # by default); a number overrides every host's.
+    max_rcpt_per_minute: int | None = None
+    # The window of those budgets (60 s: "per minute"); shorter in tests that wait one out.
+    rcpt_rate_window_seconds: float = 60.0
 
     # --- Where Customer.io's published definitions are silent: one switch per possible answer ----
     # The form of cio_id that App API hydration finds a Person by with id_type=cio_id (POST
@@ -143,6 +154,9 @@ class Observatory:
             self.landings: dict[str, list[tuple[float, dict[str, Any]]]] = {}
             self.messages_seen: set[str] = set()
 
+    #: The window of ``peak_rcpt_per_minute`` (seconds).
+    PEAK_WINDOW_SECONDS = 60.0
+
     def reset_traffic(self) -> None:
         """Zero the traffic counters but keep the workspace (what landed): the start of a re-run."""
         with self._lock:
@@ -153,6 +167,27 @@ class Observatory:
             self.smtp_connections: Counter[str] = Counter()
             self.smtp_peak_concurrency: Counter[str] = Counter()
             self.rcpt: Counter[str] = Counter()
+            # By mail host name: RCPTs for addresses that are no Person's and no role mailbox (what
+            # a catch-all probe looks like); Google's 451 4.3.0 for a second domain in one
+            # transaction; RCPTs refused by a per-connection recipient limit (Outlook.com's second
+            # RCPT, the too_many_rcpt hosts).
+            self.stranger_rcpts: Counter[str] = Counter()
+            self.mixed_domain_rejections: Counter[str] = Counter()
+            self.rcpt_limit_rejections: Counter[str] = Counter()
+            # Sessions shared across recipients (issue 19), by mail host name: how many RCPTs each
+            # connection and each transaction (MAIL to RSET, EHLO, HELO or the connection's end)
+            # carried, as {RCPTs: how many connections / transactions}, counting those with at
+            # least one RCPT (received, whatever the reply); RSET commands received; rate replies
+            # sent (a client over max_rcpt_per_minute); and the most RCPTs (every client's) the host
+            # received in any 60 s.
+            self.rcpt_per_session: dict[str, Counter[int]] = {}
+            self.rcpt_per_transaction: dict[str, Counter[int]] = {}
+            self.rsets: Counter[str] = Counter()
+            self.smtp_rate_limited: Counter[str] = Counter()
+            self.peak_rcpt_per_minute: Counter[str] = Counter()
+            self._rcpt_times: dict[str, deque[float]] = {}  # per host name, the last 60 s
+            # per (host ip, client ip), the RCPTs let through within rcpt_rate_window_seconds
+            self._rcpt_budgets: dict[tuple[str, str], deque[float]] = {}
             self.dns_queries: Counter[tuple[str, str]] = Counter()
             self.writes: Counter[str] = Counter()
             self.rejected: list[dict[str, Any]] = []
@@ -248,6 +283,64 @@ class Observatory:
         with self._lock:
             self.rcpt[address.lower()] += 1
 
+    def count_stranger_rcpt(self, hostname: str) -> None:
+        with self._lock:
+            self.stranger_rcpts[hostname] += 1
+
+    def count_mixed_domain_rejection(self, hostname: str) -> None:
+        with self._lock:
+            self.mixed_domain_rejections[hostname] += 1
+
+    def count_rcpt_limit_rejection(self, hostname: str) -> None:
+        with self._lock:
+            self.rcpt_limit_rejections[hostname] += 1
+
+    def count_host_rcpt(self, hostname: str) -> None:
+        """One RCPT received by a mail host, for ``peak_rcpt_per_minute``."""
+        now = time.monotonic()
+        with self._lock:
+            times = self._rcpt_times.setdefault(hostname, deque())
+            times.append(now)
+            cutoff = now - self.PEAK_WINDOW_SECONDS
+            while times[0] <= cutoff:
+                times.popleft()
+            if len(times) > self.peak_rcpt_per_minute[hostname]:
+                self.peak_rcpt_per_minute[hostname] = len(times)
+
+    def take_rcpt_budget(self, host_ip: str, client: str, limit: int, window: float) -> bool:
+        """Whether ``client`` may send mail host ``host_ip`` one more RCPT: fewer than ``limit``
+        let through in the last ``window`` seconds (then this one counts), else False."""
+        now = time.monotonic()
+        with self._lock:
+            times = self._rcpt_budgets.setdefault((host_ip, client), deque())
+            cutoff = now - window
+            while times and times[0] <= cutoff:
+                times.popleft()
+            if len(times) >= limit:
+                return False
+            times.append(now)
+            return True
+
+    def count_smtp_rate_limited(self, hostname: str) -> None:
+        with self._lock:
+            self.smtp_rate_limited[hostname] += 1
+
+    def count_rset(self, hostname: str) -> None:
+        with self._lock:
+            self.rsets[hostname] += 1
+
+    def record_session(self, hostname: str, rcpts: int) -> None:
+        """A connection to ``hostname`` ended having carried ``rcpts`` RCPTs (none: not counted)."""
+        if rcpts > 0:
+            with self._lock:
+                self.rcpt_per_session.setdefault(hostname, Counter())[rcpts] += 1
+
+    def record_transaction(self, hostname: str, rcpts: int) -> None:
+        """A transaction ended having carried ``rcpts`` RCPTs (none: not counted)."""
+        if rcpts > 0:
+            with self._lock:
+                self.rcpt_per_transaction.setdefault(hostname, Counter())[rcpts] += 1
+
     def count_dns(self, name: str, rdtype: str) -> None:
         with self._lock:
             self.dns_queries[(name.lower().rstrip("."), rdtype)] += 1
@@ -264,6 +357,18 @@ class Observatory:
                 "smtp_connections": sum(self.smtp_connections.values()),
                 "smtp_peak_concurrency": dict(self.smtp_peak_concurrency),
                 "rcpt": sum(self.rcpt.values()),
+                "stranger_rcpts": dict(self.stranger_rcpts),
+                "mixed_domain_rejections": dict(self.mixed_domain_rejections),
+                "rcpt_limit_rejections": dict(self.rcpt_limit_rejections),
+                "rcpt_per_session": {h: dict(c) for h, c in self.rcpt_per_session.items()},
+                "rcpt_per_transaction": {h: dict(c) for h, c in self.rcpt_per_transaction.items()},
+                "max_rcpt_per_session": {h: max(c) for h, c in self.rcpt_per_session.items()},
+                "max_rcpt_per_transaction": {
+                    h: max(c) for h, c in self.rcpt_per_transaction.items()
+                },
+                "rsets": dict(self.rsets),
+                "smtp_rate_limited": dict(self.smtp_rate_limited),
+                "peak_rcpt_per_minute": dict(self.peak_rcpt_per_minute),
                 "dns_queries": sum(self.dns_queries.values()),
                 "landed": len(self.landed),
                 "writes": sum(self.writes.values()),

@@ -3,17 +3,19 @@
 The demo, the end-to-end tests and the benchmarks all judge a run the same way: a Person's verdict
 is what the workspace now holds for it (the traits the run wrote, else the `EV_*` attributes it
 already had), and a verdict is correct when its (status, substatus) pair is one the ground truth
-accepts. ``describe_world`` says what a world holds before any run.
+accepts. ``describe_world`` says what a world holds before any run; ``accuracy_by_provider`` splits
+a set of verdicts by the big provider each address is on.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .world import Person, World
-from .world_data import INVALID
+from .world_data import INVALID, PROVIDER_NAMES, VALID
 
 STATUS_ORDER = ("Valid", "Invalid", "Catch-All", "Disposable", "Unknown")
 
@@ -144,6 +146,59 @@ def render(report: RunReport, title: str = "Email verification results") -> str:
         f"({report.correct}/{report.verdicts}); false Invalids: {report.false_invalid}",
     ]
     return "\n".join(lines)
+
+
+@dataclass
+class ProviderAccuracy:
+    """How the verdicts of one provider's People compare with their ground truth."""
+
+    people: int = 0  # People of this provider whose address has a verdict
+    correct: int = 0  # the verdict is one the truth accepts (``Truth.accepted``)
+    exact: int = 0  # the verdict is the truth's own (status, substatus)
+    false_invalid: int = 0  # Invalid while the truth is not Invalid
+    false_valid: int = 0  # Valid while the truth is not Valid
+
+    @property
+    def accuracy(self) -> float:
+        """Share of correct verdicts (0.0 for no People)."""
+        return self.correct / self.people if self.people else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "people": self.people,
+            "correct": self.correct,
+            "exact": self.exact,
+            "false_invalid": self.false_invalid,
+            "false_valid": self.false_valid,
+            "accuracy": round(self.accuracy, 6),
+        }
+
+
+def accuracy_by_provider(
+    world: World, verdicts: Mapping[str, tuple[str, str]]
+) -> dict[str, ProviderAccuracy]:
+    """Verdicts scored against the ground truth, per big provider.
+
+    ``verdicts`` maps an address, exactly as the People carry it (``Person.email``), to the
+    ``(status, substatus)`` a verifier gave it. Every Person of the workspace whose address has a
+    verdict counts once (People sharing an address each count). The keys are the provider names
+    of ``world_data.PROVIDER_NAMES`` that have People with a verdict, in that order, then
+    ``"other"`` for People on any other domain (``Truth.provider`` None).
+    """
+    found: dict[str, ProviderAccuracy] = {}
+    for person in world.iter_people():
+        if person.email is None or person.email not in verdicts:
+            continue
+        verdict = tuple(verdicts[person.email])
+        truth = person.truth
+        row = found.setdefault(truth.provider or "other", ProviderAccuracy())
+        row.people += 1
+        row.correct += verdict in truth.accepted
+        row.exact += verdict == (truth.status, truth.substatus)
+        row.false_invalid += verdict[0] == INVALID and truth.status != INVALID
+        row.false_valid += verdict[0] == VALID and truth.status != VALID
+    order = [*PROVIDER_NAMES, "other"]
+    return {name: found[name] for name in order if name in found}
 
 
 def describe_world(world: World) -> str:

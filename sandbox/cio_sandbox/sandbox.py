@@ -179,6 +179,12 @@ class Sandbox:
             "smtp_timeout": 4.0,
             # The sandbox's mail hosts live on loopback, which production never contacts.
             "allow_private_mx": True,
+            # Greylisted addresses are not waited for unless a test asks (greylist_max_wait):
+            # most tests want a run over the world to end as soon as its verdicts are in.
+            "greylist_max_wait": 0,
+            # The sandbox's mail hosts limit no rate unless a test sets one (`max_rcpt_per_minute`):
+            # the engine's own cap is tested on its own, not paid by every test.
+            "max_rcpt_per_minute_per_mx": 100_000,
             "helo_hostname": VERIFIER_DOMAIN,
             "mail_from": f"probe@{VERIFIER_DOMAIN}",
             "emailverify_api_url": self.emailverify_url,

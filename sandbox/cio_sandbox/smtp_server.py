@@ -3,8 +3,10 @@
 Each host answers the way its real-world counterpart does (reference/email_verification.md
 section 5): honest RCPT replies per mailbox, catch-all, greylisting, tarpits, policy blocks at RCPT
 or at the banner, dropped connections, per-session recipient limits, connection limits, required
-STARTTLS and HELO-only servers. aiosmtpd speaks the protocol; ``MailSession`` adds what it has no
-hook for (connect-time refusals, reply delays, DATA refusal).
+STARTTLS and HELO-only servers; per-client RCPT rate limits. aiosmtpd speaks the protocol
+(pipelined commands are read and answered one at a time, in order); ``MailSession`` adds what it
+has no hook for (connect-time refusals, reply delays, DATA refusal, PIPELINING in EHLO, refused
+RSET, closing the connection after a 421, RCPT counts per connection and per transaction).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import random
+import re
 import socket
 import ssl
 import time
@@ -25,7 +29,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException, syntax
 from .loopback import address_key, bind_on_one_port
 from .observe import Observatory
 from .tls import server_tls_context
-from .world import SmtpHost, World
+from .world import ROLE_MAILBOXES, SmtpHost, World
+from .world_data import GOOGLE_MIXED_DOMAINS, RATE_LIMIT_REPLIES, RSET_REFUSED
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,10 @@ STARTTLS_FIRST = "530 5.7.0 Must issue a STARTTLS command first"
 NO_EHLO = "502 5.5.2 Error: command not recognized"
 NO_MESSAGES = "554 5.7.1 This sandbox accepts no messages"
 ENHANCED_CODES = "250-ENHANCEDSTATUSCODES"
+PIPELINING = "250-PIPELINING"
+# An RFC 3463 enhanced status code after the reply code, as hosts without ENHANCEDSTATUSCODES
+# leave out ("550 5.1.1 text" -> "550 text").
+_ENHANCED_CODE = re.compile(r"^(\d{3}[ -])[245]\.\d{1,3}\.\d{1,3} ")
 # Spamhaus-listed client, refused at RCPT (Postfix reject_rbl_client wording).
 #: Postfix's reject_unknown_sender_domain, delayed to RCPT (smtpd_delay_reject = yes).
 SENDER_DOMAIN_NOT_FOUND = "{code} {klass}.1.8 <{sender}>: Sender address rejected: Domain not found"
@@ -77,6 +86,10 @@ def _domain_of(address: str | None) -> str:
     return (address or "").rpartition("@")[2].strip().lower().rstrip(".")
 
 
+class _ChannelClosed(ConnectionResetError):
+    """The server sent a 421 and closed the connection (RFC 5321 3.8): the session ends."""
+
+
 def _abort(transport: asyncio.BaseTransport) -> None:
     """Drop a session's connection at once, unsent replies and all."""
     # aiosmtpd types it as a BaseTransport; it is the socket's (or, after STARTTLS, the TLS
@@ -103,8 +116,13 @@ class MailHost:
             session.extended_smtp = False
             return [NO_EHLO]
         session.host_name = hostname
-        # A receiving MX offers no submission (AUTH), and says its replies carry enhanced codes.
+        # A receiving MX offers no submission (AUTH), and says its replies carry enhanced codes
+        # (unless it sends none: GMX and Web.de).
         lines = [r for r in responses if not r[4:].startswith("AUTH")]
+        if self.host.pipelining:
+            lines.insert(1, PIPELINING)
+        if not self.host.enhanced_status_codes:
+            return lines
         return [*lines[:-1], ENHANCED_CODES, lines[-1]]
 
     async def handle_MAIL(
@@ -130,21 +148,56 @@ class MailHost:
         options: list[str],
     ) -> str:
         address = address.lower()
-        self.mail.obs.count_rcpt(address)
+        obs = self.mail.obs
+        obs.count_rcpt(address)
+        obs.count_host_rcpt(self.host.hostname)
+        if self._stranger(address):
+            obs.count_stranger_rcpt(self.host.hostname)
         server.rcpt_count += 1
+        server.transaction_rcpts += 1
         if server.fault == "disconnect" and server.transport is not None:
             _abort(server.transport)  # mid-conversation, without a reply
             return GREYLISTED  # never sent: the connection is gone
+        limited = self._rate_limited(server)
+        if limited is not None:
+            obs.count_smtp_rate_limited(self.host.hostname)
+            return limited
         reply = self._rcpt_reply(server, envelope, address)
         if reply.startswith("250"):
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(options)
         return reply
 
+    def _rate_limited(self, server: MailSession) -> str | None:
+        """The host's rate reply when this client has used its RCPT budget (max_rcpt_per_minute,
+        or obs.faults.max_rcpt_per_minute for every host) within the window; else None."""
+        faults = self.mail.obs.faults
+        limit = faults.max_rcpt_per_minute
+        if limit is None:
+            limit = self.host.max_rcpt_per_minute
+        if limit is None or self.mail.obs.take_rcpt_budget(
+            self.host.ip, server.peer_ip, limit, faults.rcpt_rate_window_seconds
+        ):
+            return None
+        reply = self.host.rate_limit_reply or RATE_LIMIT_REPLIES.get(
+            self.host.provider, RATE_LIMIT_REPLIES[None]
+        )
+        return reply.format(client=server.peer_ip, host=self.host.hostname)
+
+    def _stranger(self, address: str) -> bool:
+        """An address of no Person (deleted ones included) and no role mailbox: what a verifier's
+        catch-all probe (a random local part) looks like from the server."""
+        local = address.rpartition("@")[0].strip()
+        if local in ROLE_MAILBOXES:
+            return False
+        return self.mail.world.person_by_email(address, deleted_too=True) is None
+
     def _rcpt_reply(self, server: MailSession, envelope: Envelope, address: str) -> str:
         host = self.host
         if host.max_rcpt_per_session is not None and server.rcpt_count > host.max_rcpt_per_session:
-            return TOO_MANY_RCPT  # counted per connection: RSET does not reset it
+            # counted per connection: RSET does not reset it (Outlook.com: one RCPT per session)
+            self.mail.obs.count_rcpt_limit_rejection(host.hostname)
+            return host.rcpt_limit_reply or TOO_MANY_RCPT
         if server.fault == "greylist":
             return GREYLISTED
         check = self.mail.obs.faults.smtp_sender_domain_check
@@ -152,19 +205,27 @@ class MailHost:
             return SENDER_DOMAIN_NOT_FOUND.format(
                 code=check, klass=str(check)[0], sender=envelope.mail_from or ""
             )
-        if host.behavior in ("catch_all", "accept_all"):
-            return OK
+        domain = _domain_of(address)
+        if host.one_domain_per_transaction and any(
+            _domain_of(accepted) != domain for accepted in envelope.rcpt_tos
+        ):
+            self.mail.obs.count_mixed_domain_rejection(host.hostname)
+            return GOOGLE_MIXED_DOMAINS
+        ok = (host.ok_reply or OK).format(rcpt=address)
+        if host.behavior in ("catch_all", "accept_all") or domain in host.catch_all_domains:
+            return ok
         if host.behavior == "policy_block":
             return RBL_BLOCK.format(client=server.peer_ip)
-        if host.behavior == "greylist" and self._greylisted(
-            server.peer_ip, envelope.mail_from or "", address
-        ):
-            return GREYLISTED
+        if host.behavior == "greylist":
+            left = self._greylist_left(server.peer_ip, envelope.mail_from or "", address)
+            if left > 0:
+                seconds = max(1, math.ceil(left))
+                return (host.greylist_reply or GREYLISTED).format(rcpt=address, seconds=seconds)
         state = self.mail.world.mailbox_state(address)
         if state == "exists":
-            return OK
+            return ok
         if state == "disabled":
-            return DISABLED
+            return (host.disabled_reply or DISABLED).format(rcpt=address)
         if state == "full":
             return FULL
         return host.unknown_reply.format(rcpt=address)
@@ -177,22 +238,28 @@ class MailHost:
             log.exception("mail host %s failed", self.host.hostname)
         return "451 4.3.0 Error: local error in processing"
 
-    def _greylisted(self, client: str, sender: str, rcpt: str) -> bool:
-        """True until ``greylist_seconds`` after a (client, sender, recipient) was first seen."""
+    def _greylist_left(self, client: str, sender: str, rcpt: str) -> float:
+        """Seconds until the greylist window of a (client, sender, recipient) triplet ends, from
+        when it was first seen (0 or less: it passes). The window is the host's
+        ``greylist_seconds`` unless ``obs.faults.greylist_seconds`` overrides it."""
         now = time.monotonic()
         first = self.mail.greylist.setdefault((client, sender.lower(), rcpt), now)
-        return now - first < self.host.greylist_seconds
+        window = self.mail.obs.faults.greylist_seconds
+        return (self.host.greylist_seconds if window is None else window) - (now - first)
 
 
 class MailSession(SMTP):
     """One SMTP connection to one mail host."""
+
+    rcpt_count = 0  # RCPTs of the connection (RSET or not)
+    transaction_rcpts = 0  # RCPTs since the transaction began (set before __init__ runs)
 
     def __init__(self, handler: MailHost) -> None:
         host = handler.host
         super().__init__(
             handler,
             hostname=host.hostname,
-            ident="ESMTP Postfix" if host.esmtp else "SMTP ready",
+            ident=host.ident or ("ESMTP Postfix" if host.esmtp else "SMTP ready"),
             tls_context=handler.mail.tls_context if host.require_starttls else None,
             enable_SMTPUTF8=host.esmtp,
             timeout=IDLE_TIMEOUT,
@@ -201,7 +268,6 @@ class MailSession(SMTP):
         self.host = host
         self.mail = handler.mail
         self.peer_ip = ""
-        self.rcpt_count = 0
         self.fault: str | None = None  # a session fault from obs.faults, rolled at connect
         self._counted = False
         self._continuing = False  # inside a multi-line reply: delay only before its first line
@@ -230,7 +296,20 @@ class MailSession(SMTP):
             self.mail.open_now[self.host.ip] -= 1
             self.mail.sessions.discard(self)
             self.mail.obs.smtp_closed(self.host.ip)
+            self._end_transaction()
+            self.mail.obs.record_session(self.host.hostname, self.rcpt_count)
         super().connection_lost(error)
+
+    def _set_post_data_state(self) -> None:
+        """A new envelope: the transaction ends (RSET, EHLO, HELO, after DATA, at connect).
+        aiosmtpd's own (untyped) version does only the assignment."""
+        self._end_transaction()
+        self.envelope = self._create_envelope()
+
+    def _end_transaction(self) -> None:
+        if self.transaction_rcpts:
+            self.mail.obs.record_transaction(self.host.hostname, self.transaction_rcpts)
+            self.transaction_rcpts = 0
 
     # ------------------------------------------------------ behaviour at connect and per reply
     async def _handle_client(self) -> None:
@@ -281,7 +360,14 @@ class MailSession(SMTP):
                 await asyncio.sleep(delay)
         marker = status[3:4]
         self._continuing = marker in ("-", b"-")
+        if not self.host.enhanced_status_codes and isinstance(status, str):
+            status = _ENHANCED_CODE.sub(r"\1", status)
         await super().push(status)
+        if status[:4] in ("421 ", b"421 ") and self.transport is not None:
+            # "421 ... closing transmission channel": the reply is flushed, then the connection
+            # closed, and no later command (pipelined ones included) is read.
+            self.transport.close()
+            raise _ChannelClosed
 
     def _reply_delay(self) -> float:
         latency = self.mail.obs.faults.smtp_latency
@@ -291,6 +377,15 @@ class MailSession(SMTP):
         if self.fault == "tarpit":
             delay += self.mail.obs.faults.smtp_tarpit_seconds
         return delay
+
+    @syntax("RSET")
+    async def smtp_RSET(self, arg: str) -> None:
+        """Counted per host; a host with ``refuse_rset`` answers 502 and keeps the transaction."""
+        self.mail.obs.count_rset(self.host.hostname)
+        if self.host.refuse_rset:
+            await self.push(RSET_REFUSED)
+            return
+        await super().smtp_RSET(arg)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:

@@ -39,19 +39,32 @@ from .world_data import (
     DISPOSABLE,
     DNS_TTL,
     DOMAIN_WORDS,
+    EOP_MX_SUFFIX,
     FIRST_NAMES,
     FIXED_VERDICTS,
+    GREYLIST_THEN_HONEST_CASES,
     HARD_BOUNCE_KINDS,
     HOST_BEHAVIOURS,
     ID_OFFSET,
     INVALID,
     LAST_NAMES,
+    LOOKALIKE_HOSTS,
+    M365_DBEB_UNKNOWN,
     MAILBOX_CASES,
     MAILBOX_VERDICTS,
     MAILBOX_WEIGHTS,
+    MICROSOFT_IDENT,
     PLANS,
+    PROVIDER_CASE_WEIGHTS,
+    PROVIDER_NAMES,
+    PROVIDER_OF_KIND,
     ROLE_MAILBOXES,
     SEGMENTS,
+    SHARED_DOMAIN_KINDS,
+    SHARED_EOP_HOST,
+    SHARED_HOST_CASE_WEIGHTS,
+    SHARED_HOSTING_HOST,
+    SHARED_WORKSPACE_HOST,
     SLOW_DNS_SECONDS,
     SUPPRESSION_REASONS,
     SUPPRESSION_RULES,
@@ -76,7 +89,13 @@ __all__ = [
     "ID_OFFSET",
     "INVALID",
     "MAILBOX_CASES",
+    "PROVIDER_CASE_WEIGHTS",
+    "PROVIDER_NAMES",
     "ROLE_MAILBOXES",
+    "SHARED_EOP_HOST",
+    "SHARED_HOSTING_HOST",
+    "SHARED_HOST_CASE_WEIGHTS",
+    "SHARED_WORKSPACE_HOST",
     "SLOW_DNS_SECONDS",
     "UNKNOWN",
     "USER_UNKNOWN_REPLIES",
@@ -101,14 +120,37 @@ class SmtpHost:
     # normal, catch_all, accept_all, greylist, tarpit, policy_block, drop_after_banner,
     # too_many_rcpt, busy_421, starttls
     behavior: str
-    unknown_reply: str = USER_UNKNOWN_REPLIES[0]
+    unknown_reply: str = USER_UNKNOWN_REPLIES[0]  # {rcpt}: the recipient
     max_connections: int | None = None  # busy_421: more concurrent connections get "421 4.7.0"
-    max_rcpt_per_session: int | None = None  # too_many_rcpt: later RCPTs get "452 4.5.3"
+    # too_many_rcpt: later RCPTs of the connection (RSET or not) get rcpt_limit_reply
+    max_rcpt_per_session: int | None = None
     require_starttls: bool = False
     esmtp: bool = True  # False: EHLO gets "502 5.5.2", only HELO works
     latency: float = 0.0  # seconds before each reply
     tarpit_seconds: float = 120.0
+    # greylist: each new (client ip, sender, recipient) gets greylist_reply at RCPT for this long
+    # (obs.faults.greylist_seconds overrides it), then honest answers
     greylist_seconds: float = 300.0
+    # --- provider look-alikes (None: the server's generic wording) ---
+    provider: str | None = None  # the big provider it plays (world_data.PROVIDER_NAMES)
+    ident: str | None = None  # the banner after the host name (default "ESMTP Postfix")
+    ok_reply: str | None = None  # RCPT accepted ("250 2.1.5 OK")
+    disabled_reply: str | None = None  # a disabled mailbox ("550 5.2.1 ... disabled")
+    greylist_reply: str | None = None  # "451 4.7.1 Greylisted, ..."; {rcpt}, {seconds} left
+    rcpt_limit_reply: str | None = None  # over max_rcpt_per_session ("452 4.5.3 Too many ...")
+    enhanced_status_codes: bool = True  # False: not in EHLO, and stripped from every reply
+    # Google: a RCPT for another domain than an accepted one of the transaction gets a 451 4.3.0
+    one_domain_per_transaction: bool = False
+    catch_all_domains: frozenset[str] = frozenset()  # domains served as catch-all (Workspace)
+    # --- sessions shared across recipients and domains (issue 19) ---
+    pipelining: bool = True  # PIPELINING in EHLO (RFC 2920), as Gmail and Microsoft advertise it
+    refuse_rset: bool = False  # RSET gets "502 5.5.2 ..." and the transaction stays open
+    # RCPTs a client (by its address) may send this host per minute (a window of
+    # obs.faults.rcpt_rate_window_seconds); one more gets rate_limit_reply, by default the
+    # provider's (world_data.RATE_LIMIT_REPLIES). obs.faults.max_rcpt_per_minute overrides it for
+    # every host. None: no limit.
+    max_rcpt_per_minute: int | None = None
+    rate_limit_reply: str | None = None  # {client}: the client's address, {host}: the host name
 
 
 @dataclass(frozen=True)
@@ -126,6 +168,8 @@ class Truth:
     substatus: str
     case: str
     accepted: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+    # The big provider the address's domain is on (world_data.PROVIDER_NAMES), None for any other.
+    provider: str | None = None
 
     @property
     def is_invalid(self) -> bool:
@@ -166,8 +210,10 @@ class Keys:
     emailverify_api_key: str
 
 
-def _truth(status: str, substatus: str, case: str, *also: tuple[str, str]) -> Truth:
-    return Truth(status, substatus, case, frozenset({(status, substatus), *also}))
+def _truth(
+    status: str, substatus: str, case: str, *also: tuple[str, str], provider: str | None = None
+) -> Truth:
+    return Truth(status, substatus, case, frozenset({(status, substatus), *also}), provider)
 
 
 @functools.lru_cache(maxsize=16)
@@ -182,7 +228,12 @@ def _pick(rng: random.Random, weights: tuple[tuple[str, int], ...]) -> str:
 
 
 class World:
-    """The sandbox's ground truth: People, segments, suppressions, DNS zone and mail hosts."""
+    """The sandbox's ground truth: People, segments, suppressions, DNS zone and mail hosts.
+
+    ``case_weights`` picks the mix of cases (``CASE_WEIGHTS`` by default, ``PROVIDER_CASE_WEIGHTS``,
+    ``SHARED_HOST_CASE_WEIGHTS``); ``shared_domains`` (0: none) adds that many custom domains on
+    three shared mail hosts, the domains ``SHARED_HOST_CASE_WEIGHTS`` draws from.
+    """
 
     SEGMENTS: ClassVar[tuple[SegmentRow, ...]] = SEGMENTS
     SUPPRESSION_RULES: ClassVar[dict[str, tuple[int, int]]] = SUPPRESSION_RULES
@@ -198,14 +249,18 @@ class World:
         now: float | None = None,
         case_weights: tuple[tuple[str, int], ...] | None = None,
         smtp_latency: float = 0.0,
+        shared_domains: int = 0,
     ) -> None:
         if region not in ("us", "eu"):
             raise ValueError("region must be 'us' or 'eu'")
+        if shared_domains != 0 and shared_domains < len(SHARED_DOMAIN_KINDS):
+            raise ValueError(f"shared_domains must be 0 or at least {len(SHARED_DOMAIN_KINDS)}")
         self.seed = seed
         self.people_count = people
         self.region = region
         self.now = time.time() if now is None else now
         self.case_weights = case_weights or CASE_WEIGHTS
+        self.shared_domains = shared_domains
         self.keys = Keys(
             app_api_key=f"sbx_app_{region}_{seed}_k3y",
             pipelines_api_key=f"sbx_cdp_{seed}_wr1te",
@@ -224,6 +279,8 @@ class World:
         self._by_case: dict[str, list[str]] = {}
         self._hard_bounce_rules = [self.SUPPRESSION_RULES[k] for k in self.HARD_BOUNCE_KINDS]
         self._build_domains(domains, smtp_latency)
+        self._build_shared_hosts(shared_domains, smtp_latency)
+        self._check_case_weights()
         # Changes to the workspace (add_people, delete_people): replaced whole, never mutated.
         self._changes_lock = threading.Lock()
         self._added: tuple[Person, ...] = ()
@@ -306,7 +363,11 @@ class World:
                 self._mail_domain(name, kind, kind, latency, **options)
         for provider in BIG_PROVIDERS:
             host = self._host(
-                provider.mx_host, provider.behavior, latency, unknown_reply=provider.unknown_reply
+                provider.mx_host,
+                provider.behavior,
+                latency,
+                unknown_reply=provider.unknown_reply,
+                **provider.options,
             )
             mx = ((provider.mx_preference, host.hostname),)
             self._add_domain(Domain(provider.domain, provider.kind, mx=mx))
@@ -349,6 +410,88 @@ class World:
         for name in [*picks, "mailinator.com", "inbox.mailinator.com"]:
             host = self._host(f"mx.{name}", "accept_all", latency)
             self._add_domain(Domain(name, "disposable", mx=((10, host.hostname),)))
+        self._build_lookalikes(latency)
+
+    def _build_lookalikes(self, latency: float) -> None:
+        """The provider look-alikes, after every other host (so earlier addresses stay) and with
+        their own random stream (so the world's draws stay): new cases on new domains only."""
+        rng = random.Random(f"{self.seed}:providers")
+        for spec in LOOKALIKE_HOSTS:
+            reply = spec.unknown_reply
+            options: HostOptions = {**spec.options, "provider": spec.provider}
+            host = self._host(
+                spec.mx_host,
+                spec.behavior,
+                latency,
+                unknown_reply=reply if isinstance(reply, str) else rng.choice(reply),
+                **options,
+            )
+            for name, kind in spec.domains:
+                self._add_domain(Domain(name, kind, mx=((spec.mx_preference, host.hostname),)))
+
+    def _build_shared_hosts(self, count: int, latency: float) -> None:
+        """``count`` custom domains on three shared hosts (issue 19), after every other host (so
+        the addresses of the others stay) and drawing nothing from the world's random stream.
+
+        Workspace domains get the look-alike ``aspmx.l.google.com`` as MX; each Microsoft 365
+        tenant its own MX name, every one an A record of one shared host (``SHARED_EOP_HOST``);
+        the hosting provider's customers ``SHARED_HOSTING_HOST``.
+        """
+        if count == 0:
+            return
+        workspace = next(h for h in self.smtp_hosts.values() if h.hostname == SHARED_WORKSPACE_HOST)
+        eop = self._host(
+            SHARED_EOP_HOST,
+            "normal",
+            latency,
+            unknown_reply=M365_DBEB_UNKNOWN,
+            provider="microsoft365",
+            ident=MICROSOFT_IDENT,
+        )
+        hosting = self._host(
+            SHARED_HOSTING_HOST, "normal", latency, unknown_reply=USER_UNKNOWN_REPLIES[0]
+        )
+        sizes = [max(1, count * tenths // 10) for _, _, tenths in SHARED_DOMAIN_KINDS[:-1]]
+        sizes.append(count - sum(sizes))
+        words, n = DOMAIN_WORDS, len(DOMAIN_WORDS)
+        for (kind, infix, _), size in zip(SHARED_DOMAIN_KINDS, sizes, strict=True):
+            for k in range(size):
+                name = f"{words[3 * k % n]}{words[(k // n + 5 * k + 1) % n]}-{infix}{k}.example"
+                if kind == "shared_workspace":
+                    mx = ((1, workspace.hostname),)
+                elif kind == "shared_m365":
+                    tenant_mx = f"{name.replace('.', '-')}.{EOP_MX_SUFFIX}"
+                    self._record(tenant_mx, "A", eop.ip)
+                    mx = ((0, tenant_mx),)
+                else:
+                    mx = ((10, hosting.hostname),)
+                self._add_domain(Domain(name, kind, mx=mx))
+
+    def _check_case_weights(self) -> None:
+        """Every case the mix draws must have a domain in this world (the shared-host cases need
+        ``shared_domains``)."""
+        missing = [
+            case
+            for case, weight in self.case_weights
+            if weight > 0
+            and case != "no_email"
+            and {"hard_bounce": "normal", "bad_syntax": "normal"}.get(case, case)
+            not in self._by_case
+        ]
+        if missing:
+            hint = (
+                " (SHARED_HOST_CASE_WEIGHTS needs World(shared_domains=N))"
+                if self.case_weights == SHARED_HOST_CASE_WEIGHTS
+                else ""
+            )
+            raise ValueError(f"no domain in this world for case(s) {', '.join(missing)}{hint}")
+
+    def provider_of(self, address_or_domain: str) -> str | None:
+        """The big provider (one of ``PROVIDER_NAMES``) whose mail system an address or domain is
+        on; None for any other domain, or one that is not the world's."""
+        name = normalize_address(address_or_domain).rpartition("@")[2]
+        domain = self.domains.get(name)
+        return None if domain is None else PROVIDER_OF_KIND.get(domain.kind)
 
     # ------------------------------------------------------------------ People
     @property
@@ -534,6 +677,7 @@ class World:
             )
         domain = self._domain_for(rng, case)
         shown = domain.display or domain.name
+        provider = PROVIDER_OF_KIND.get(domain.kind)
         if case in MAILBOX_CASES:
             mailbox = _pick(rng, MAILBOX_WEIGHTS)
             if mailbox == "exists" and case != "hard_bounce" and rng.random() < 0.06:
@@ -541,7 +685,7 @@ class World:
             address = self._disguise(rng, f"{local}@{shown}")
             if case == "hard_bounce":
                 return address, _truth(INVALID, "hard_bounce_history", case), mailbox
-            truth = self._mailbox_truth(case, mailbox, local)
+            truth = self._mailbox_truth(case, mailbox, local, provider)
             return address, truth, mailbox
         address = self._disguise(rng, f"{local}@{shown}")
         if case == "greylist":  # a verifier that waits out the window gets the honest answer
@@ -552,10 +696,10 @@ class World:
                 _truth(UNKNOWN, "greylisted", case, (honest.status, honest.substatus)),
                 mailbox,
             )
-        return address, _truth(*FIXED_VERDICTS[case], case), None
+        return address, _truth(*FIXED_VERDICTS[case], case, provider=provider), None
 
     @staticmethod
-    def _mailbox_truth(case: str, mailbox: str, local: str) -> Truth:
+    def _mailbox_truth(case: str, mailbox: str, local: str, provider: str | None = None) -> Truth:
         verdict = MAILBOX_VERDICTS[mailbox]
         if mailbox == "exists" and local in ROLE_MAILBOXES:
             verdict = (VALID, "role_based")
@@ -563,7 +707,9 @@ class World:
             return _truth(
                 *verdict, case, (UNKNOWN, "smtp_connection_failed"), (UNKNOWN, "smtp_blocked")
             )
-        return _truth(*verdict, case)
+        if case in GREYLIST_THEN_HONEST_CASES:  # honest once the greylist window has passed
+            return _truth(*verdict, case, (UNKNOWN, "greylisted"), provider=provider)
+        return _truth(*verdict, case, provider=provider)
 
     @staticmethod
     def _disguise(rng: random.Random, address: str) -> str:
@@ -646,10 +792,11 @@ class World:
         domain = self.domains.get(name)
         if domain is None:
             return _truth(INVALID, "domain_not_found", "nxdomain")
+        provider = PROVIDER_OF_KIND.get(domain.kind)
         if domain.kind in MAILBOX_CASES:
-            return self._mailbox_truth(domain.kind, self.mailbox_state(wanted), local)
+            return self._mailbox_truth(domain.kind, self.mailbox_state(wanted), local, provider)
         fixed = FIXED_VERDICTS.get(domain.kind)
-        return _truth(*fixed, domain.kind) if fixed else None
+        return _truth(*fixed, domain.kind, provider=provider) if fixed else None
 
     def address_for(self, case: str, mailbox: str = "exists") -> str:
         """A Person's address of the given behaviour (and mailbox state, where it matters)."""

@@ -119,6 +119,12 @@ def test_behaviours_are_the_documented_ones() -> None:
         "echo",
         "many_lines",
         "drop_after_banner",
+        "pipelining_fewer",
+        "pipelining_more",
+        "pipelining_strict",
+        "no_pipelining",
+        "rset_refused",
+        "drop_mid_transaction",
     }
     assert all(isinstance(text, str) and "\n" not in text for text in BEHAVIOURS.values())
 
@@ -139,6 +145,14 @@ def test_bad_behaviours_parameters_and_hosts_are_value_errors() -> None:
             await start_hostile_smtp("many_lines", lines=2.5)
         with pytest.raises(ValueError, match="parameter"):
             await start_hostile_smtp("echo", delay=1)
+        with pytest.raises(ValueError, match="missing"):
+            await start_hostile_smtp("pipelining_fewer", missing=0)
+        with pytest.raises(ValueError, match="after"):
+            await start_hostile_smtp("drop_mid_transaction", after="2")
+        with pytest.raises(ValueError, match="pipelining"):
+            await start_hostile_smtp("rset_refused", pipelining=1)
+        with pytest.raises(ValueError, match="parameter"):
+            await start_hostile_smtp("pipelining_more", pipelining=True)
         for host in ("0.0.0.0", "10.0.0.1", "::"):
             with pytest.raises(ValueError, match="loopback"):
                 await start_hostile_smtp("echo", host=host)
@@ -464,6 +478,166 @@ def test_drop_after_banner_closes_after_the_banner() -> None:
             await sessions_end(server)
             assert server.connections == 2
             assert server.bytes_sent == 2 * len(BANNER)
+
+    run(body)
+
+
+# -------------------------------------------------------------------------- pipelining (issue 19)
+EHLO_PIPELINING = b"250-hostile.example\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n"
+MAIL_OK = b"250 2.1.0 OK\r\n"
+RCPT_OK = b"250 2.1.5 OK\r\n"
+RSET_OK = b"250 2.0.0 OK\r\n"
+
+
+def burst(count: int, *, mail: bool = True) -> bytes:
+    """MAIL FROM (unless told not to) and `count` RCPTs, for one write."""
+    rcpts = b"".join(b"RCPT TO:<r%d@hostile.example>\r\n" % k for k in range(count))
+    return (b"MAIL FROM:<probe@me.example>\r\n" if mail else b"") + rcpts
+
+
+async def ehlo_session(
+    server: HostileSmtp, expected: bytes = EHLO_PIPELINING
+) -> tuple[Reader, Writer]:
+    """Connected, banner read and EHLO answered as `expected`."""
+    reader, writer = await connect(server)
+    assert await reply(reader) == BANNER
+    assert await talk(reader, writer, b"EHLO me.example\r\n") == expected
+    return reader, writer
+
+
+def test_pipelining_fewer_leaves_one_rcpt_of_each_transaction_unanswered() -> None:
+    async def body() -> None:
+        async with await start_hostile_smtp("pipelining_fewer") as server:
+            reader, writer = await ehlo_session(server)
+            writer.write(burst(3))
+            assert await reply(reader) == MAIL_OK
+            assert await reply(reader) == RCPT_OK
+            assert await reply(reader) == RCPT_OK  # the third RCPT's; the second's never comes
+            await nothing_for(reader, 0.3)
+            # A client that goes on reads the next reply as the one it is missing.
+            assert await talk(reader, writer, b"RSET\r\n") == RSET_OK
+            writer.write(burst(1))  # a new transaction: only its second RCPT goes unanswered
+            assert await reply(reader) == MAIL_OK
+            assert await reply(reader) == RCPT_OK
+            await hang_up(writer)
+            assert server.commands[1:5] == burst(3).splitlines(keepends=True)
+        async with await start_hostile_smtp("pipelining_fewer", missing=1) as server:
+            reader, writer = await ehlo_session(server)
+            writer.write(burst(2))
+            assert await reply(reader) == MAIL_OK
+            assert await reply(reader) == RCPT_OK
+            await nothing_for(reader, 0.2)
+            await hang_up(writer)
+            await sessions_end(server)
+
+    run(body)
+
+
+def test_pipelining_more_sends_one_reply_too_many_per_transaction() -> None:
+    async def body() -> None:
+        async with await start_hostile_smtp("pipelining_more") as server:
+            reader, writer = await ehlo_session(server)
+            writer.write(burst(3))
+            replies = [await reply(reader) for _ in range(5)]
+            assert replies == [MAIL_OK, RCPT_OK, RCPT_OK, RCPT_OK, RCPT_OK]  # 3 RCPTs, 4 replies
+            await nothing_for(reader, 0.2)
+            # Everything after is off by one: RSET's reply is the extra 250 2.1.5 already read.
+            assert await talk(reader, writer, b"RSET\r\n") == RSET_OK
+            writer.write(burst(1))  # one RCPT, sent alone: its reply, then the extra one
+            assert [await reply(reader) for _ in range(3)] == [MAIL_OK, RCPT_OK, RCPT_OK]
+            assert await talk(reader, writer, b"RCPT TO:<again@hostile.example>\r\n") == RCPT_OK
+            await nothing_for(reader, 0.2)  # once per transaction
+            await hang_up(writer)
+            await sessions_end(server)
+
+    run(body)
+
+
+def test_pipelining_strict_refuses_commands_sent_before_the_previous_reply() -> None:
+    async def body() -> None:
+        async with await start_hostile_smtp("pipelining_strict") as server:
+            reader, writer = await ehlo_session(server, EHLO_REPLY)  # no PIPELINING
+            assert await talk(reader, writer, b"MAIL FROM:<probe@me.example>\r\n") == MAIL_OK
+            writer.write(burst(3, mail=False))
+            refused = b"554 5.5.0 pipelining not allowed\r\n"
+            assert [await reply(reader) for _ in range(3)] == [RCPT_OK, refused, refused]
+            # Line by line, the same commands are fine.
+            for _ in range(2):
+                assert await talk(reader, writer, b"RCPT TO:<x@hostile.example>\r\n") == RCPT_OK
+            assert await talk(reader, writer, b"RSET\r\n") == RSET_OK
+            writer.write(burst(1))  # MAIL arrives in turn; its RCPT before MAIL's reply
+            assert [await reply(reader) for _ in range(2)] == [MAIL_OK, refused]
+            await hang_up(writer)
+            assert server.commands.count(b"RCPT TO:<r1@hostile.example>\r\n") == 1
+
+    run(body)
+
+
+def test_no_pipelining_answers_a_burst_line_by_line() -> None:
+    async def body() -> None:
+        async with await start_hostile_smtp("no_pipelining") as server:
+            reader, writer = await ehlo_session(server, EHLO_REPLY)
+            writer.write(burst(3) + b"RSET\r\n")
+            replies = [await reply(reader) for _ in range(5)]
+            assert replies == [MAIL_OK, RCPT_OK, RCPT_OK, RCPT_OK, RSET_OK]
+            await hang_up(writer)
+            assert server.commands[1:] == (burst(3) + b"RSET\r\n").splitlines(keepends=True)
+
+    run(body)
+
+
+def test_rset_refused_keeps_the_transaction() -> None:
+    async def body() -> None:
+        async with await start_hostile_smtp("rset_refused") as server:
+            reader, writer = await ehlo_session(server)
+            writer.write(burst(2) + b"RSET\r\nMAIL FROM:<probe@me.example>\r\n")
+            replies = [await reply(reader) for _ in range(5)]
+            assert replies == [
+                MAIL_OK,
+                RCPT_OK,
+                RCPT_OK,
+                b"502 5.5.2 Error: command not recognized\r\n",
+                b"503 5.5.1 Error: nested MAIL command\r\n",
+            ]
+            # EHLO starts over (as the RFC says it does); a client can go on that way.
+            assert await talk(reader, writer, b"EHLO me.example\r\n") == EHLO_PIPELINING
+            assert await talk(reader, writer, b"MAIL FROM:<probe@me.example>\r\n") == MAIL_OK
+            await hang_up(writer)
+            assert server.commands.count(b"RSET\r\n") == 1
+        async with await start_hostile_smtp("rset_refused", pipelining=False) as server:
+            reader, writer = await ehlo_session(server, EHLO_REPLY)
+            await hang_up(writer)
+
+    run(body)
+
+
+def test_drop_mid_transaction_hangs_up_after_the_kth_rcpt() -> None:
+    async def body() -> None:
+        async with await start_hostile_smtp("drop_mid_transaction") as server:
+            reader, writer = await ehlo_session(server)
+            writer.write(burst(4))
+            assert await until_closed(reader) == MAIL_OK + RCPT_OK + RCPT_OK  # then EOF
+            await hang_up(writer)
+            await sessions_end(server)
+            assert server.commands[1:] == burst(4).splitlines(keepends=True)
+            # Counted per transaction: RSET starts over.
+            reader, writer = await ehlo_session(server)
+            assert await talk(reader, writer, burst(1)) == MAIL_OK
+            assert await reply(reader) == RCPT_OK
+            assert await talk(reader, writer, b"RSET\r\n") == RSET_OK
+            assert await talk(reader, writer, burst(1)) == MAIL_OK
+            assert await reply(reader) == RCPT_OK
+            assert await talk(reader, writer, b"RCPT TO:<two@hostile.example>\r\n") == RCPT_OK
+            assert await until_closed(reader) == b""
+            await hang_up(writer)
+        async with await start_hostile_smtp(
+            "drop_mid_transaction", after=1, pipelining=False
+        ) as server:
+            reader, writer = await ehlo_session(server, EHLO_REPLY)
+            assert await talk(reader, writer, burst(1)) == MAIL_OK
+            assert await until_closed(reader) == RCPT_OK
+            await hang_up(writer)
+            await sessions_end(server)
 
     run(body)
 

@@ -4,6 +4,7 @@ with one line, few dead letters and no STATE past what it accepted; single bad r
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -115,7 +116,9 @@ def test_a_400_to_every_batch_stops_the_run_with_one_line(sb, h, tmp_path):
     )
     assert run.returncode == 1 and run.states == [], run.stderr
     (error,) = errors(run.stderr)
-    assert "Pipelines API rejected all 20 messages sent" in error
+    # The watch decides after 20 rejections; a batch already in flight may add one or two.
+    rejected = re.search(r"Pipelines API rejected all (\d+) messages sent", error)
+    assert rejected is not None and 20 <= int(rejected.group(1)) <= 25, error
     assert "accepted none (HTTP 400: the calls failed validation)" in error
     assert "check traits" in error and "STATE was not advanced" in error
     assert "Traceback" not in run.stderr and "@" not in error

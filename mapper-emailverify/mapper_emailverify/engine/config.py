@@ -17,6 +17,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
 from mapper_emailverify.engine.errors import ConfigError
+from mapper_emailverify.engine.providers import NAMES as PROVIDER_NAMES
 from mapper_emailverify.engine.urls import normalized_origin, origin_error
 
 DEFAULT_EMAILVERIFY_URL = "https://app.emailverify.io"
@@ -253,8 +254,9 @@ class VerifierConfig:
         mapper=False,
     )
     verification_deadline: float | None = setting(
-        description="Wall-clock limit for one verification, whatever the number of mail hosts, "
-        "addresses and replies; then Unknown/smtp_timeout. Defaults to 3 * smtp_timeout.",
+        description="Wall-clock limit for one verification's time with the mail servers, whatever "
+        "the number of mail hosts, addresses and replies (waiting for its turn at a busy host is "
+        "not counted); then Unknown/smtp_timeout. Defaults to 3 * smtp_timeout.",
         exclusive_minimum=0,
     )
     allow_private_mx: bool = setting(
@@ -293,6 +295,12 @@ class VerifierConfig:
     max_connections_per_mx: int = setting(
         3, "Simultaneous SMTP sessions per mail server (politeness).", minimum=1
     )
+    max_rcpt_per_minute_per_mx: int = setting(
+        1200,
+        "Recipients asked per minute of one mail host (by IP), over all its sessions and domains; "
+        "a host that answers with a rate or reputation deferral gets half as many from then on.",
+        minimum=1,
+    )
     backend: str = setting(
         "builtin",
         "builtin (own checks) or emailverify (the EmailVerify.io API).",
@@ -304,6 +312,23 @@ class VerifierConfig:
     )
     emailverify_timeout: float = setting(
         30.0, "Seconds per EmailVerify.io request.", exclusive_minimum=0, mapper=False
+    )
+    backend_by_provider: dict[str, str] | None = setting(
+        description='Backend per mail provider, e.g. {"yahoo": "emailverify"}: addresses at '
+        "providers SMTP cannot verify go to the EmailVerify.io API (needs emailverify_api_key), "
+        "the rest use `backend`. Providers: " + ", ".join(PROVIDER_NAMES) + "."
+    )
+    greylist_retry_after: float = setting(
+        360.0,
+        "Seconds before a greylisted address is asked again in the same run, when the server "
+        "does not name its delay.",
+        minimum=0,
+    )
+    greylist_max_wait: float = setting(
+        1200.0,
+        "Longest a greylisted address waits for its retries within the run, in seconds; 0 turns "
+        "the retry off (the address stays Unknown/greylisted).",
+        minimum=0,
     )
     extra_disposable_domains: frozenset[str] = setting(
         frozenset(), "Domains treated as disposable in addition to the built-in list."
@@ -354,11 +379,46 @@ class VerifierConfig:
             raise ConfigError(
                 "backend 'emailverify' needs emailverify_api_key (your EmailVerify.io API key)"
             )
+        for provider, backend in (self.backend_by_provider or {}).items():
+            if provider not in PROVIDER_NAMES:
+                raise ConfigError(
+                    f"backend_by_provider names an unknown provider {provider[:40]!r}; known: "
+                    + ", ".join(PROVIDER_NAMES)
+                )
+            if backend not in BACKENDS:
+                raise ConfigError(
+                    f"backend_by_provider[{provider!r}] must be one of {', '.join(BACKENDS)}, "
+                    f"got {backend[:40]!r}"
+                )
+            if backend == "emailverify" and not self.emailverify_api_key:
+                raise ConfigError(
+                    f"backend_by_provider sends {provider} to emailverify, which needs "
+                    "emailverify_api_key (your EmailVerify.io API key)"
+                )
         if self.socks_proxy and not self.socks_proxy.startswith(("socks5://", "socks5h://")):
             raise ConfigError("socks_proxy must look like socks5://host:port")
         for name in ("helo_hostname", "mail_from"):
             if problem := _smtp_word_error(getattr(self, name), name):
                 raise ConfigError(problem)
+
+    def backend_for(self, provider: str | None) -> str:
+        """The backend that verifies addresses of this provider (None: no known provider)."""
+        if provider is not None and self.backend_by_provider:
+            return self.backend_by_provider.get(provider, self.backend)
+        return self.backend
+
+    @property
+    def uses_builtin(self) -> bool:
+        """Whether any address goes through our own checks (DNS, SMTP)."""
+        return self.backend == "builtin" or "builtin" in (self.backend_by_provider or {}).values()
+
+    @property
+    def uses_remote(self) -> bool:
+        """Whether any address may go to the EmailVerify.io API."""
+        return (
+            self.backend == "emailverify"
+            or "emailverify" in (self.backend_by_provider or {}).values()
+        )
 
     @property
     def connect_timeout(self) -> float:
@@ -401,7 +461,8 @@ class VerifierConfig:
             f"HELO {self.helo_hostname}",
             f"MAIL FROM {self.sender}",
             f"concurrency {self.concurrency}",
-            f"{self.max_connections_per_mx} sessions per mail host",
+            f"{self.max_connections_per_mx} sessions and "
+            f"{self.max_rcpt_per_minute_per_mx} recipients a minute per mail host",
         ]
         if self.socks_proxy:
             proxy = urlsplit(self.socks_proxy)

@@ -32,6 +32,8 @@ class Evidence:
     domain: str | None = None
     role: bool = False
     free: bool = False
+    #: The mail provider serving the domain (`providers.RULES` name), None for no known one.
+    provider: str | None = None
     disposable: bool = False
     did_you_mean: str | None = None
     mx_hosts: list[str] = field(default_factory=list)
@@ -45,6 +47,10 @@ class Evidence:
     #: The rule that decided the verdict, and the server reply it read (when one decided).
     decided_by: str = ""
     decisive_reply: str | None = None
+    #: Greylisting met on the way: how many times the address was asked again later in the run.
+    greylist_retries: int = 0
+    #: The delay the deciding deferral named ("try again in 5 minutes"), in seconds.
+    retry_after: float | None = None
 
     def note(self, step: str) -> None:
         self.steps.append(step)

@@ -10,6 +10,7 @@ verdict of the run could be right until it is fixed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -21,9 +22,11 @@ from mapper_emailverify.engine import lists
 from mapper_emailverify.engine.address_policy import classify, may_contact
 from mapper_emailverify.engine.config import VerifierConfig
 from mapper_emailverify.engine.dns_lookup import DnsClient, DomainRoute
+from mapper_emailverify.engine.domain_knowledge import DomainKnowledge
 from mapper_emailverify.engine.emailverify_api import EmailVerifyClient, RemoteAnswer
 from mapper_emailverify.engine.errors import UserError
-from mapper_emailverify.engine.providers import unverifiable_provider
+from mapper_emailverify.engine.hooks import DEADLINE, ON_GREYLIST_WAIT
+from mapper_emailverify.engine.providers import identify
 from mapper_emailverify.engine.result import Evidence, Result
 from mapper_emailverify.engine.smtp.prober import Probe, SmtpProber
 from mapper_emailverify.engine.syntax import Address, SyntaxProblem, parse
@@ -37,6 +40,8 @@ DOMAIN_RUN = 5  # recipients of one domain scheduled together by verify_many
 #: hostile addresses cannot hold every slot while ordinary ones queue behind them.
 SLOW_AFTER = 1.0
 SLOW_LANE = 10
+#: Shortest wait before asking a greylisting server again, whatever the settings say.
+GREYLIST_MIN_WAIT = 0.5
 
 
 def _domain_interleaved(items: list[object], run: int) -> list[int]:
@@ -112,6 +117,7 @@ class Verifier:
         dns: Resolver | None = None,
         prober: Prober | None = None,
         remote: RemoteChecker | None = None,
+        knowledge: DomainKnowledge | None = None,
     ) -> None:
         self.config = (
             config if isinstance(config, VerifierConfig) else VerifierConfig.from_settings(config)
@@ -120,9 +126,13 @@ class Verifier:
         self._hard_bounces: set[str] = set()
         self.add_hard_bounces(self.config.hard_bounces)
         self._dns: Resolver = dns or DnsClient(self.config.dns_nameservers, self.config.dns_timeout)
-        self._prober: Prober = prober or SmtpProber(self.config)
+        #: Events of the run worth a figure in the report (catch-all probes, greylist retries).
+        self.counters: collections.Counter[str] = collections.Counter()
+        self._prober: Prober = prober or SmtpProber(
+            self.config, knowledge=knowledge, counters=self.counters
+        )
         self._remote: RemoteChecker | None = None
-        if self.config.backend == "emailverify":
+        if self.config.uses_remote:
             self._remote = remote or EmailVerifyClient(self.config)
         self._routes: dict[str, DomainRoute] = {}
         self._results: dict[str, Result] = {}
@@ -169,19 +179,42 @@ class Verifier:
 
         Work is scheduled in small per-domain runs, domains interleaved, so that recipients of a
         domain are pending together and share SMTP sessions while different mail hosts work in
-        parallel.
+        parallel. An address waiting for a greylist retry does not count: the next one starts.
         """
         items = list(addresses)
         results: list[Result | None] = [None] * len(items)
         queue = iter((index, items[index]) for index in _domain_interleaved(items, DOMAIN_RUN))
+        waiting: set[asyncio.Task[None]] = set()  # verifications waiting for a greylist retry
+
+        async def one(index: int, address: object) -> None:
+            results[index] = await self.verify(address)
 
         async def worker() -> None:
             for index, address in queue:
-                results[index] = await self.verify(address)
+                parked = asyncio.Event()
+                token = ON_GREYLIST_WAIT.set(parked.set)
+                try:  # the task copies the context now: its greylist wait sets `parked`
+                    task = asyncio.ensure_future(one(index, address))
+                finally:
+                    ON_GREYLIST_WAIT.reset(token)
+                parked_wait = asyncio.ensure_future(parked.wait())
+                try:
+                    await asyncio.wait({task, parked_wait}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    parked_wait.cancel()
+                if not task.done():  # waiting for a greylisting server: take the next address
+                    waiting.add(task)
+                    task.add_done_callback(waiting.discard)
 
-        await asyncio.gather(
-            *(worker() for _ in range(min(self.config.concurrency, len(items)) or 1))
-        )
+        try:
+            await asyncio.gather(
+                *(worker() for _ in range(min(self.config.concurrency, len(items)) or 1))
+            )
+            while waiting:
+                await asyncio.gather(*list(waiting))
+        finally:
+            for task in list(waiting):
+                task.cancel()
         return [result for result in results if result is not None]
 
     def verify_many_sync(self, addresses: Iterable[object]) -> list[Result]:
@@ -209,7 +242,7 @@ class Verifier:
         """Whether verdicts now describe the addresses, not the probe's own setup: a mail server
         judged a recipient, or refusals of the probe stayed with too few hosts to matter (see
         `smtp/setup_watch.py`). Always true when no SMTP probe is made."""
-        if self._remote is not None or not self.config.smtp_check:
+        if not self.config.uses_builtin or not self.config.smtp_check:
             return True
         return self._prober.setup_confirmed
 
@@ -258,6 +291,8 @@ class Verifier:
         self._in_flight[key] = future
         try:
             result = await self._in_a_slot(self._within_deadline(parsed, evidence))
+            if result.substatus is SubStatus.GREYLISTED:
+                result = await self._after_greylisting(parsed, result)
         except UserError as error:
             future.set_exception(error)
             future.exception()  # retrieved: the waiters get it, no "never retrieved" warning
@@ -276,6 +311,46 @@ class Verifier:
             self._in_flight.pop(key, None)
         self._remember(key, result)
         future.set_result(result)
+        return result
+
+    async def _after_greylisting(self, address: Address, result: Result) -> Result:
+        """Ask a greylisting server again later in the run, as a mail server would retry: after
+        the delay it named, else `greylist_retry_after`, for at most `greylist_max_wait` in all.
+        The wait holds no `concurrency` slot. Greylisting keys on (client IP, sender, recipient),
+        so the retry goes out the same way with the same `mail_from`."""
+        config = self.config
+        if config.greylist_max_wait <= 0 or not result.evidence.decided_by.startswith("smtp"):
+            return result
+        self.counters["greylisted"] += 1
+        first = time.monotonic()
+        retries = 0
+        parked = False
+        trail: list[str] = []
+        while result.substatus is SubStatus.GREYLISTED:
+            named = result.evidence.retry_after
+            delay = named * 1.1 + 1.0 if named else config.greylist_retry_after
+            delay = max(delay, GREYLIST_MIN_WAIT)
+            if time.monotonic() - first + delay > config.greylist_max_wait:
+                break
+            trail.append(
+                f"greylisted ({result.evidence.decisive_reply or result.evidence.decided_by}); "
+                f"asked again after {delay:.0f} s"
+                + (" (the delay the server named)" if named else " (greylist_retry_after)")
+            )
+            if not parked:
+                parked = True
+                on_wait = ON_GREYLIST_WAIT.get()
+                if on_wait is not None:
+                    on_wait()
+            await asyncio.sleep(delay)
+            retries += 1
+            evidence = Evidence(input=result.evidence.input, backend=self.config.backend)
+            result = await self._in_a_slot(self._within_deadline(address, evidence))
+        if retries:
+            result.evidence.steps[:0] = trail
+            result.evidence.greylist_retries = retries
+            if result.substatus is not SubStatus.GREYLISTED:
+                self.counters["greylist_resolved"] += 1
         return result
 
     async def _in_a_slot(self, work: Coroutine[Any, Any, Result]) -> Result:
@@ -306,7 +381,8 @@ class Verifier:
         """`_verify_address`, cut at `verification_deadline` whatever hosts and replies it met."""
         deadline = self.config.deadline
         try:
-            async with asyncio.timeout(deadline):
+            async with asyncio.timeout(deadline) as timeout:
+                DEADLINE.set(timeout)
                 return await self._verify_address(address, evidence)
         except TimeoutError:
             return _decide(
@@ -352,7 +428,7 @@ class Verifier:
                 evidence,
                 f"disposable: {address.ascii_domain} is on the disposable list ({listed})",
             )
-        if self._remote is not None:
+        if self._remote is not None and not self.config.uses_builtin:
             return await self._verify_remote(address, evidence)
         return await self._verify_builtin(address, evidence)
 
@@ -394,13 +470,22 @@ class Verifier:
             return Result.of(route.verdict, evidence)
         if address.key in self._hard_bounces:
             return _decide(SubStatus.HARD_BOUNCE_HISTORY, evidence, _BOUNCED)
+        rule = identify(address.ascii_domain, route.mx_names)
+        evidence.provider = rule.name if rule is not None else None
+        if self._remote is not None and self.config.backend_for(evidence.provider) == "emailverify":
+            evidence.backend = "emailverify"
+            evidence.note(f"backend_by_provider: {evidence.provider} goes to emailverify")
+            return await self._verify_remote(address, evidence)
         if not self.config.smtp_check:
             return _decide(
                 SubStatus.SMTP_UNAVAILABLE, evidence, "smtp: skipped (smtp_check is off)"
             )
-        reason = unverifiable_provider(address.ascii_domain, route.mx_names)
-        if reason:
-            return _decide(SubStatus.PROVIDER_UNVERIFIABLE, evidence, f"provider rule: {reason}")
+        if rule is not None and not rule.rcpt_is_evidence:
+            return _decide(
+                SubStatus.PROVIDER_UNVERIFIABLE,
+                evidence,
+                f"provider rule: {rule.name} accepts every recipient at RCPT and bounces later",
+            )
         hidden = self._not_public(route)
         if hidden:
             return _decide(
@@ -420,6 +505,7 @@ class Verifier:
         evidence.catch_all = probe.catch_all
         evidence.decided_by = f"smtp: {probe.rule}" if probe.rule else "smtp"
         evidence.decisive_reply = str(probe.decisive) if probe.decisive is not None else None
+        evidence.retry_after = probe.retry_after
         if probe.catch_all:
             evidence.note("smtp: the domain accepts a random mailbox (catch-all)")
             return Result.of(SubStatus.CATCH_ALL, evidence)

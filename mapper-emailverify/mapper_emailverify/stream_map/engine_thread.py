@@ -10,14 +10,18 @@ it goes to `on_fatal`, and the mapper stops before writing the record.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from mapper_emailverify.engine.errors import UserError
+from mapper_emailverify.engine.hooks import ON_GREYLIST_WAIT
 
-Done = Callable[[str, str, str], None]  # status, substatus, the kind of rule that decided
+#: status, substatus, the kind of rule that decided, and the engine's whole result (its evidence
+#: explains an Unknown in the run report; None when the engine gave no result object).
+Done = Callable[[str, str, str, Any], None]
 
 
 class Engine(Protocol):
@@ -79,14 +83,21 @@ class EngineThread:
         ready.wait()
         self._loop = loop
 
-    def submit(self, address: str, bounced: bool, done: Done) -> None:
-        """Verify `address` (telling the engine first when it is known to have hard-bounced)."""
+    def submit(
+        self,
+        address: str,
+        bounced: bool,
+        done: Done,
+        on_wait: Callable[[], None] | None = None,
+    ) -> None:
+        """Verify `address` (telling the engine first when it is known to have hard-bounced);
+        `on_wait` is called if the verification starts waiting for a greylisting server."""
         if self._loop is None:
             self.start()
         assert self._loop is not None
         with self._count_lock:
             self._in_flight += 1
-        self._loop.call_soon_threadsafe(self._spawn, address, bounced, done)
+        self._loop.call_soon_threadsafe(self._spawn, address, bounced, done, on_wait)
 
     def close(self, *, cancel: bool = False, timeout: float = 30.0) -> None:
         """Stop the loop; `cancel` abandons verifications still in flight (SIGTERM)."""
@@ -104,8 +115,14 @@ class EngineThread:
 
     # -- loop thread -----------------------------------------------------------------------------
 
-    def _spawn(self, address: str, bounced: bool, done: Done) -> None:
-        task = asyncio.get_running_loop().create_task(self._verify(address, bounced, done))
+    def _spawn(
+        self, address: str, bounced: bool, done: Done, on_wait: Callable[[], None] | None
+    ) -> None:
+        context = contextvars.copy_context()
+        context.run(ON_GREYLIST_WAIT.set, on_wait)
+        task = asyncio.get_running_loop().create_task(
+            self._verify(address, bounced, done), context=context
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -114,7 +131,7 @@ class EngineThread:
         if bounced:
             self.engine.add_hard_bounces([address])
         try:
-            result = await self.engine.verify(address)
+            result: Any = await self.engine.verify(address)
             status, substatus = str(result.status), str(result.substatus)
             evidence = getattr(result, "evidence", None)
             rule = str(getattr(evidence, "rule_family", "") or "engine")
@@ -126,9 +143,10 @@ class EngineThread:
         except Exception as exc:  # the engine promises not to raise; a bug must not stop the run
             self.logger.debug("Verification raised %r", exc)
             status, substatus, rule = "Unknown", "smtp_connection_failed", "internal error"
+            result = None
         with self._count_lock:
             self._in_flight -= 1
-        done(status, substatus, rule)
+        done(status, substatus, rule, result)
 
     async def _shutdown(self, cancel: bool) -> None:
         if cancel:

@@ -81,7 +81,8 @@ def carried(record: Mapping[str, Any], names: FieldNames) -> Verdict | None:
     verdict = _carried(record, names)
     if verdict is None:
         attributes = record.get("attributes")
-        if isinstance(attributes, Mapping):
+        # `type is dict` first: the ABC check alone costs more than the rest for a plain record
+        if type(attributes) is dict or isinstance(attributes, Mapping):
             verdict = _carried(attributes, names)
     return verdict
 

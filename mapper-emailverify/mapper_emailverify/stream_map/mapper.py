@@ -30,6 +30,10 @@ from typing_extensions import override
 
 from mapper_emailverify.engine.config import VerifierConfig
 from mapper_emailverify.engine.errors import ConfigError, UserError, exit_with
+from mapper_emailverify.stream_map.domain_cache import (
+    SqliteDomainKnowledge,
+    open_domain_knowledge,
+)
 from mapper_emailverify.stream_map.engine_thread import Engine, EngineThread
 from mapper_emailverify.stream_map.gate import FirstContactGate
 from mapper_emailverify.stream_map.meltano_config import describe as describe_meltano
@@ -130,24 +134,31 @@ class EmailVerifyMapper(InlineMapper):
             max(MIN_WINDOW, WINDOW_PER_SLOT * engine_config.concurrency),
             WINDOW_BYTES,
         )
+        #: What the engine learns about domains, kept next to the cache (opened with the engine).
+        self._knowledge: SqliteDomainKnowledge | None = None
         if engine_factory is None:
 
             def engine_factory() -> Engine:
                 # Imported on first use: a run answered from freshness and the cache never loads it.
                 from mapper_emailverify.engine.verifier import Verifier
 
-                return Verifier(engine_config)
+                self._knowledge = open_domain_knowledge(
+                    settings.cache_path or None, settings.domain_cache_ttl_days, self.logger
+                )
+                return Verifier(engine_config, knowledge=self._knowledge)
 
         self._engine = EngineThread(engine_factory, self.logger, on_fatal=self._guard.fail)
         self.progress = Progress(self.logger)
         self._records = RecordVerifier(
             settings, cache, self._engine, self._out, self.progress, self.logger
         )
-        probing = engine_config.backend == "builtin" and engine_config.smtp_check
+        self.progress.engine_counters = self._engine_counters
+        probing = engine_config.uses_builtin and engine_config.smtp_check
         self._gate = FirstContactGate(
             self._out, self._engine, self.logger, active=probing, veto=self._environment_broken
         )
         self._records.after_verdict = self._gate.check
+        reader.on_records = self._look_ahead
         self._records.on_fatal = self._guard.fail
         self._input_ended = False
         self._ticker = Ticker(
@@ -197,6 +208,18 @@ class EmailVerifyMapper(InlineMapper):
         if self._writer.pending_bytes >= FLUSH_BYTES:
             self._writer.flush()
         return ()
+
+    def _look_ahead(self, messages: list[dict[str, Any]]) -> None:
+        """RECORD messages the reader decoded ahead (see `singer_io.EmailVerifyReader`): those of
+        verified streams have their addresses looked up in the cache together."""
+        planner = self._planner
+        verified = []
+        for message in messages:
+            plan = planner.get(message.get("stream"))
+            if plan is not None and plan.kind is Treatment.VERIFY:
+                verified.append((message, plan))
+        if verified:
+            self._records.prepare(verified)
 
     @override
     def map_state_message(self, message_dict: dict[str, Any]) -> Iterable[Any]:
@@ -291,6 +314,11 @@ class EmailVerifyMapper(InlineMapper):
         # finished while the reader can still bring more (a full window must move on, as before).
         return not self._input_ended and not self._out.full and health.undecided()
 
+    def _engine_counters(self) -> dict[str, int]:
+        """The engine's figures of the run (catch-all probes, greylist retries), for the report."""
+        counters = getattr(self._engine.engine, "counters", None)
+        return dict(counters) if counters else {}
+
     def _stopping(self) -> bool:
         return self._guard.stopping
 
@@ -304,6 +332,8 @@ class EmailVerifyMapper(InlineMapper):
     def _close(self, *, interrupted: bool) -> None:
         self._ticker.stop()
         self._cache.close()
+        if self._knowledge is not None:
+            self._knowledge.close()
         self.progress.log_summary()
         if self._reader.repaired_records:
             self.logger.info(

@@ -12,10 +12,11 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mapper_emailverify.engine.explain import Explanation, advice_for, explain
 from mapper_emailverify.stream_map.stats import RunStats
 from mapper_emailverify.taxonomy import Status
 
@@ -23,6 +24,27 @@ from mapper_emailverify.taxonomy import Status
 #: `local` (no address or not a string: no engine needed), `kept` (the re-check ended in a
 #: transient Unknown, so the record keeps its earlier definite verdict).
 SOURCES = ("fresh", "cache", "engine", "local", "kept")
+
+#: Distinct (provider, cause) groups kept; beyond, a new group is folded into its cause's "other"
+#: provider. Providers and causes are fixed short lists, so this bound is never met in practice.
+MAX_UNKNOWN_GROUPS = 200
+
+#: What the engine gives when it raised instead of answering (the engine thread passes None).
+NO_RESULT = Explanation(
+    "other",
+    "other",
+    "the engine raised instead of answering (an internal error; the DEBUG log shows it)",
+    advice_for("other", "other"),
+)
+
+#: The engine's counters the summary's "SMTP:" line reads, in its order, with their words.
+SMTP_COUNTERS = (
+    ("greylisted", "greylisted"),
+    ("greylist_resolved", "resolved on retry"),
+    ("catch_all_probes", "catch-all probes"),
+    ("catch_all_skipped", "skipped by provider rule"),
+    ("catch_all_cached", "known from the domain cache"),
+)
 
 
 class Progress:
@@ -37,6 +59,12 @@ class Progress:
         self._reader: Counter[tuple[str, str, str]] = Counter()
         self._engine: Counter[tuple[str, str, str]] = Counter()
         self._rules: Counter[str] = Counter()  # engine verdicts by the kind of rule (engine thread)
+        #: Engine Unknowns by (provider, cause), and the first example and advice of each group
+        #: (engine thread).
+        self._unknowns: Counter[tuple[str, str]] = Counter()
+        self._unknown_first: dict[tuple[str, str], tuple[str, str]] = {}
+        #: The engine's own counters (`Verifier.counters`), when the caller wires them in.
+        self.engine_counters: Callable[[], Mapping[str, int]] | None = None
         self._last_log = self.started
         self._last_done = 0
 
@@ -52,6 +80,45 @@ class Progress:
     def count_engine_kept(self, status: str, substatus: str) -> None:
         """From the engine thread: the re-check was transient, the earlier verdict stays."""
         self._engine[("kept", status, substatus)] += 1
+
+    def explain(self, result: object) -> None:
+        """From the engine thread: an engine Unknown, grouped by provider and cause."""
+        try:
+            found = NO_RESULT if result is None else explain(result)
+        except Exception:  # explaining must never cost a verdict; explain() is meant not to raise
+            found = NO_RESULT
+        if found is None:  # not an Unknown after all
+            return
+        group = (found.provider, found.cause)
+        if group not in self._unknown_first:
+            if len(self._unknown_first) >= MAX_UNKNOWN_GROUPS:
+                group = ("other", found.cause)
+            # The example goes in before the count: a reader never sees a count without it.
+            self._unknown_first.setdefault(group, (found.example, found.advice))
+        self._unknowns[group] += 1
+
+    def _unknown_groups(self) -> list[dict[str, Any]]:
+        counts = Counter(dict.copy(self._unknowns))
+        first = dict.copy(self._unknown_first)
+        groups = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        return [
+            {
+                "provider": provider,
+                "cause": cause,
+                "count": n,
+                "example": first.get((provider, cause), ("", ""))[0],
+                "advice": first.get((provider, cause), ("", ""))[1],
+            }
+            for (provider, cause), n in groups
+        ]
+
+    def _engine_counters(self) -> dict[str, int] | None:
+        if self.engine_counters is None:
+            return None
+        try:
+            return {str(name): int(n) for name, n in dict(self.engine_counters()).items()}
+        except Exception:  # a report without the SMTP figures beats no report
+            return {}
 
     def _totals(self) -> Counter[tuple[str, str, str]]:
         # dict.copy runs in C under the GIL: a consistent copy while the other thread keeps
@@ -69,7 +136,8 @@ class Progress:
             by_pair.setdefault(status, Counter())[substatus] += n
             by_source[source] += n
         verified = by_source["engine"]
-        return {
+        smtp = self._engine_counters()
+        snap = {
             "records": sum(by_status.values()),
             "passthrough_records": self.stats["passthrough_records"],
             "hard_bounces_seen": self.stats["hard_bounces_seen"],
@@ -83,7 +151,11 @@ class Progress:
             "by_substatus": {
                 status: dict(sorted(subs.items())) for status, subs in sorted(by_pair.items())
             },
+            "unknowns": self._unknown_groups(),
         }
+        if smtp is not None:
+            snap["smtp"] = smtp
+        return snap
 
     def maybe_log(self) -> None:
         now = time.monotonic()
@@ -131,6 +203,10 @@ class Progress:
                 else ""
             )
         )
+        lines += _unknown_lines(snap["unknowns"])
+        smtp_line = _smtp_line(snap.get("smtp") or {})
+        if smtp_line:
+            lines.append(smtp_line)
         return "\n".join(lines)
 
     def log_summary(self) -> None:
@@ -143,6 +219,39 @@ class Progress:
         tmp = target.with_name(target.name + ".tmp")
         tmp.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
         tmp.replace(target)
+
+
+def _unknown_lines(groups: list[dict[str, Any]]) -> list[str]:
+    """ "Unknowns by provider and cause:", then one line per group (the report's `unknowns`)."""
+    if not groups:
+        return []
+    provider_width = max(len(group["provider"]) for group in groups)
+    cause_width = max(len(group["cause"]) for group in groups)
+    return [
+        "Unknowns by provider and cause:",
+        *(
+            f"{group['count']:>9}  {group['provider']:<{provider_width}}  "
+            f'{group["cause"]:<{cause_width}}  e.g. "{group["example"]}"; {group["advice"]}'
+            for group in groups
+        ),
+    ]
+
+
+def _smtp_line(counters: Mapping[str, int]) -> str:
+    """ "SMTP: greylisted 12, resolved on retry 11; catch-all probes 40 (skipped by provider rule
+    25, known from the domain cache 30)": the known counters that are present, "" for none."""
+    words = dict(SMTP_COUNTERS)
+    shown = {name: f"{words[name]} {counters[name]}" for name in words if name in counters}
+    parts = []
+    greylist = [shown[name] for name in ("greylisted", "greylist_resolved") if name in shown]
+    if greylist:
+        parts.append(", ".join(greylist))
+    extras = [shown[name] for name in ("catch_all_skipped", "catch_all_cached") if name in shown]
+    if "catch_all_probes" in shown:
+        parts.append(shown["catch_all_probes"] + (f" ({', '.join(extras)})" if extras else ""))
+    elif extras:
+        parts.append("catch-all probes " + ", ".join(extras))
+    return f"SMTP: {'; '.join(parts)}" if parts else ""
 
 
 class Ticker:

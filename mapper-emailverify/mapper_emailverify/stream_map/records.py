@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Callable
 from functools import partial
@@ -24,7 +25,7 @@ from mapper_emailverify.engine.errors import UserError
 from mapper_emailverify.stream_map.engine_thread import EngineThread
 from mapper_emailverify.stream_map.freshness import FieldNames, carried, carried_verdict, definite
 from mapper_emailverify.stream_map.health import InfrastructureWatch
-from mapper_emailverify.stream_map.ordering import Interval, ReorderBuffer
+from mapper_emailverify.stream_map.ordering import ReorderBuffer, Ticket
 from mapper_emailverify.stream_map.plan import StreamPlan
 from mapper_emailverify.stream_map.progress import Progress
 from mapper_emailverify.stream_map.settings import MapperSettings
@@ -40,7 +41,34 @@ HARD_BOUNCE_TYPES = frozenset({"bounces", "invalid_emails"})
 _MISSING = object()
 
 
+#: What `RecordVerifier.prepare` works out ahead for one message: (the message, its record, its
+#: address, the address's key, the record's fresh verdict).
+_Prepared = tuple[dict[str, Any], dict[str, Any], str, str, Verdict | None]
+
+#: `_iso` by whole second: the verdicts a run writes fall on few distinct seconds (cached ones were
+#: reached in bursts, new ones within the run).
+_ISO_SECONDS: dict[int, str] = {}
+_ISO_REMEMBERED = 4096
+
+
 def _iso(seconds: float) -> str:
+    """UTC ISO 8601 to the second, as `datetime.isoformat(timespec="seconds")` writes it."""
+    try:
+        whole = math.floor(seconds)
+    except (OverflowError, ValueError):  # not finite: datetime says why
+        return _iso_exactly(seconds)
+    if seconds - whole >= 0.999999:  # datetime rounds to microseconds: maybe up to the next second
+        return _iso_exactly(seconds)
+    text = _ISO_SECONDS.get(whole)
+    if text is None:
+        text = _iso_exactly(whole)
+        if len(_ISO_SECONDS) >= _ISO_REMEMBERED:
+            _ISO_SECONDS.clear()
+        _ISO_SECONDS[whole] = text
+    return text
+
+
+def _iso_exactly(seconds: float) -> str:
     return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="seconds")
 
 
@@ -72,23 +100,56 @@ class RecordVerifier:
         self.after_verdict: Callable[[], None] = lambda: None
         self.on_fatal: Callable[[UserError], None] = lambda error: None
         self.health = InfrastructureWatch(settings.infrastructure_unknown_threshold)
+        #: `prepare`'s work by id of message.
+        self._prepared: dict[int, _Prepared] = {}
+
+    def prepare(self, batch: list[tuple[dict[str, Any], StreamPlan]]) -> None:
+        """Records about to be verified, in input order: their keys and carried verdicts are
+        worked out now, for `verify`, and the cache is asked for all the keys that need it at
+        once (`ResultsCache.prefetch`). Only what was already read is passed here, so nothing
+        waits for it."""
+        prepared: dict[int, _Prepared] = {}
+        keys: list[str] = []
+        bounces: list[str] = []
+        for message, plan in batch:
+            record = message.get("record")
+            if not isinstance(record, dict):
+                continue
+            value = plan.email(record)
+            if not isinstance(value, str) or not value.strip():
+                continue
+            key = address_key(value)
+            fresh = self._carried(record)
+            prepared[id(message)] = (message, record, value, key, fresh)
+            if fresh is None:
+                keys.append(key)
+            elif fresh.status != "Invalid" and self._bounce_known:
+                bounces.append(key)
+        self._prepared = prepared
+        if keys or bounces:
+            self.cache.prefetch(keys, bounces)
 
     def verify(self, message: dict[str, Any], plan: StreamPlan, size: int = 0) -> None:
         """`size`: of the record's input line, for the reorder buffer's byte budget."""
-        record = message.get("record")
-        if not isinstance(record, dict):
-            self.pass_through(message, size)
-            return
-        value = plan.email(record)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            self._finish_local(message, record, Verdict("Unknown", "no_email", time.time()), size)
-            return
-        if not isinstance(value, str):
-            verdict = Verdict("Invalid", "invalid_syntax", time.time())
-            self._finish_local(message, record, verdict, size)
-            return
-        key = address_key(value)
-        fresh = self._carried(record)
+        ahead = self._prepared.pop(id(message), None)
+        if ahead is not None and ahead[0] is message:  # `prepare` checked record and address
+            _, record, value, key, fresh = ahead
+        else:
+            found = message.get("record")
+            if not isinstance(found, dict):
+                self.pass_through(message, size)
+                return
+            record = found
+            value = plan.email(record)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                verdict = Verdict("Unknown", "no_email", time.time())
+                self._finish_local(message, record, verdict, size)
+                return
+            if not isinstance(value, str):
+                verdict = Verdict("Invalid", "invalid_syntax", time.time())
+                self._finish_local(message, record, verdict, size)
+                return
+            key, fresh = address_key(value), self._carried(record)
         # A bounce seen since that verification outranks it (unless it already said Invalid).
         if fresh is not None and (fresh.status == "Invalid" or not self._is_bounce(key)):
             self._finish_now(message, record, "fresh", fresh, size)
@@ -106,6 +167,7 @@ class RecordVerifier:
             value,
             self._is_bounce(key),
             partial(self._on_verdict, ticket, message, key, domain, size),
+            on_wait=partial(self.out.park, ticket),
         )
 
     def pass_through(self, message: dict[str, Any], size: int = 0) -> None:
@@ -158,9 +220,10 @@ class RecordVerifier:
         verdict: Verdict,
         size: int,
     ) -> None:
-        kept = self._earlier_definite(record, verdict)
-        if kept is not None:
-            source, verdict = "kept", kept
+        if verdict.status == "Unknown":  # only an Unknown can be transient
+            kept = self._earlier_definite(record, verdict)
+            if kept is not None:
+                source, verdict = "kept", kept
         self._write(record, verdict.status, verdict.substatus, verdict.validated_at)
         self.progress.count(source, verdict.status, verdict.substatus)
         self.out.ready(message, size)
@@ -174,7 +237,7 @@ class RecordVerifier:
 
     def _on_verdict(
         self,
-        ticket: Interval,
+        ticket: Ticket,
         message: dict[str, Any],
         key: str,
         domain: str,
@@ -182,6 +245,7 @@ class RecordVerifier:
         status: str,
         substatus: str,
         rule: str,
+        result: Any = None,
     ) -> None:
         """On the engine thread: remember, count, and hand the record to the reorder buffer."""
         self.health.add(domain, substatus)
@@ -202,6 +266,8 @@ class RecordVerifier:
         else:
             self._write(record, status, substatus, now)
             self.progress.count_engine(status, substatus, rule)
+        if status == "Unknown":
+            self.progress.explain(result)
         self.out.complete(ticket, message, size)
         self.after_verdict()
 

@@ -53,6 +53,13 @@ class MapperSettings:
         "reverify_unknown_after_hours).",
         minimum=0,
     )
+    domain_cache_ttl_days: float = setting(
+        7.0,
+        "Days what a run learned about a domain (catch-all or not, provider, greylisting, "
+        "STARTTLS per mail host) is reused from cache_path, sparing a catch-all probe per domain "
+        "(domains whose MX set changed are learned again); 0 learns afresh each run.",
+        minimum=0,
+    )
     reverify_after_days: float = setting(
         90.0,
         "A record already carrying a verification younger than this is not re-verified; "

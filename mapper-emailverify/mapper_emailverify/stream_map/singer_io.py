@@ -6,6 +6,9 @@ address) and lets the mapper interrupt a blocking read on SIGTERM. Lines are dec
 the careful path (`json` with `object_pairs_hook`) runs only when msgspec refuses a line or a cheap
 check says a Singer envelope key may be given twice (`decode_message`). Lone UTF-16 surrogates,
 which msgspec refuses and the App API's JSON allows, are replaced with U+FFFD and the record kept.
+It reads stdin in blocks of what is there (`READ_BYTES` at most) and shows each run of RECORD lines
+to the mapper before handling them (`on_records`: one cache query for all their addresses), never
+waiting for input while it holds a complete line.
 
 Writer: encodes each message straight into one shared buffer (no per-message syscall, no shared
 scratch buffer between threads). Only the reader thread (past `FLUSH_BYTES`, after a STATE, at the
@@ -15,6 +18,7 @@ downstream, which would stall every SMTP conversation in flight.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -33,6 +37,9 @@ from typing_extensions import override
 from mapper_emailverify.engine.errors import UserError
 
 FLUSH_BYTES = 256 * 1024
+#: Bytes asked of a binary input at once (one system call on a pipe): the complete lines among them
+#: are decoded together, so the mapper can look their addresses up in the cache together.
+READ_BYTES = 64 * 1024
 #: Lines with lone surrogates named one by one in a WARNING; the rest are only counted.
 REPAIR_WARNINGS = 20
 
@@ -290,6 +297,9 @@ class EmailVerifyReader(MsgSpecReader):
     line_bytes = 0
     #: RECORD lines whose lone surrogates were replaced with U+FFFD.
     repaired_records = 0
+    #: Shown each run of RECORD messages decoded ahead, before the first of them is handled (the
+    #: mapper looks their addresses up in the cache in one query): see `_read_blocks`.
+    on_records: Callable[[list[dict[str, Any]]], None] | None = None
     logger = logging.getLogger("mapper-emailverify")
 
     @override
@@ -318,7 +328,6 @@ class EmailVerifyReader(MsgSpecReader):
 
     @override
     def deserialize_json(self, line: str | bytes) -> dict[str, Any]:
-        self.line_bytes = len(line)
         try:  # the fast path of `decode_message`, inline: it runs for every line
             message = decoder.decode(line)
         except (msgspec.DecodeError, RecursionError, UnicodeError):
@@ -377,9 +386,9 @@ class EmailVerifyReader(MsgSpecReader):
         file_input: IO[Any] | None,
         callbacks: dict[str, Callable[[dict[str, Any]], None]],
     ) -> Counter[str]:
-        lines: Iterable[Any] = self._numbered(file_input or self.default_input)
-        if self.guard is not None:
-            lines = self.guard.wrap(lines)
+        """The SDK's loop (decode, require "type", call back by type, count), with lines numbered
+        for errors; from a binary stream (stdin), in blocks (`_read_blocks`)."""
+        source: Any = file_input or self.default_input
         on_schema = callbacks.get("SCHEMA")
         if on_schema is not None:
 
@@ -388,10 +397,119 @@ class EmailVerifyReader(MsgSpecReader):
                 on_schema(message)
 
             callbacks = {**callbacks, "SCHEMA": schema}
+        stats: Counter[str] = Counter()
         try:
-            return super().process_lines(lines, callbacks)  # type: ignore[arg-type]  # an iterator of lines, not a file: the SDK only iterates it
+            if callable(getattr(source, "read1", None)) and not isinstance(source, io.TextIOBase):
+                self._read_blocks(source, callbacks, stats)
+            else:  # text, or any iterable of lines (tests): one line at a time
+                lines: Iterable[Any] = self._numbered(source)
+                if self.guard is not None:
+                    lines = self.guard.wrap(lines)
+                for line in lines:
+                    self.line_bytes = len(line)
+                    self._handle_line(line, callbacks, stats)
         except InvalidInputLine as exc:
             raise self.input_error(str(exc).rstrip(".")) from None
+        return stats
+
+    def _handle_line(
+        self,
+        line: bytes | str,
+        callbacks: dict[str, Callable[[dict[str, Any]], None]],
+        stats: Counter[str],
+    ) -> None:
+        """One line, as the SDK's `GenericSingerReader.process_lines` handles it."""
+        message = self.deserialize_json(line)
+        self.assert_line_requires(message, requires={"type"})
+        kind = message["type"]
+        callback = callbacks.get(kind)
+        if callback is not None:
+            callback(message)
+        else:
+            self._process_unknown_message(message)
+        stats[kind] += 1
+
+    def _read_blocks(
+        self,
+        source: Any,
+        callbacks: dict[str, Callable[[dict[str, Any]], None]],
+        stats: Counter[str],
+    ) -> None:
+        """Lines from what one read returns (up to `READ_BYTES`, never waiting for more than the
+        next line needs), each handled in order as `_handle_line` would.
+
+        Runs of plain RECORD lines (msgspec decodes them and their keys fit) are decoded ahead and
+        shown to `on_records` before the first of them is handled; a line that is anything else
+        ends the run and takes the careful way (`deserialize_json`), so errors, repairs and their
+        line numbers are what one line at a time gives. A line is only ever read ahead of
+        handling when it was already read from the input: the reader never waits for input while
+        holding a complete line.
+        """
+        guard = self.guard
+        on_record = callbacks.get("RECORD")
+        decode = decoder.decode
+        parts: list[bytes] = []  # the start of a line that has no end yet
+        while True:
+            if guard is not None:
+                guard.check()
+                guard.in_read = True
+            try:
+                chunk = source.read1(READ_BYTES)
+            finally:
+                if guard is not None:
+                    guard.in_read = False
+            if not chunk:
+                if parts:  # the last line, without a line break
+                    self.line_number += 1
+                    self.line_bytes = sum(map(len, parts))  # as a line without its break
+                    if guard is not None:
+                        guard.check()
+                    self._handle_line(b"".join(parts), callbacks, stats)
+                return
+            lines = bytes(chunk).split(b"\n")
+            if parts:
+                parts.append(lines[0])
+                if len(lines) == 1:
+                    continue
+                lines[0] = b"".join(parts)
+                parts = []
+            tail = lines.pop()
+            if tail:
+                parts.append(tail)
+            count, i = len(lines), 0
+            while i < count:
+                run: list[dict[str, Any]] = []
+                if on_record is not None:
+                    while i + len(run) < count:
+                        try:
+                            message = decode(lines[i + len(run)])
+                        except (msgspec.DecodeError, RecursionError, UnicodeError):
+                            break
+                        if (
+                            type(message) is not dict
+                            or message.get("type") != "RECORD"
+                            or not _RECORD_KEYS.issuperset(message)
+                        ):
+                            break
+                        run.append(message)
+                    if run:
+                        if self.on_records is not None:
+                            self.on_records(run)
+                        for message in run:
+                            if guard is not None:
+                                guard.check()
+                            self.line_number += 1
+                            self.line_bytes = len(lines[i]) + 1
+                            i += 1
+                            on_record(message)
+                        stats["RECORD"] += len(run)
+                if i < count:
+                    if guard is not None:
+                        guard.check()
+                    self.line_number += 1
+                    self.line_bytes = len(lines[i]) + 1
+                    i += 1
+                    self._handle_line(lines[i - 1], callbacks, stats)
 
 
 class BufferedMsgSpecWriter(MsgSpecWriter):

@@ -18,9 +18,9 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from mapper_emailverify.stream_map.settings import DAY, HOUR, MapperSettings
 
@@ -56,6 +56,10 @@ def lifetime(status: str, substatus: str, ttl: float, transient_ttl: float) -> f
 
 _COMMIT_EVERY = 500
 _COMMIT_SECONDS = 2.0
+#: Keys per query of `prefetch` (SQLite allows 32,766 parameters since 3.32, 999 before).
+_PREFETCH_KEYS = 500
+#: A key `prefetch` did not read (None: it read the key and found no row).
+_UNFETCHED: Any = object()
 
 
 class Verdict(NamedTuple):
@@ -71,10 +75,27 @@ def normalize_address(address: str) -> str:
         return text.lower()
     local, at, domain = text.rpartition("@")
     if at:
-        with contextlib.suppress(UnicodeError):
-            domain = domain.encode("idna").decode("ascii")
-        return f"{local.casefold()}@{domain.lower()}"
+        return f"{local.casefold()}@{_ascii_domain(domain)}"
     return text.casefold()
+
+
+#: `_ascii_domain` by domain: the IDNA codec takes about 20 µs a name, and People share domains.
+_ASCII_DOMAINS: dict[str, str] = {}
+_ASCII_DOMAINS_REMEMBERED = 10_000
+
+
+def _ascii_domain(domain: str) -> str:
+    """The domain in ASCII (punycode) and lower case; as given, lower-cased, if IDNA refuses it."""
+    found = _ASCII_DOMAINS.get(domain)
+    if found is None:
+        found = domain
+        with contextlib.suppress(UnicodeError):
+            found = domain.encode("idna").decode("ascii")
+        found = found.lower()
+        if len(_ASCII_DOMAINS) >= _ASCII_DOMAINS_REMEMBERED:
+            _ASCII_DOMAINS.clear()
+        _ASCII_DOMAINS[domain] = found
+    return found
 
 
 def address_key(address: str) -> str:
@@ -86,6 +107,7 @@ def address_key(address: str) -> str:
 
 class ResultsCache(Protocol):
     def get(self, key: str) -> Verdict | None: ...
+    def prefetch(self, keys: Sequence[str], bounces: Sequence[str] = ()) -> None: ...
     def put(self, key: str, verdict: Verdict) -> None: ...
     def add_bounce(self, key: str) -> None: ...
     def is_bounce(self, key: str) -> bool: ...
@@ -126,13 +148,16 @@ class SqliteResultsCache:
         self._replaced = False  # a damaged file is replaced once; a second one: memory only
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._pending: list[tuple[str, Verdict | None]] = []  # writes since the last commit
+        #: The rows (None: no row) and bounces `prefetch` read last; a write forgets its key.
+        self._fetched: dict[str, tuple[str, str, float] | None] = {}
+        self._fetched_bounces: dict[str, bool] = {}
         self._uncommitted = 0
         self._last_commit = time.monotonic()
         self._db: sqlite3.Connection | None = None
         try:
             self._db = self._connect()
         except sqlite3.Error as exc:
-            kind = _failure_kind(exc)
+            kind = failure_kind(exc)
             if kind == "damaged":
                 self._replace_damaged(exc)
             elif kind == "unwritable":
@@ -149,19 +174,70 @@ class SqliteResultsCache:
                 verdict = self._memory.get(key)
                 if verdict is not None or db is None or self._memory.is_bounce(key):
                     return verdict
-            try:
-                row = db.execute(
-                    "SELECT status, substatus, validated_at FROM results WHERE key = ?", (key,)
-                ).fetchone()
-            except sqlite3.Error as exc:  # locked by another run, or damaged: verify instead
-                self._failed(exc, writing=False)
-                return None
+            row = self._fetched.pop(key, _UNFETCHED)
+            if row is _UNFETCHED:
+                try:
+                    row = db.execute(
+                        "SELECT status, substatus, validated_at FROM results WHERE key = ?", (key,)
+                    ).fetchone()
+                except sqlite3.Error as exc:  # locked by another run, or damaged: verify instead
+                    self._failed(exc, writing=False)
+                    return None
         if (
             row is None
             or row[2] + lifetime(row[0], row[1], self.ttl, self.transient_ttl) < time.time()
         ):
             return None
         return Verdict(*row)
+
+    def prefetch(self, keys: Sequence[str], bounces: Sequence[str] = ()) -> None:
+        """Read the rows of `keys` (and whether `bounces` bounced) in a few queries, for the next
+        `get` / `is_bounce` of each: one query for many keys costs about what one costs alone.
+
+        Only the last call's keys are kept; a write to a key (a verdict, a bounce) forgets it, so
+        an answer from here is what the file would give now (as far as this run wrote it).
+        """
+        with self._lock:
+            self._fetched, self._fetched_bounces = {}, {}
+            db = self._db
+            if db is None:
+                return
+            try:
+                if keys:
+                    self._fetched = self._rows(db, keys)
+                if bounces:
+                    known = self._bounced(db, bounces)
+                    self._fetched_bounces = {key: key in known for key in bounces}
+            except sqlite3.Error as exc:  # as in `get`: each key is then asked on its own
+                self._fetched, self._fetched_bounces = {}, {}
+                self._failed(exc, writing=False)
+
+    @staticmethod
+    def _rows(
+        db: sqlite3.Connection, keys: Sequence[str]
+    ) -> dict[str, tuple[str, str, float] | None]:
+        found: dict[str, tuple[str, str, float] | None] = dict.fromkeys(keys)
+        for start in range(0, len(keys), _PREFETCH_KEYS):
+            some = keys[start : start + _PREFETCH_KEYS]
+            marks = ",".join("?" * len(some))
+            rows = db.execute(
+                f"SELECT key, status, substatus, validated_at FROM results WHERE key IN ({marks})",
+                some,
+            ).fetchall()
+            found.update({row[0]: row[1:] for row in rows})
+        return found
+
+    @staticmethod
+    def _bounced(db: sqlite3.Connection, keys: Sequence[str]) -> set[str]:
+        known: set[str] = set()
+        for start in range(0, len(keys), _PREFETCH_KEYS):
+            some = keys[start : start + _PREFETCH_KEYS]
+            marks = ",".join("?" * len(some))
+            known.update(
+                key
+                for (key,) in db.execute(f"SELECT key FROM bounces WHERE key IN ({marks})", some)
+            )
+        return known
 
     def put(self, key: str, verdict: Verdict) -> None:
         with self._lock:
@@ -179,6 +255,9 @@ class SqliteResultsCache:
                 return True
             if db is None:
                 return False
+            fetched = self._fetched_bounces.get(key)
+            if fetched is not None:
+                return fetched
             try:
                 return (
                     db.execute("SELECT 1 FROM bounces WHERE key = ?", (key,)).fetchone() is not None
@@ -219,6 +298,8 @@ class SqliteResultsCache:
 
     def _write(self, key: str, verdict: Verdict | None) -> None:
         """Under the lock: a verdict, or a bounce when `verdict` is None."""
+        self._fetched.pop(key, None)
+        self._fetched_bounces.pop(key, None)
         db = self._db
         if db is None or not self._writable:
             if verdict is None:
@@ -271,13 +352,14 @@ class SqliteResultsCache:
     def _failed(self, exc: sqlite3.Error, *, writing: bool) -> None:
         """Under the lock. A failed read is a cache miss; a damaged file is replaced; a failed
         write turns the file read-only for the rest of the run."""
-        kind = _failure_kind(exc)
+        kind = failure_kind(exc)
         if kind == "damaged":
             self._replace_damaged(exc)
         elif writing:
             self._stop_writing(exc)
 
     def _stop_writing(self, exc: sqlite3.Error) -> None:
+        self._fetched, self._fetched_bounces = {}, {}  # may hold writes the rollback undoes
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._db.rollback()
@@ -291,13 +373,14 @@ class SqliteResultsCache:
             "so the next run verifies those addresses again; free space on its disk or point "
             "cache_path elsewhere.",
             self.path,
-            _brief(exc),
+            brief(exc),
         )
 
     def _replace_damaged(self, exc: sqlite3.Error) -> None:
         """Move the damaged file aside and start a new one (once per run; after that, or when the
         file cannot be moved, this run goes on with memory only)."""
         db, self._db = self._db, None
+        self._fetched, self._fetched_bounces = {}, {}  # read from the damaged file
         if db is not None:
             with contextlib.suppress(sqlite3.Error):
                 db.close()
@@ -317,14 +400,14 @@ class SqliteResultsCache:
                 try:
                     self._db = self._connect()
                 except sqlite3.Error as reopen_error:
-                    outcome = f"a new file could not be made ({_brief(reopen_error)}); {without}"
+                    outcome = f"a new file could not be made ({brief(reopen_error)}); {without}"
                 else:
                     self._writable = True
                     outcome = "a new file takes its place"
         self.logger.warning(
             "cache_path %s is damaged (%s): %s and %s; the verdicts it held are checked again.",
             self.path,
-            _brief(exc),
+            brief(exc),
             where,
             outcome,
         )
@@ -378,17 +461,7 @@ class SqliteResultsCache:
         return db
 
     def _patiently(self, step: Callable[[], object]) -> None:
-        deadline = time.monotonic() + self.busy_timeout
-        delay = 0.01
-        while True:
-            try:
-                step()
-                return
-            except sqlite3.OperationalError as exc:
-                if _failure_kind(exc) != "busy" or time.monotonic() >= deadline:
-                    raise
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.25)
+        while_busy(step, self.busy_timeout)
 
 
 _TABLES = """
@@ -400,7 +473,26 @@ CREATE TABLE IF NOT EXISTS bounces (
 """
 
 
-def _failure_kind(exc: sqlite3.Error) -> str:
+def while_busy(step: Callable[[], object], timeout: float) -> None:
+    """Run `step`, again while another connection holds the file (up to `timeout` seconds).
+
+    Another run setting up the same new file makes the journal-mode switch answer "database is
+    locked" at once (SQLite calls no busy handler there).
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            if failure_kind(exc) != "busy" or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 0.25)
+
+
+def failure_kind(exc: sqlite3.Error) -> str:
     """`damaged` (not a database, a malformed page), `busy` (another connection holds a lock),
     `unwritable` (full disk, I/O error, read-only file) or `other`."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -422,7 +514,7 @@ def _failure_kind(exc: sqlite3.Error) -> str:
     return "other"
 
 
-def _brief(exc: BaseException) -> str:
+def brief(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:120] or type(exc).__name__
 
 
@@ -455,6 +547,9 @@ class MemoryResultsCache:
         ):
             return None
         return verdict
+
+    def prefetch(self, keys: Sequence[str], bounces: Sequence[str] = ()) -> None:
+        """Nothing to read ahead: every answer is in memory."""
 
     def put(self, key: str, verdict: Verdict) -> None:
         with self._lock:

@@ -2,10 +2,17 @@
 
 Per domain, recipients waiting for an answer are queued and drained by a few workers; each worker
 holds one session (MX failover, EHLO, STARTTLS, MAIL FROM) and asks several RCPTs in it,
-reconnecting on "too many recipients". The first session of a domain first asks about a random
-mailbox: a domain that accepts it is catch-all, cached for the run, and its other recipients need no
-RCPT at all. Each mail host (by IP) gets at most `max_connections_per_mx` sessions at once, whatever
-the global concurrency.
+reconnecting on "too many recipients". A session serves one domain, so a transaction never mixes
+recipient domains (Gmail refuses that: "451 4.3.0 Multiple destination domains per transaction").
+The first session of a domain first asks about a random mailbox: a domain that accepts it is
+catch-all, remembered (for the run, and across runs through a `DomainKnowledge` store), and its
+other recipients need no RCPT at all. Each mail host (by IP) gets at most `max_connections_per_mx`
+sessions at once, whatever the global concurrency.
+
+The provider serving the domain (`providers.py`) shapes the conversation: how many recipients a
+session carries (Outlook.com: one), whether the catch-all probe is worth its RCPT (not on Gmail or
+Outlook.com), and how its replies read. The random mailbox is the same for a domain all run long, so
+a greylisting server that deferred it lets it through when it is asked again after the delay.
 
 Every reply is read by `replies` (what it is about, and the rule that decided); a refusal of the
 probe itself (our sender, IP or rate) goes to the `SetupWatch`, which holds it until it knows
@@ -17,24 +24,31 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
+import hmac
 import itertools
 import logging
 import secrets
-import string
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from mapper_emailverify.engine.address_policy import classify, may_contact, network_of
 from mapper_emailverify.engine.config import VerifierConfig
 from mapper_emailverify.engine.dns_lookup import DomainRoute
+from mapper_emailverify.engine.domain_knowledge import DomainFacts, DomainKnowledge, mx_digest
+from mapper_emailverify.engine.hooks import DEADLINE, deadline_paused
+from mapper_emailverify.engine.providers import ProviderRule, identify
 from mapper_emailverify.engine.result import SmtpReply
 from mapper_emailverify.engine.smtp.port25_watch import Port25Watch
 from mapper_emailverify.engine.smtp.replies import (
+    ABOUT_US,
     VERDICT_OF,
     Outcome,
     Reading,
     Reply,
+    named_delay,
+    rate_limited,
     read_rcpt,
     read_refusal,
 )
@@ -54,6 +68,18 @@ MX_ADDRESS_LIMIT = 5
 MX_SESSION_LIMIT = 2
 #: Addresses the prober remembers having dialled (for the evidence of tests and embedders).
 DIAL_LOG = 1000
+#: Recipients one connection carries over all its transactions (domains), whatever else allows.
+SESSION_RCPT_LIMIT = 100
+#: The first pause a host that asks us to slow down gets, doubled on each request, up to the last.
+BACKOFF_FIRST, BACKOFF_LAST = 10.0, 600.0
+#: Recipients a host may get at once above its steady rate.
+RATE_BURST = 10
+#: The least share of `max_rcpt_per_minute_per_mx` a host keeps after asking us to slow down.
+SLOWEST_FACTOR = 1 / 16
+#: A host paused for longer than this sends its new recipients to the in-run retry at once.
+PAUSE_DEFERS = 2.0
+#: Deadlines a recipient may wait in its domain's queue with its own deadline stopped.
+QUEUE_PATIENCE = 20
 
 
 @dataclass
@@ -70,6 +96,8 @@ class Probe:
     decisive: SmtpReply | None = None
     #: The refusal was about the probe itself (our sender, IP or rate), not the mailbox.
     about_us: bool = False
+    #: A deferral that named its delay ("try again in 5 minutes"), in seconds.
+    retry_after: float | None = None
 
 
 _CATCH_ALL_KNOWN = "catch-all: the domain accepted a random mailbox earlier in this run"
@@ -107,6 +135,15 @@ class _Pending:
     needs_utf8: bool
     future: asyncio.Future[Probe]
     attempts: int = 0
+    #: Restarts the verification's deadline clock, stopped while the recipient waits in the queue
+    #: for a session (a connection slot of the host is our politeness, not the server's time).
+    resume: Callable[[], None] | None = None
+
+    def taken(self) -> None:
+        """A session takes the recipient: from now on the server's time counts."""
+        resume, self.resume = self.resume, None
+        if resume is not None:
+            resume()
 
 
 def _answer(item: _Pending, probe: Probe) -> None:
@@ -121,9 +158,50 @@ def _describe(failure: SmtpFailure | None, refusal: Reply | None) -> str:
     return str(failure) if failure is not None else "connected"
 
 
-def _random_local_part() -> str:
-    alphabet = string.ascii_lowercase + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(16))
+@dataclass
+class _SessionState:
+    """One connection's budget: its deadline, recipients sent over all its transactions, and where
+    in its transcript the setup and the current transaction start (for each domain's evidence)."""
+
+    deadline: float
+    base: int  # transcript length after banner .. first MAIL FROM
+    start: int  # where the current transaction's RSET begins (== base for the first one)
+    sent: int = 0
+    session_limit: int = SESSION_RCPT_LIMIT
+    serving: _Domain | None = None  # the domain of the current transaction
+    in_flight: list[_Pending] = field(default_factory=list)  # RCPTs sent, replies not read
+
+    def room(self) -> int:
+        return max(self.session_limit - self.sent, 0)
+
+
+class _HostState:
+    """One mail host (by IP): its recipient rate (GCRA: each recipient books the next slot of
+    `60 / rate` seconds), the pause it asked for, and whether its pipelined replies can be trusted.
+    Kept for the run, across event loops."""
+
+    __slots__ = ("backoff", "factor", "no_pipelining", "paused_until", "tat")
+
+    def __init__(self) -> None:
+        self.tat = 0.0  # when the next recipient is due at the steady rate (monotonic seconds)
+        self.factor = 1.0  # share of `max_rcpt_per_minute_per_mx` (halved when the host asks)
+        self.paused_until = 0.0
+        self.backoff = 0.0
+        self.no_pipelining = False
+
+    def reserve(self, now: float, per_minute: int) -> float:
+        """Book one recipient; the seconds to wait before it may go. The steady rate leaves room
+        for the burst, so no 60-second window holds more than `per_minute` recipients."""
+        burst = min(RATE_BURST, max(per_minute // 10, 1))
+        interval = 60.0 / (max(per_minute - burst, 1) * self.factor)
+        self.tat = max(self.tat, now, self.paused_until) + interval
+        return max(0.0, self.tat - now - burst * interval)
+
+    def slow_down(self, now: float) -> None:
+        """The host answered with a rate or reputation deferral: half the rate, and a pause."""
+        self.factor = max(self.factor / 2, SLOWEST_FACTOR)
+        self.backoff = min(max(self.backoff * 2, BACKOFF_FIRST), BACKOFF_LAST)
+        self.paused_until = max(self.paused_until, now + self.backoff)
 
 
 class _Domain:
@@ -131,24 +209,49 @@ class _Domain:
 
     def __init__(self, route: DomainRoute) -> None:
         self.route = route
+        self.rule: ProviderRule | None = identify(route.domain, route.mx_names)
+        self.mx_digest = mx_digest(route.mx_names)
         self.pending: collections.deque[_Pending] = collections.deque()
         self.workers = 0
         self.catch_all: bool | None = None
-        self.catch_all_checked = (
-            False  # the random-address probe got an answer (maybe inconclusive)
-        )
+        #: When the random-address probe is due (monotonic seconds): 0 now, inf settled (answered,
+        #: skipped or given up), later after a deferral (asked again once the delay passed).
+        self.catch_all_due = 0.0
+        self.greylisting = False  # a deferral that reads as greylisting was seen
         self.probing: asyncio.Event | None = None  # set when the session doing the probe is done
         self.sticky: Probe | None = None  # a domain-level failure answers every later recipient
         self.setup_replies: list[SmtpReply] = []
         self.rcpt_limit: int | None = None  # learned from a "452 4.5.3 too many recipients"
         self.arrived = asyncio.Event()  # a recipient joined the queue (wakes a lingering session)
+        #: The first address a session for this domain dials: domains sharing it share sessions.
+        self.lane_ip: str | None = None
+
+    def rcpt_cap(self) -> int:
+        """Recipients one connection may carry for this domain: the provider's rule or what the
+        server taught us (a limit learned from a 452 is kept per connection, as Outlook.com and
+        many servers count it)."""
+        rule = self.rule.rcpt_per_session if self.rule is not None else None
+        return min((cap for cap in (rule, self.rcpt_limit) if cap), default=SESSION_RCPT_LIMIT)
 
 
 class SmtpProber:
     """Answers `probe(route, address)` using shared sessions per domain."""
 
-    def __init__(self, config: VerifierConfig) -> None:
+    def __init__(
+        self,
+        config: VerifierConfig,
+        *,
+        knowledge: DomainKnowledge | None = None,
+        counters: collections.Counter[str] | None = None,
+    ) -> None:
         self.config = config
+        self.knowledge = knowledge
+        #: catch_all_probes, catch_all_skipped, catch_all_cached (see `Verifier.counters`).
+        self.counters: collections.Counter[str] = (
+            counters if counters is not None else collections.Counter()
+        )
+        self._probe_secret = secrets.token_bytes(16)  # the run's random mailboxes derive from it
+        self._tls_learned: set[str] = set()
         self.timeouts = Timeouts(config.connect_timeout, config.banner_timeout, config.smtp_timeout)
         self.watch = Port25Watch(
             config.port25_probe_hosts, dial=self._path_works, candidates=self._other_hosts
@@ -162,6 +265,9 @@ class SmtpProber:
         self._memory = max(config.result_memory, 1000)  # domains and hosts remembered
         self._domains: dict[str, _Domain] = {}  # insertion order: the oldest are forgotten first
         self._host_slots: dict[str, asyncio.Semaphore] = {}
+        self._hosts: dict[str, _HostState] = {}  # rate, pauses, pipelining: outlive the loop
+        #: Domains with recipients waiting, by the first address their sessions dial.
+        self._lanes: dict[str, collections.OrderedDict[str, _Domain]] = {}
         self._host_users: dict[str, int] = {}  # sessions holding or waiting for each host's slot
         #: The addresses dialled, newest last (bounded): what a test checks before any packet.
         self.dialled: collections.deque[str] = collections.deque(maxlen=DIAL_LOG)
@@ -178,13 +284,12 @@ class SmtpProber:
         """Forget loop-bound state (queues, semaphores); keep what was learned (catch-all, ...)."""
         for name, domain in list(self._domains.items()):
             learned = _Domain(domain.route)
-            learned.catch_all, learned.catch_all_checked = (
-                domain.catch_all,
-                domain.catch_all_checked,
-            )
+            learned.catch_all, learned.catch_all_due = domain.catch_all, domain.catch_all_due
+            learned.greylisting = domain.greylisting
             learned.sticky, learned.setup_replies = domain.sticky, domain.setup_replies
             self._domains[name] = learned
         self._host_slots.clear()
+        self._lanes.clear()
         self.watch.reset_loop()
         self.setup.reset_loop()
 
@@ -212,30 +317,159 @@ class SmtpProber:
         if domain is None or (
             domain.route is not route and domain.route.expires < time.monotonic()
         ):
-            domain = self._domains[route.domain] = _Domain(route)
+            domain = self._domains[route.domain] = self._new_domain(route, domain)
             self._forget_idle()
         elif next(reversed(self._domains)) != route.domain:  # most recently used last
             self._domains[route.domain] = self._domains.pop(route.domain)
+        known = self._known_answer(domain)
+        if known is not None:
+            return known
+        if domain.lane_ip is not None:
+            deferred = await self._admit(domain.lane_ip)
+            if deferred is not None:
+                return deferred
+            known = self._known_answer(domain)  # learned while this recipient waited its turn
+            if known is not None:
+                return known
+        item = _Pending(address, needs_utf8, asyncio.get_running_loop().create_future())
+        domain.pending.append(item)
+        domain.arrived.set()
+        if domain.lane_ip is not None:
+            self._lanes.setdefault(domain.lane_ip, collections.OrderedDict())[route.domain] = domain
+        if domain.workers < self.config.max_connections_per_mx and (
+            domain.workers == 0 or len(domain.pending) > domain.workers
+        ):
+            self._start_worker(domain)
+        return await self._wait(item)
+
+    async def _wait(self, item: _Pending) -> Probe:
+        """The recipient's answer; its verification's deadline does not run while it is queued
+        (for at most `QUEUE_PATIENCE` deadlines: a queue that never moves is no politeness)."""
+        timeout = DEADLINE.get()
+        when = timeout.when() if timeout is not None else None
+        if timeout is None or when is None:
+            return await item.future
+        loop = asyncio.get_running_loop()
+        left = when - loop.time()
+        timeout.reschedule(None)
+
+        def resume() -> None:
+            timeout.reschedule(loop.time() + max(left, 0.0))
+
+        item.resume = resume
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(item.future), QUEUE_PATIENCE * self.config.deadline
+            )
+        except TimeoutError:
+            item.taken()  # the clock runs again: the deadline ends the wait
+            return await item.future
+        finally:
+            item.taken()  # answered from the queue (a domain-wide answer): the clock runs again
+
+    @staticmethod
+    def _known_answer(domain: _Domain) -> Probe | None:
+        """The answer every recipient of the domain gets without a RCPT: a failure of the whole
+        domain for this run, or catch-all."""
         if domain.sticky is not None:
             return domain.sticky
         if domain.catch_all:
             return Probe(
-                None,
-                catch_all=True,
-                replies=list(domain.setup_replies),
-                rule=_CATCH_ALL_KNOWN,
+                None, catch_all=True, replies=list(domain.setup_replies), rule=_CATCH_ALL_KNOWN
             )
-        item = _Pending(address, needs_utf8, asyncio.get_running_loop().create_future())
-        domain.pending.append(item)
-        domain.arrived.set()
-        if domain.workers < self.config.max_connections_per_mx and (
-            domain.workers == 0 or len(domain.pending) > domain.workers
-        ):
-            domain.workers += 1
-            task = asyncio.create_task(self._worker(domain))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return await item.future
+        return None
+
+    def _start_worker(self, domain: _Domain) -> None:
+        domain.workers += 1
+        task = asyncio.create_task(self._worker(domain))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _requeue(self, domain: _Domain, items: list[_Pending]) -> None:
+        """Put recipients back at the head of their domain's queue, with a worker to serve them
+        (a session shared from another domain may have taken them after their worker left)."""
+        for item in reversed(items):
+            if not item.future.done():
+                domain.pending.appendleft(item)
+        if domain.pending and domain.workers == 0 and domain.sticky is None:
+            self._start_worker(domain)
+
+    def _new_domain(self, route: DomainRoute, old: _Domain | None) -> _Domain:
+        """A domain's queue, starting from what is known of it: this run's earlier route when the
+        MX set is the same, else the knowledge store's facts learned on the same MX set."""
+        domain = _Domain(route)
+        domain.lane_ip = next(
+            (
+                ip
+                for host in route.hosts
+                for ip in host.addresses
+                if may_contact(ip, allow_private=self.config.allow_private_mx)
+            ),
+            None,
+        )
+        if domain.rule is not None and not domain.rule.catch_all_probe:
+            domain.catch_all_due = float("inf")  # the provider has no catch-all to find
+            self.counters["catch_all_skipped"] += 1
+        if old is not None and old.mx_digest == domain.mx_digest:
+            domain.catch_all, domain.catch_all_due = old.catch_all, old.catch_all_due
+            domain.greylisting = old.greylisting
+            return domain
+        facts = self._recall(route.domain)
+        if facts is not None and facts.mx_digest == domain.mx_digest:
+            domain.greylisting = facts.greylisting
+            if facts.catch_all is not None and domain.catch_all_due != float("inf"):
+                domain.catch_all, domain.catch_all_due = facts.catch_all, float("inf")
+                self.counters["catch_all_cached"] += 1
+        return domain
+
+    def _recall(self, name: str) -> DomainFacts | None:
+        if self.knowledge is None:
+            return None
+        try:
+            return self.knowledge.domain(name)
+        except Exception as exc:  # a store must not cost a verdict
+            log.debug("domain knowledge read failed: %r", exc)
+            return None
+
+    def _learn(self, domain: _Domain) -> None:
+        """Tell the store what this run found out about the domain."""
+        if self.knowledge is None:
+            return
+        facts = DomainFacts(
+            mx_digest=domain.mx_digest,
+            provider=domain.rule.name if domain.rule is not None else None,
+            catch_all=domain.catch_all,
+            greylisting=domain.greylisting,
+            learned_at=time.time(),
+        )
+        try:
+            self.knowledge.learn_domain(domain.route.domain, facts)
+        except Exception as exc:
+            log.debug("domain knowledge write failed: %r", exc)
+
+    def _learn_tls(self, host: str, works: bool) -> None:
+        if self.knowledge is None or host in self._tls_learned:
+            return
+        self._tls_learned.add(host)
+        try:
+            self.knowledge.learn_tls(host, works)
+        except Exception as exc:
+            log.debug("domain knowledge write failed: %r", exc)
+
+    def _tls_known_broken(self, host: str) -> bool:
+        if self.knowledge is None:
+            return False
+        try:
+            return self.knowledge.tls_works(host) is False
+        except Exception as exc:
+            log.debug("domain knowledge read failed: %r", exc)
+            return False
+
+    def _catch_all_address(self, domain: str) -> str:
+        """The random mailbox asked for `domain`: unguessable, and the same all run long (a
+        greylisting server lets a repeated (client, sender, recipient) through after its delay)."""
+        digest = hmac.new(self._probe_secret, domain.encode("utf-8"), hashlib.sha256).hexdigest()
+        return f"{digest[:16]}@{domain}"
 
     def _forget_idle(self) -> None:
         """Bound what a run of a million distinct domains keeps: drop the least recently used idle
@@ -246,6 +480,9 @@ class SmtpProber:
                 domain = self._domains[name]
                 if not domain.pending and not domain.workers:
                     del self._domains[name]
+                    lane = self._lanes.get(domain.lane_ip or "")
+                    if lane is not None:
+                        lane.pop(name, None)
 
     async def aclose(self) -> None:
         self.watch.reset_loop()
@@ -261,18 +498,10 @@ class SmtpProber:
             while domain.pending:
                 if self._settle_from_knowledge(domain):
                     break
-                probing = False
-                if not domain.catch_all_checked:
-                    if domain.probing is not None:  # another session is asking the random address
-                        await domain.probing.wait()
-                        continue
-                    domain.probing, probing = asyncio.Event(), True
-                try:
-                    await self._one_session(domain, probing)
-                finally:
-                    if probing and domain.probing is not None:
-                        domain.probing.set()
-                        domain.probing = None
+                if domain.catch_all_due <= time.monotonic() and domain.probing is not None:
+                    await domain.probing.wait()  # another session is asking the random address
+                    continue
+                await self._one_session(domain)
         except Exception as exc:  # never leave a recipient waiting forever
             log.debug("SMTP worker for a domain failed: %r", exc, exc_info=True)
             self._answer_all(
@@ -325,6 +554,24 @@ class SmtpProber:
             if users:
                 self._host_users[ip] = users
 
+    @contextlib.asynccontextmanager
+    async def _probe_claim(self, domain: _Domain) -> AsyncIterator[bool | None]:
+        """Whether this session asks the domain's random mailbox (True), need not (False), or must
+        leave it to the session already asking (None); the claim ends with the block."""
+        if domain.catch_all_due > time.monotonic():
+            yield False
+            return
+        if domain.probing is not None:
+            yield None
+            return
+        domain.probing = asyncio.Event()
+        try:
+            yield True
+        finally:
+            if domain.probing is not None:
+                domain.probing.set()
+                domain.probing = None
+
     def _addresses(self, domain: _Domain, tried: list[str]) -> list[tuple[str, str]]:
         """(host, ip) pairs to dial, in MX preference order: at most `MX_ADDRESS_LIMIT`, and only
         addresses the policy allows (the others are written into the evidence, not dialled)."""
@@ -339,13 +586,21 @@ class SmtpProber:
                     chosen.append((host.name, ip))
         return chosen
 
-    async def _one_session(self, domain: _Domain, prober: bool) -> None:
-        """One attempt for the domain's waiting recipients, within `verification_deadline`."""
+    async def _one_session(self, domain: _Domain) -> None:
+        """One attempt for the domain's waiting recipients, within `verification_deadline` from
+        the moment a mail host slot is held (waiting for a slot is our politeness, not the
+        server's time)."""
         tried: list[str] = []
+        box: list[_SessionState] = []
         try:
-            async with asyncio.timeout(self.config.deadline):
-                await self._attempt(domain, prober, tried)
+            async with asyncio.timeout(None) as clock:
+                await self._attempt(domain, tried, box, clock)
         except TimeoutError:
+            state = box[0] if box else None
+            if state is not None and state.serving is not None and state.serving is not domain:
+                # The session had moved on to another domain of the host: this one was served.
+                self._requeue(state.serving, state.in_flight)
+                return
             domain.sticky = Probe(
                 SubStatus.SMTP_TIMEOUT,
                 replies=list(domain.setup_replies),
@@ -355,8 +610,17 @@ class SmtpProber:
             )
             self._answer_all(domain, domain.sticky)
 
-    async def _attempt(self, domain: _Domain, prober: bool, tried: list[str]) -> None:
-        """Open a session (with MX failover), optionally probe catch-all, then drain recipients."""
+    async def _attempt(
+        self,
+        domain: _Domain,
+        tried: list[str],
+        box: list[_SessionState],
+        clock: asyncio.Timeout,
+    ) -> None:
+        """Open a session (with MX failover), probe catch-all when due, then drain recipients.
+
+        The catch-all probe is claimed only once a mail host slot is held: a domain waiting for a
+        slot can meanwhile be served, probe included, by a session another domain opened."""
         failures: list[_Failed] = []
         addresses = self._addresses(domain, tried)
         if not addresses:
@@ -374,7 +638,11 @@ class SmtpProber:
                 continue
             if sessions >= MX_SESSION_LIMIT:
                 break
-            async with self._host(ip):
+            async with self._host(ip), self._probe_claim(domain) as prober:
+                if not domain.pending or prober is None:
+                    return  # served meanwhile by a shared session, or its probe runs elsewhere
+                if clock.when() is None:  # the first slot held: the deadline starts now
+                    clock.reschedule(asyncio.get_running_loop().time() + self.config.deadline)
                 self.dialled.append(ip)
                 session, failure, refusal = await self._open(
                     SmtpSession(
@@ -390,7 +658,7 @@ class SmtpProber:
                 tried.append(f"{host_name} ({ip}): {_describe(failure, refusal)}")
                 if failure is None and refusal is None:
                     try:
-                        await self._converse(domain, session, prober, tried)
+                        await self._converse(domain, session, prober, tried, box)
                     finally:
                         await session.quit()
                     return
@@ -500,15 +768,19 @@ class SmtpProber:
             reply = await session.hello(self.config.helo_hostname)
             if not reply.positive:
                 return session, None, reply
+            if session.ip not in self._no_tls and self._tls_known_broken(session.host):
+                self._no_tls.add(session.ip)  # an earlier run found its STARTTLS broken
             if self.config.smtp_starttls and session.ip not in self._no_tls:
                 try:
                     if await session.starttls(session.host):
+                        self._learn_tls(session.host, True)
                         reply = await session.hello(self.config.helo_hostname)
                         if not reply.positive:
                             return session, None, reply
                 except SmtpFailure:
                     # A broken TLS stack: remember it and retry this host in plaintext.
                     self._no_tls.add(session.ip)
+                    self._learn_tls(session.host, False)
                     session.close()
                     return await self._open(
                         SmtpSession(
@@ -541,11 +813,13 @@ class SmtpProber:
         if readings:
             ranked = sorted(readings, key=lambda r: _REFUSAL_RANK.get(r[0].outcome, 9))
             reading, failed = ranked[0]
+            deferred = reading.outcome is Outcome.DEFERRED and failed.refusal is not None
             return Probe(
                 VERDICT_OF[reading.outcome][1],
                 rule=f"refused before any recipient: {reading.rule}",
                 decisive=failed.reply,
                 about_us=any(r.about_us for r, _ in readings),
+                retry_after=named_delay(failed.refusal) if deferred and failed.refusal else None,
             )
         kinds = [f.failure.kind for f in failures if f.failure is not None]
         if kinds and all(kind == "unreachable" for kind in kinds):
@@ -562,34 +836,154 @@ class SmtpProber:
         return Probe(SubStatus.SMTP_CONNECTION_FAILED, rule="mail hosts dropped the connection")
 
     async def _converse(
-        self, domain: _Domain, session: SmtpSession, prober: bool, tried: list[str]
+        self,
+        domain: _Domain,
+        session: SmtpSession,
+        prober: bool,
+        tried: list[str],
+        box: list[_SessionState],
     ) -> None:
-        setup = list(session.transcript)
+        """Serve `domain`'s recipients on an open session (MAIL FROM sent), then those of other
+        domains waiting on the same mail host: RSET and a new MAIL FROM for each, never two
+        domains in one transaction."""
         deadline = time.monotonic() + self.config.session_timeout
-        sent = 0  # RCPTs in this session, the catch-all probe included (servers count it too)
-        if prober and not domain.catch_all_checked:
+        base = len(session.transcript)  # banner .. MAIL FROM: every transaction's evidence
+        state = _SessionState(deadline=deadline, base=base, start=base)
+        box.append(state)
+        current: _Domain | None = domain
+        probing = prober
+        try:
+            while current is not None:
+                first = state.serving is None
+                state.serving = current
+                if not first and not await self._next_transaction(current, session, state):
+                    return
+                usable = await self._transaction(current, session, probing, tried, state)
+                probing = False  # `_transaction` ended the claim
+                if not usable:
+                    return
+                current = self._next_domain(session, current, state)
+                if (
+                    current is not None
+                    and current.catch_all_due <= time.monotonic()
+                    and current.probing is None
+                ):  # this session asks its random mailbox
+                    current.probing, probing = asyncio.Event(), True
+        finally:
+            # A claim this session could not use (RSET refused, cancelled): its own sessions ask.
+            if probing and current is not None and current.probing is not None:
+                current.probing.set()
+                current.probing = None
+
+    def _next_domain(
+        self, session: SmtpSession, served: _Domain, state: _SessionState
+    ) -> _Domain | None:
+        """Another domain with recipients waiting whose mail goes to this session's host."""
+        if state.sent >= state.session_limit or time.monotonic() + self.timeouts.command > (
+            state.deadline
+        ):
+            return None
+        lane = self._lanes.get(session.ip)
+        if not lane:
+            return None
+        for name in list(lane):
+            other = lane[name]
+            if other is served or not other.pending or other.sticky is not None or other.catch_all:
+                if not other.pending:
+                    del lane[name]
+                continue
+            if other.probing is not None or other.rcpt_cap() <= state.sent:
+                continue  # its catch-all probe runs elsewhere; or one recipient per connection
+            if any(item.needs_utf8 for item in other.pending) and (
+                "SMTPUTF8" not in session.extensions
+            ):
+                continue
+            return other
+        return None
+
+    def _other_waiting(self, ip: str, served: _Domain) -> bool:
+        """Another domain has recipients waiting on this host (so a session hops, not lingers)."""
+        lane = self._lanes.get(ip)
+        return bool(lane) and any(
+            other is not served and other.pending for other in (lane or {}).values()
+        )
+
+    async def _next_transaction(
+        self, domain: _Domain, session: SmtpSession, state: _SessionState
+    ) -> bool:
+        """RSET and MAIL FROM for the next domain; False when the server will not (the session
+        ends and the domain's own sessions serve it)."""
+        state.start = len(session.transcript)
+        try:
+            reply = await session.command("RSET")
+            if reply.code != 250:
+                return False
+            params = " SMTPUTF8" if "SMTPUTF8" in session.extensions else ""
+            reply = await session.command(f"MAIL FROM:<{self.config.sender}>{params}", label="MAIL")
+        except SmtpFailure:
+            return False
+        if not reply.positive:
+            return False
+        self.counters["sessions_shared"] += 1
+        return True
+
+    async def _transaction(
+        self,
+        domain: _Domain,
+        session: SmtpSession,
+        prober: bool,
+        tried: list[str],
+        state: _SessionState,
+    ) -> bool:
+        """Ask one domain's recipients in the open transaction (the catch-all probe first when
+        this session owns it); False when the session cannot serve another domain."""
+        try:
+            return await self._ask(domain, session, prober, tried, state)
+        finally:
+            if prober and domain.probing is not None:
+                domain.probing.set()
+                domain.probing = None
+
+    def _evidence_base(self, session: SmtpSession, state: _SessionState) -> list[SmtpReply]:
+        """The session's setup and this transaction's own replies: never another domain's."""
+        transcript = session.transcript
+        if state.start == state.base:
+            return list(transcript)
+        return [*transcript[: state.base], *transcript[state.start :]]
+
+    async def _ask(
+        self,
+        domain: _Domain,
+        session: SmtpSession,
+        prober: bool,
+        tried: list[str],
+        state: _SessionState,
+    ) -> bool:
+        setup = self._evidence_base(session, state)
+        sent = 0  # RCPTs in this transaction, the catch-all probe included (servers count it too)
+        if prober and domain.catch_all_due <= time.monotonic():
             try:
                 sent += 1
+                state.sent += 1
+                self.counters["catch_all_probes"] += 1
+                # Booked without waiting: one RCPT a domain; later recipients wait for it.
+                self._host_state(session.ip).reserve(
+                    time.monotonic(), self.config.max_rcpt_per_minute_per_mx
+                )
                 reply = await session.command(
-                    f"RCPT TO:<{_random_local_part()}@{domain.route.domain}>",
+                    f"RCPT TO:<{self._catch_all_address(domain.route.domain)}>",
                     label="RCPT (catch-all probe)",
                 )
-                reading = self._judge(session.host, reply)
-                if reading.about_us:
-                    domain.catch_all = None  # the real recipients will meet the same refusal
-                elif reading.outcome is Outcome.ACCEPTED:
-                    domain.catch_all = True
-                else:
-                    domain.catch_all = False if reply.code >= 500 else None
-                domain.catch_all_checked = True
+                reading = self._judge(domain, session.host, reply)
+                self._settle_catch_all(domain, reply, reading)
             except SmtpFailure as failure:
                 if failure.kind == "timeout":
                     self._tarpit(domain, session, tried)
                 else:  # dropped: give up on the probe (the real RCPTs count their own attempts)
-                    domain.catch_all_checked = True
-                return
+                    domain.catch_all_due = float("inf")
+                return False
             finally:
-                setup = list(session.transcript)
+                setup = self._evidence_base(session, state)
                 domain.setup_replies = setup
             if domain.catch_all:
                 self._answer_all(
@@ -603,13 +997,68 @@ class SmtpProber:
                         decisive=setup[-1] if setup else None,
                     ),
                 )
-                return
-        asked = 0  # real recipients in this session: the first is asked whatever the deadline says
-        while sent < min(self.config.smtp_max_rcpt_per_session, domain.rcpt_limit or 10**6):
-            if asked and time.monotonic() + self.timeouts.command > deadline:
-                return
-            if not domain.pending and not await self._linger(domain, deadline):
-                return
+                return True
+            if reply.code == 421:
+                return False
+        limit = min(domain.rcpt_cap(), self.config.smtp_max_rcpt_per_session)
+        state.session_limit = min(state.session_limit, domain.rcpt_cap())
+        asked = 0  # real recipients in this transaction: the first is asked whatever the deadline
+        while sent < limit and state.sent < state.session_limit:
+            if asked and time.monotonic() + self.timeouts.command > state.deadline:
+                return False
+            if not domain.pending and (
+                self._other_waiting(session.ip, domain)
+                or not await self._linger(domain, state.deadline)
+            ):
+                return True
+            batch = self._take(domain, session, setup, tried, min(limit - sent, state.room()))
+            if not batch:
+                continue
+            if self._paused(session.ip):  # another session of the host was asked to slow down
+                self._defer_for_rate(domain, batch, self._host_state(session.ip), setup, tried)
+                return False
+            for item in batch:
+                item.attempts += 1
+            state.in_flight = batch
+            asked += len(batch)
+            sent += len(batch)
+            state.sent += len(batch)
+            try:
+                if len(batch) > 1:
+                    self.counters["rcpts_pipelined"] += len(batch)
+                    replies = await session.pipeline(
+                        [f"RCPT TO:<{item.address}>" for item in batch], "RCPT"
+                    )
+                else:
+                    replies = [await session.command(f"RCPT TO:<{batch[0].address}>", label="RCPT")]
+            except SmtpFailure as failure:
+                state.in_flight = []
+                self._batch_failed(domain, session, batch, failure, tried)
+                return False
+            state.in_flight = []
+            for item, reply in zip(batch, replies, strict=True):
+                keep_going = self._answer_rcpt(domain, session, item, reply, setup, tried, sent)
+                if not keep_going:
+                    # the rest of the batch: asked again in another session, no attempt counted
+                    rest = batch[batch.index(item) + 1 :]
+                    for later in rest:
+                        later.attempts -= 1
+                    self._requeue(domain, rest)
+                    return False
+        return True
+
+    def _take(
+        self,
+        domain: _Domain,
+        session: SmtpSession,
+        setup: list[SmtpReply],
+        tried: list[str],
+        most: int,
+    ) -> list[_Pending]:
+        """Up to `most` waiting recipients for the next RCPT (or pipelined RCPTs)."""
+        pipelined = session.pipelining and not self._host_state(session.ip).no_pipelining
+        batch: list[_Pending] = []
+        while domain.pending and len(batch) < (most if pipelined else 1):
             item = domain.pending.popleft()
             if item.future.done():
                 continue
@@ -624,57 +1073,201 @@ class SmtpProber:
                     ),
                 )
                 continue
-            item.attempts += 1
-            asked += 1
-            try:
-                reply = await session.command(f"RCPT TO:<{item.address}>", label="RCPT")
-            except SmtpFailure as failure:
-                if failure.kind == "timeout":
-                    domain.pending.appendleft(item)
-                    self._tarpit(domain, session, tried)
-                    return
-                if failure.kind == "protocol":  # a broken server: asking again changes nothing
-                    item.attempts = MAX_ATTEMPTS
-                self._retry_or_answer(
-                    domain,
-                    item,
-                    Probe(
-                        SubStatus.SMTP_CONNECTION_FAILED,
-                        replies=list(session.transcript),
-                        hosts_tried=tried,
-                        rule=f"the connection failed at RCPT ({failure})",
-                    ),
-                )
-                return
-            sent += 1
-            reading = self._judge(session.host, reply)
-            outcome = reading.outcome
-            replies = [*setup, session.transcript[-1]]
-            if outcome is Outcome.TOO_MANY_RECIPIENTS and sent > 1:
-                domain.rcpt_limit = sent - 1  # later sessions stay under the server's limit
-                item.attempts -= 1  # not this recipient's fault: ask again in a fresh session
-                domain.pending.appendleft(item)
-                return
-            status, substatus = (None, None) if outcome is Outcome.ACCEPTED else VERDICT_OF[outcome]
-            _answer(
+            item.taken()
+            batch.append(item)
+        return batch
+
+    def _batch_failed(
+        self,
+        domain: _Domain,
+        session: SmtpSession,
+        batch: list[_Pending],
+        failure: SmtpFailure,
+        tried: list[str],
+    ) -> None:
+        """The connection failed while RCPTs were out: no reply is paired with a recipient."""
+        if len(batch) > 1 and failure.kind in ("timeout", "protocol"):
+            # A server out of step with its pipelined replies (fewer or more than commands):
+            # nothing it said is trusted; ask these recipients again, one at a time.
+            self._host_state(session.ip).no_pipelining = True
+            self.counters["pipelining_out_of_step"] += 1
+            for item in batch:
+                item.attempts -= 1
+            self._requeue(domain, batch)
+            return
+        if failure.kind == "timeout":
+            self._requeue(domain, batch)
+            self._tarpit(domain, session, tried)
+            return
+        for item in reversed(batch):
+            if failure.kind == "protocol":  # a broken server: asking again changes nothing
+                item.attempts = MAX_ATTEMPTS
+            self._retry_or_answer(
+                domain,
                 item,
                 Probe(
-                    substatus,
+                    SubStatus.SMTP_CONNECTION_FAILED,
+                    replies=list(domain.setup_replies),
+                    hosts_tried=tried,
+                    rule=f"the connection failed at RCPT ({failure})",
+                ),
+            )
+
+    def _answer_rcpt(
+        self,
+        domain: _Domain,
+        session: SmtpSession,
+        item: _Pending,
+        reply: Reply,
+        setup: list[SmtpReply],
+        tried: list[str],
+        sent: int,
+    ) -> bool:
+        """Answer one recipient from its RCPT reply; False when the session must end."""
+        reading = self._judge(domain, session.host, reply)
+        outcome = reading.outcome
+        evidence = SmtpReply(session.host, "RCPT", reply.code, reply.enhanced, reply.text[:200])
+        replies = [*setup, evidence]
+        if rate_limited(reply) and outcome not in (Outcome.ACCEPTED, Outcome.TOO_MANY_RECIPIENTS):
+            host = self._host_state(session.ip)
+            host.slow_down(time.monotonic())
+            item.attempts -= 1
+            self._defer_for_rate(domain, [item], host, replies, tried)
+            return False
+        if outcome is Outcome.TOO_MANY_RECIPIENTS:
+            # A session limit, never a verdict on this recipient: ask again in a new session.
+            if sent > 1:
+                domain.rcpt_limit = max(1, sent - 1)  # later sessions stay under the limit
+                item.attempts -= 1  # not this recipient's fault
+            self._retry_or_answer(
+                domain,
+                item,
+                Probe(
+                    SubStatus.GREYLISTED,
                     domain.catch_all,
-                    status,
+                    VERDICT_OF[outcome][0],
                     replies=replies,
                     hosts_tried=tried,
                     rule=_ruled(reading),
-                    decisive=replies[-1],
-                    about_us=reading.about_us,
+                    decisive=evidence,
                 ),
             )
-            if reply.code == 421:
-                return  # the server is closing the channel
+            return False
+        if outcome is Outcome.DEFERRED and not domain.greylisting:
+            domain.greylisting = True
+            self._learn(domain)
+        status, substatus = (None, None) if outcome is Outcome.ACCEPTED else VERDICT_OF[outcome]
+        _answer(
+            item,
+            Probe(
+                substatus,
+                domain.catch_all,
+                status,
+                replies=replies,
+                hosts_tried=tried,
+                rule=_ruled(reading),
+                decisive=evidence,
+                about_us=reading.about_us,
+                retry_after=named_delay(reply) if outcome is Outcome.DEFERRED else None,
+            ),
+        )
+        return reply.code != 421  # the server is closing the channel
 
-    def _judge(self, host: str, reply: Reply) -> Reading:
-        """Read a RCPT reply and tell the setup watch what it says about our probe."""
-        reading = read_rcpt(reply)
+    def _defer_for_rate(
+        self,
+        domain: _Domain,
+        items: list[_Pending],
+        host: _HostState,
+        replies: list[SmtpReply],
+        tried: list[str],
+    ) -> None:
+        """The host asked us to slow down (or our own cap has no room soon): these recipients and
+        the domain's others are asked again later in the run (`greylist_retry_after` rules),
+        never given a verdict now."""
+        wait = max(host.paused_until - time.monotonic(), 1.0)
+        probe = Probe(
+            SubStatus.GREYLISTED,
+            replies=replies,
+            hosts_tried=tried,
+            rule=f"the mail host asks us to slow down: asked again in {wait:.0f} s",
+            decisive=replies[-1] if replies else None,
+            retry_after=wait,
+        )
+        self.counters["rate_deferrals"] += len(items) + len(domain.pending)
+        for item in items:
+            _answer(item, probe)
+        self._answer_all(domain, probe)
+
+    async def _admit(self, ip: str) -> Probe | None:
+        """Wait for this recipient's turn under the host's rate (`max_rcpt_per_minute_per_mx`),
+        without counting the wait against `verification_deadline` (it is our politeness, not the
+        server's slowness); a host paused after asking us to slow down sends the recipient to the
+        in-run retry instead."""
+        host = self._host_state(ip)
+        now = time.monotonic()
+        if host.paused_until - now > PAUSE_DEFERS:
+            self.counters["rate_deferrals"] += 1
+            wait = host.paused_until - now
+            return Probe(
+                SubStatus.GREYLISTED,
+                rule=f"the mail host asked us to slow down: asked again in {wait:.0f} s",
+                retry_after=wait,
+            )
+        wait = host.reserve(now, self.config.max_rcpt_per_minute_per_mx)
+        if wait > 0:
+            self.counters["rate_waits"] += 1
+            async with deadline_paused():
+                await asyncio.sleep(wait)
+        return None
+
+    def _paused(self, ip: str) -> bool:
+        """The host asked us to slow down and its pause is not over."""
+        return self._host_state(ip).paused_until > time.monotonic()
+
+    def _host_state(self, ip: str) -> _HostState:
+        state = self._hosts.get(ip)
+        if state is None:
+            if len(self._hosts) >= self._memory:
+                for old in list(itertools.islice(self._hosts, len(self._hosts) - self._memory + 1)):
+                    if old not in self._host_users:
+                        del self._hosts[old]
+            state = self._hosts[ip] = _HostState()
+        return state
+
+    def _settle_catch_all(self, domain: _Domain, reply: Reply, reading: Reading) -> None:
+        """What the random mailbox's answer says about the domain."""
+        if reading.about_us:
+            domain.catch_all = None  # the real recipients will meet the same refusal
+        elif reading.outcome is Outcome.ACCEPTED:
+            domain.catch_all = True
+        elif reading.outcome is Outcome.DEFERRED and self.config.greylist_max_wait > 0:
+            # Greylisted: ask the same mailbox again once the delay passed (the real recipients
+            # wait as long); meanwhile sessions go straight to the real recipients.
+            domain.greylisting = True
+            delay = named_delay(reply) or self.config.greylist_retry_after
+            domain.catch_all_due = time.monotonic() + max(delay, 0.5)
+            return
+        else:
+            domain.catch_all = False if reply.code >= 500 else None
+        domain.catch_all_due = float("inf")
+        if not reading.about_us:
+            self._learn(domain)
+
+    def _judge(self, domain: _Domain, host: str, reply: Reply) -> Reading:
+        """Read a RCPT reply (the provider's rule first) and tell the setup watch what it says
+        about our probe."""
+        rule = domain.rule
+        reading = (rule.read(reply) if rule is not None else None) or read_rcpt(reply)
+        if (
+            rule is not None
+            and rule.greylists
+            and 400 <= reply.code < 500
+            and reading.outcome in ABOUT_US
+        ):
+            # This provider greylists at RCPT: a temporary refusal there is the greylist.
+            reading = Reading(
+                Outcome.DEFERRED, f"{rule.name} greylists at RCPT ({reply.code})", reading.family
+            )
         if reading.about_us:
             self.setup.refused(host, reading, reply)
         elif reading.outcome in MAILBOX_LEVEL:
@@ -698,7 +1291,7 @@ class SmtpProber:
 
     def _retry_or_answer(self, domain: _Domain, item: _Pending, probe: Probe) -> None:
         if item.attempts < MAX_ATTEMPTS:
-            domain.pending.appendleft(item)
+            self._requeue(domain, [item])
         else:
             _answer(item, probe)
 

@@ -783,3 +783,51 @@ def read_refusal(reply: Reply, stage: str = "banner") -> Reading:
             Outcome.BLOCKED, f"{stage}: policy or reputation ({why})", "policy, reputation"
         )
     return Reading(Outcome.REFUSED, f"{stage}: {reply.code} without a reason", "no reason given")
+
+
+# -- greylisting ---------------------------------------------------------------------------------
+
+#: "try again in 5 minutes", "retry after 300 seconds", "wait 60s", "please try again in 4 min".
+_DELAY = re.compile(
+    r"(?:again|retry|after|wait|for|in)\D{0,12}?(\d{1,6}(?:\.\d+)?)\s*"
+    r"(seconds?|secs?|s|minutes?|mins?|m|hours?|hrs?|h)\b"
+)
+_UNIT = {"s": 1.0, "m": 60.0, "h": 3600.0}
+#: A named delay longer than this is no greylisting window (a 24-hour block, a typo): ignored.
+_LONGEST_NAMED_DELAY = 6 * 3600.0
+
+
+def named_delay(reply: Reply) -> float | None:
+    """The delay a deferral names ("try again in 5 minutes"), in seconds, or None.
+
+    customeros/mailsherpa reads the same hints; a server that names no delay leaves the choice to
+    `greylist_retry_after`.
+    """
+    if not 400 <= reply.code < 500:
+        return None
+    match = _DELAY.search(" ".join(reply.text.lower().split()))
+    if match is None:
+        return None
+    seconds = float(match.group(1)) * _UNIT[match.group(2)[0]]
+    return seconds if 0 < seconds <= _LONGEST_NAMED_DELAY else None
+
+
+# -- rate and reputation deferrals -----------------------------------------------------------
+
+#: Enhanced codes of temporary refusals that mean "slow down": Google's 4.7.28 (unusual rate),
+#: Microsoft's 4.7.500 (server busy) and 4.7.650 (IP reputation, rate limited).
+_RATE_CODES = frozenset({"4.7.28", "4.7.500", "4.7.650"})
+_BUSY = ("server busy", "try again later, closing connection", "too many connections")
+
+
+def rate_limited(reply: Reply) -> bool:
+    """A temporary refusal asking us to slow down (`421 4.7.0 ... try again later`, `421 4.7.28
+    ... unusual rate`, `451 4.7.500 Server busy`): the host is asked again later, more slowly."""
+    if not 400 <= reply.code < 500:
+        return False
+    view = _view(reply)
+    if f"4.{view.subject}.{view.detail}" in _RATE_CODES:
+        return True
+    if _found(view.text, _RATE) or _found(view.text, _BUSY):
+        return True
+    return reply.code == 421 and (view.subject, view.detail) == (7, 0)

@@ -146,6 +146,11 @@ class SmtpSession:
             # Settings are checked and addresses parsed before; a line break here would smuggle a
             # second command onto the wire, so nothing is sent.
             raise SmtpFailure("protocol", stage, "refused to send a command with a line break")
+        if self._unread():
+            # A reply nobody asked for (a server out of step): it would be read as this
+            # command's, and every later reply paired with the command before it.
+            self.broken = True
+            raise SmtpFailure("protocol", stage, "a reply arrived before the command")
         try:
             self._writer.write(line.encode("utf-8") + b"\r\n")
             await self._writer.drain()
@@ -153,6 +158,38 @@ class SmtpSession:
             self.broken = True
             raise SmtpFailure("closed", stage) from None
         return await self._read(stage, timeout or self.timeouts.command)
+
+    @property
+    def pipelining(self) -> bool:
+        """The server offers PIPELINING (RFC 2920): commands may be sent without waiting."""
+        return "PIPELINING" in self.extensions
+
+    async def pipeline(self, lines: list[str], label: str) -> list[Reply]:
+        """Send `lines` in one write and read one reply for each, in order (RFC 2920).
+
+        A server that answers fewer lines makes a read time out; one that answers more leaves bytes
+        behind the last reply: both raise `SmtpFailure` (protocol or timeout) and leave the session
+        broken, since no reply can then be paired with its command with certainty.
+        """
+        assert self._writer is not None
+        if any(char in line for line in lines for char in "\r\n\0"):
+            raise SmtpFailure("protocol", label, "refused to send a command with a line break")
+        try:
+            self._writer.write(b"".join(line.encode("utf-8") + b"\r\n" for line in lines))
+            await self._writer.drain()
+        except (OSError, RuntimeError):
+            self.broken = True
+            raise SmtpFailure("closed", label) from None
+        replies = [await self._read(label, self.timeouts.command) for _ in lines]
+        await asyncio.sleep(0)  # let bytes that arrived with the last reply reach the buffer
+        if self._unread():
+            self.broken = True
+            raise SmtpFailure("protocol", label, "more replies than commands")
+        return replies
+
+    def _unread(self) -> bool:
+        """Bytes received and not read yet (asyncio keeps them in the reader's `_buffer`)."""
+        return bool(getattr(self._reader, "_buffer", b""))
 
     async def _read(self, stage: str, timeout: float) -> Reply:
         assert self._reader is not None
