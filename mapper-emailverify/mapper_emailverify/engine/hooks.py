@@ -19,18 +19,29 @@ ON_GREYLIST_WAIT: ContextVar[Callable[[], None] | None] = ContextVar(
 DEADLINE: ContextVar[asyncio.Timeout | None] = ContextVar("verification_deadline", default=None)
 
 
-@contextlib.asynccontextmanager
-async def deadline_paused() -> AsyncIterator[None]:
-    """Stop the verification's deadline clock for the duration of the block."""
+def stop_deadline() -> Callable[[], None] | None:
+    """Stop the running verification's deadline clock; returns what restarts it with the time
+    that was left (None when no deadline runs)."""
     timeout = DEADLINE.get()
     when = timeout.when() if timeout is not None else None
     if timeout is None or when is None:
-        yield
-        return
+        return None
     loop = asyncio.get_running_loop()
     left = when - loop.time()
     timeout.reschedule(None)
+
+    def restart() -> None:
+        timeout.reschedule(loop.time() + max(left, 0.0))
+
+    return restart
+
+
+@contextlib.asynccontextmanager
+async def deadline_paused() -> AsyncIterator[None]:
+    """Stop the verification's deadline clock for the duration of the block."""
+    restart = stop_deadline()
     try:
         yield
     finally:
-        timeout.reschedule(loop.time() + max(left, 0.0))
+        if restart is not None:
+            restart()

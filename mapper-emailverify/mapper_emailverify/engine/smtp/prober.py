@@ -37,7 +37,7 @@ from mapper_emailverify.engine.address_policy import classify, may_contact, netw
 from mapper_emailverify.engine.config import VerifierConfig
 from mapper_emailverify.engine.dns_lookup import DomainRoute
 from mapper_emailverify.engine.domain_knowledge import DomainFacts, DomainKnowledge, mx_digest
-from mapper_emailverify.engine.hooks import DEADLINE, deadline_paused
+from mapper_emailverify.engine.hooks import deadline_paused, stop_deadline
 from mapper_emailverify.engine.providers import ProviderRule, identify
 from mapper_emailverify.engine.result import SmtpReply
 from mapper_emailverify.engine.smtp.port25_watch import Port25Watch
@@ -345,17 +345,9 @@ class SmtpProber:
     async def _wait(self, item: _Pending) -> Probe:
         """The recipient's answer; its verification's deadline does not run while it is queued
         (for at most `QUEUE_PATIENCE` deadlines: a queue that never moves is no politeness)."""
-        timeout = DEADLINE.get()
-        when = timeout.when() if timeout is not None else None
-        if timeout is None or when is None:
+        resume = stop_deadline()
+        if resume is None:
             return await item.future
-        loop = asyncio.get_running_loop()
-        left = when - loop.time()
-        timeout.reschedule(None)
-
-        def resume() -> None:
-            timeout.reschedule(loop.time() + max(left, 0.0))
-
         item.resume = resume
         try:
             return await asyncio.wait_for(
