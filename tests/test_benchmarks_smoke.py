@@ -57,6 +57,8 @@ EXPECTED: dict[str, set[str]] = {
     "providers": {"day1", "day2", "accuracy", "false_invalid", "false_valid_unverifiable"},
     "sessions": {
         "people_per_second",
+        "by_rate_cap",
+        "x_issue_baseline",
         "rcpts_per_session",
         "peak_connections_per_host",
         "peak_rcpt_per_minute_per_host",

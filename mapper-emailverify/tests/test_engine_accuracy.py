@@ -41,7 +41,9 @@ def test_accuracy_against_ground_truth(sandbox: Sandbox) -> None:
                     "/".join(got),
                 )
             ] += 1
-        if result.is_invalid and not person.truth.is_invalid:
+        # An Invalid the truth accepts is no false one: a greylisting domain gives its honest
+        # answer to a recipient asked again after the window (an earlier test may have asked).
+        if result.is_invalid and not person.truth.is_invalid and got not in person.truth.accepted:
             false_invalid.append((person.truth.case, got))
     accuracy = correct / len(people)
     print(f"\naccuracy {accuracy:.4f} over {len(people)} people; misses: {dict(misses)}")

@@ -18,6 +18,7 @@ from cio_sandbox.hostile_smtp import add_hostile_zone, start_hostile_smtp
 from cio_sandbox.world import PROVIDER_CASE_WEIGHTS
 from mapper_emailverify import Verifier
 from mapper_emailverify.engine.result import Result
+from mapper_emailverify.engine.smtp import prober as prober_module
 
 FAST = {"smtp_timeout": 0.6, "smtp_session_linger": 0.05, "dns_timeout": 2.0}
 #: Gmail's rule: no catch-all probe, so every RCPT the server sees is a real recipient's.
@@ -123,6 +124,71 @@ def test_rset_refused_ends_the_shared_session(sandbox: Sandbox) -> None:
     assert connections >= 2
 
 
+def test_the_next_domain_costs_one_round_trip_when_pipelining(sandbox: Sandbox) -> None:
+    """RSET and the next MAIL FROM go out in one group (RFC 2920 allows both mid-group); once
+    the host has answered an RSET with 250, the domain's first RCPT joins them."""
+    names = [f"pipelined-{c}.example" for c in "abc"]
+
+    async def go() -> tuple[list[Result], list[bytes], Counter[str]]:
+        # A plain pipelining server whose banner comes late enough for every domain's recipients
+        # to be waiting when the first session starts.
+        async with await start_hostile_smtp("slow_banner", delay=0.3, pipelining=True) as server:
+            for name in names:
+                add_hostile_zone(sandbox.world, name, mx=[f"mx.{name}"])
+                add_hostile_zone(sandbox.world, name, hosts={f"mx.{name}": [server.host]})
+            config = sandbox.mapper_config(**FAST, smtp_port=server.port, max_connections_per_mx=1)
+            addresses = [f"p{i}@{name}" for name in names for i in range(3)]
+            async with Verifier(config) as verifier:
+                results = await verifier.verify_many(addresses)
+                counters = Counter(verifier.counters)
+            return results, list(server.pipelined), counters
+
+    results, pipelined, counters = asyncio.run(go())
+    # Accept-all domains: each asks only its random mailbox, so a RCPT that arrived pipelined
+    # can only have come with its transaction's RSET and MAIL FROM.
+    assert {pair(r) for r in results} == {("Catch-All", "catch_all")}
+    assert counters["sessions_shared"] == 2
+    assert any(line.upper().startswith(b"MAIL FROM") for line in pipelined), pipelined
+    assert any(line.upper().startswith(b"RCPT TO") for line in pipelined), pipelined
+
+
+def _behind_one_slow_connection(sb: Sandbox, count: int) -> Counter[tuple[str, str]]:
+    """`count` recipients of one domain whose server answers every line 0.1 s late, through one
+    connection: a session of 0.9 s (3 smtp_timeouts) carries 3 RCPTs."""
+    addresses = [f"person{i}@{DOMAIN}" for i in range(count)]
+
+    async def go() -> list[Result]:
+        async with await start_hostile_smtp("just_under", delay=0.1) as server:
+            add_hostile_zone(sb.world, DOMAIN, a=[server.host])
+            config = sb.mapper_config(
+                **{**FAST, "smtp_timeout": 0.3}, smtp_port=server.port, max_connections_per_mx=1
+            )
+            async with Verifier(config) as verifier:
+                return await verifier.verify_many(addresses)
+
+    return Counter(pair(r) for r in asyncio.run(go()))
+
+
+def test_a_slow_server_serves_fewer_recipients_per_session_not_none(sandbox: Sandbox) -> None:
+    """A session ends politely before the verification deadline would cut it (which used to
+    answer every recipient still waiting with a timeout)."""
+    pairs = _behind_one_slow_connection(sandbox, 9)
+    assert pairs == {("Valid", "mailbox_exists"): 9}, pairs
+
+
+def test_a_queue_that_never_moves_ends_in_timeouts(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queued recipients' deadlines are stopped, but not for ever: recipients still queued after
+    `QUEUE_PATIENCE` deadlines end Unknown/smtp_timeout (with the default patience all 30 would
+    be served), never Invalid."""
+    monkeypatch.setattr(prober_module, "QUEUE_PATIENCE", 1)
+    pairs = _behind_one_slow_connection(sandbox, 30)
+    assert pairs[("Unknown", "smtp_timeout")] >= 1, pairs
+    assert pairs[("Valid", "mailbox_exists")] >= 1, pairs
+    assert set(pairs) == {("Valid", "mailbox_exists"), ("Unknown", "smtp_timeout")}, pairs
+
+
 @pytest.fixture(scope="module")
 def provider_world() -> Any:
     with Sandbox(World(seed=19, people=1500, case_weights=PROVIDER_CASE_WEIGHTS)) as sb:
@@ -185,11 +251,12 @@ def test_the_recipient_rate_per_host_holds_without_costing_verdicts(sandbox: San
 
 
 def test_a_host_asking_to_slow_down_is_asked_again_later(
-    provider_world: Sandbox,
+    provider_world: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Gmail's look-alike answers `421 4.7.28 ... unusual rate` past 50 recipients in 4 s (we send
-    80 in 4 s at the default cap): the host is paused, its recipients are asked again later in the
-    run at half the rate, and none is left Unknown."""
+    80 in 4 s at the default cap): the host is paused (4 s here, 10 s in a run), its recipients
+    are asked again later in the run at half the rate, and none is left Unknown."""
+    monkeypatch.setattr(prober_module, "BACKOFF_FIRST", 4.0)
     sb = provider_world
     people = [
         p

@@ -46,7 +46,10 @@ __all__ = [
 
 BEHAVIOURS: Final[dict[str, str]] = {
     "silent": "accepts the connection, reads and never sends a byte",
-    "slow_banner": "sends the banner after `delay` seconds (required), then behaves",
+    "slow_banner": (
+        "sends the banner after `delay` seconds (required), then behaves; PIPELINING when "
+        "`pipelining=True`"
+    ),
     "endless_ehlo": "answers EHLO with 250- continuation lines forever, never a final line",
     "huge_line": "answers EHLO with one line that never ends (bytes forever, no CRLF)",
     "trickle": "sends every reply one byte at a time, `byte_delay` seconds apart (default 1.0)",
@@ -82,7 +85,7 @@ BEHAVIOURS: Final[dict[str, str]] = {
 _REQUIRED: Final = object()
 #: The parameters each behaviour takes, with their defaults (_REQUIRED: no default).
 _PARAMS: Final[dict[str, dict[str, object]]] = {
-    "slow_banner": {"delay": _REQUIRED},
+    "slow_banner": {"delay": _REQUIRED, "pipelining": False},
     "trickle": {"byte_delay": 1.0},
     "just_under": {"delay": _REQUIRED},
     "rcpt_code": {"reply": _REQUIRED},
@@ -272,7 +275,10 @@ class _Session:
         line = await self.lines.get()
         if line is None:
             return None
-        return line, self.arrivals.popleft() < self.replies
+        early = self.arrivals.popleft() < self.replies
+        if early and len(self.server.pipelined) < MAX_COMMANDS:
+            self.server.pipelined.append(line)
+        return line, early
 
     async def _reply(self, data: bytes) -> None:
         self.replies += 1
@@ -409,6 +415,8 @@ class HostileSmtp:
         self.port = port
         self.connections = 0  # TCP connections accepted so far
         self.commands: list[bytes] = []  # every line received, as read (first MAX_COMMANDS)
+        # the lines that arrived before the reply to the line before them: sent pipelined
+        self.pipelined: list[bytes] = []
         self.bytes_sent = 0  # bytes handed to clients' connections
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()

@@ -271,6 +271,7 @@ class MailSession(SMTP):
         self.fault: str | None = None  # a session fault from obs.faults, rolled at connect
         self._counted = False
         self._continuing = False  # inside a multi-line reply: delay only before its first line
+        self._arrived = 0.0  # loop time the client's latest bytes arrived
 
     # ------------------------------------------------------------------ connection accounting
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -289,6 +290,13 @@ class MailSession(SMTP):
             self.mail.open_now[self.host.ip] += 1
             self.mail.sessions.add(self)
             self.mail.obs.smtp_opened(self.host.ip)
+            self._arrived = asyncio.get_running_loop().time()
+
+    def data_received(self, data: bytes) -> None:
+        """Stamp arrival: latency is a round trip, counted from when the command came in, so the
+        replies to a pipelined group all come back one latency after the group (RFC 2920)."""
+        self._arrived = asyncio.get_running_loop().time()
+        super().data_received(data)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._counted:
@@ -370,8 +378,14 @@ class MailSession(SMTP):
             raise _ChannelClosed
 
     def _reply_delay(self) -> float:
+        """Seconds to wait before a reply: what is left of one latency since the command arrived
+        (nothing for the later replies of a pipelined group), plus any tarpit, which stalls every
+        reply on purpose."""
         latency = self.mail.obs.faults.smtp_latency
-        delay = self.host.latency if latency is None else latency
+        latency = self.host.latency if latency is None else latency
+        delay = 0.0
+        if latency > 0:
+            delay = max(0.0, self._arrived + latency - asyncio.get_running_loop().time())
         if self.host.behavior == "tarpit":
             delay += self.host.tarpit_seconds
         if self.fault == "tarpit":

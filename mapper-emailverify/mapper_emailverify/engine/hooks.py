@@ -14,9 +14,21 @@ ON_GREYLIST_WAIT: ContextVar[Callable[[], None] | None] = ContextVar(
     "on_greylist_wait", default=None
 )
 
+#: Called (with no argument) when the verification in this context no longer needs its
+#: `concurrency` slot: it waits in a mail host's queue (our politeness), which holds nothing but a
+#: future, so the slot goes to the next address (set by `Verifier`; idempotent).
+LEAVE_SLOT: ContextVar[Callable[[], None] | None] = ContextVar("leave_slot", default=None)
+
 #: The running verification's `verification_deadline` (set by `Verifier`): time spent waiting for
 #: our own politeness (a mail host's recipient rate) is not the server's, so it is not counted.
 DEADLINE: ContextVar[asyncio.Timeout | None] = ContextVar("verification_deadline", default=None)
+
+
+def leave_slot() -> None:
+    """Give the running verification's `concurrency` slot to the next address (see LEAVE_SLOT)."""
+    leave = LEAVE_SLOT.get()
+    if leave is not None:
+        leave()
 
 
 def stop_deadline() -> Callable[[], None] | None:

@@ -25,7 +25,7 @@ from mapper_emailverify.engine.dns_lookup import DnsClient, DomainRoute
 from mapper_emailverify.engine.domain_knowledge import DomainKnowledge
 from mapper_emailverify.engine.emailverify_api import EmailVerifyClient, RemoteAnswer
 from mapper_emailverify.engine.errors import UserError
-from mapper_emailverify.engine.hooks import DEADLINE, ON_GREYLIST_WAIT
+from mapper_emailverify.engine.hooks import DEADLINE, LEAVE_SLOT, ON_GREYLIST_WAIT
 from mapper_emailverify.engine.providers import identify
 from mapper_emailverify.engine.result import Evidence, Result
 from mapper_emailverify.engine.smtp.prober import Probe, SmtpProber
@@ -355,27 +355,38 @@ class Verifier:
 
     async def _in_a_slot(self, work: Coroutine[Any, Any, Result]) -> Result:
         """Run one verification in one of the `concurrency` slots; after `SLOW_AFTER` seconds it
-        moves to the slow lane (when that has room) and frees its slot for the next address."""
+        moves to the slow lane (when that has room) and frees its slot for the next address. A
+        verification that waits in a mail host's queue leaves its slot (`hooks.leave_slot`):
+        queued recipients are what keeps a host's sessions full, and they cost only a future."""
         assert self._limit is not None and self._slow is not None
         limit, slow = self._limit, self._slow
         await limit.acquire()
-        held = limit
-        task = asyncio.ensure_future(work)
+        held: list[asyncio.Semaphore] = [limit]  # the slot held: none once it left
+
+        def leave() -> None:
+            if held:
+                held.pop().release()
+
+        token = LEAVE_SLOT.set(leave)
+        try:
+            task = asyncio.ensure_future(work)  # the task's context carries `leave`
+        finally:
+            LEAVE_SLOT.reset(token)
         task.add_done_callback(_retrieved)  # a run stopping may leave nobody awaiting it
         try:
             slow_after = min(SLOW_AFTER, self.config.smtp_timeout / 4)
             done, _ = await asyncio.wait({task}, timeout=slow_after)
-            if not done and not slow.locked():
+            if not done and held == [limit] and not slow.locked():
                 await slow.acquire()  # free now: returns at once
                 limit.release()
-                held = slow
+                held[0] = slow
             return await task
         finally:
             if not task.done():  # cancelled (the run is stopping): let it unwind before we return
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
-            held.release()
+            leave()
 
     async def _within_deadline(self, address: Address, evidence: Evidence) -> Result:
         """`_verify_address`, cut at `verification_deadline` whatever hosts and replies it met."""

@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import itertools
 import logging
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -37,7 +38,7 @@ from mapper_emailverify.engine.address_policy import classify, may_contact, netw
 from mapper_emailverify.engine.config import VerifierConfig
 from mapper_emailverify.engine.dns_lookup import DomainRoute
 from mapper_emailverify.engine.domain_knowledge import DomainFacts, DomainKnowledge, mx_digest
-from mapper_emailverify.engine.hooks import deadline_paused, stop_deadline
+from mapper_emailverify.engine.hooks import deadline_paused, leave_slot, stop_deadline
 from mapper_emailverify.engine.providers import ProviderRule, identify
 from mapper_emailverify.engine.result import SmtpReply
 from mapper_emailverify.engine.smtp.port25_watch import Port25Watch
@@ -146,6 +147,10 @@ class _Pending:
             resume()
 
 
+class _OpeningRefused(Exception):
+    """RSET or MAIL FROM sent in front of RCPTs was refused: the RCPT replies are no verdicts."""
+
+
 def _answer(item: _Pending, probe: Probe) -> None:
     """Resolve a recipient's wait, unless its verification already ended (deadline, cancel)."""
     if not item.future.done():
@@ -170,6 +175,9 @@ class _SessionState:
     session_limit: int = SESSION_RCPT_LIMIT
     serving: _Domain | None = None  # the domain of the current transaction
     in_flight: list[_Pending] = field(default_factory=list)  # RCPTs sent, replies not read
+    #: RSET and MAIL FROM of the transaction, not sent yet: they go out in the group of its
+    #: first RCPT (RFC 2920), one round trip for a domain instead of two.
+    opening: list[str] = field(default_factory=list)
 
     def room(self) -> int:
         return max(self.session_limit - self.sent, 0)
@@ -180,7 +188,7 @@ class _HostState:
     `60 / rate` seconds), the pause it asked for, and whether its pipelined replies can be trusted.
     Kept for the run, across event loops."""
 
-    __slots__ = ("backoff", "factor", "no_pipelining", "paused_until", "tat")
+    __slots__ = ("backoff", "factor", "no_pipelining", "paused_until", "rset_works", "tat")
 
     def __init__(self) -> None:
         self.tat = 0.0  # when the next recipient is due at the steady rate (monotonic seconds)
@@ -188,6 +196,9 @@ class _HostState:
         self.paused_until = 0.0
         self.backoff = 0.0
         self.no_pipelining = False
+        #: An RSET was answered 250 here: RCPTs may then share its group (a server that refused
+        #: it would add them to the previous domain's transaction).
+        self.rset_works = False
 
     def reserve(self, now: float, per_minute: int) -> float:
         """Book one recipient; the seconds to wait before it may go. The steady rate leaves room
@@ -344,7 +355,9 @@ class SmtpProber:
 
     async def _wait(self, item: _Pending) -> Probe:
         """The recipient's answer; its verification's deadline does not run while it is queued
-        (for at most `QUEUE_PATIENCE` deadlines: a queue that never moves is no politeness)."""
+        (for at most `QUEUE_PATIENCE` deadlines: a queue that never moves is no politeness),
+        and it holds no `concurrency` slot."""
+        leave_slot()
         resume = stop_deadline()
         if resume is None:
             return await item.future
@@ -649,9 +662,18 @@ class SmtpProber:
                 )
                 tried.append(f"{host_name} ({ip}): {_describe(failure, refusal)}")
                 if failure is None and refusal is None:
+                    # The conversation ends politely before the clock would cut it (which
+                    # would answer every waiting recipient with a timeout): a slow server
+                    # serves fewer recipients per session, not none.
+                    when = clock.when()
+                    left = when - asyncio.get_running_loop().time() if when else math.inf
                     try:
-                        await self._converse(domain, session, prober, tried, box)
+                        await self._converse(
+                            domain, session, prober, tried, box, time.monotonic() + left
+                        )
                     finally:
+                        if not clock.expired():
+                            clock.reschedule(None)  # QUIT has its own short timeout
                         await session.quit()
                     return
                 await session.quit()  # closes at once when the connection is already broken
@@ -834,11 +856,12 @@ class SmtpProber:
         prober: bool,
         tried: list[str],
         box: list[_SessionState],
+        until: float,
     ) -> None:
         """Serve `domain`'s recipients on an open session (MAIL FROM sent), then those of other
         domains waiting on the same mail host: RSET and a new MAIL FROM for each, never two
-        domains in one transaction."""
-        deadline = time.monotonic() + self.config.session_timeout
+        domains in one transaction; no command starts that could end after `until`."""
+        deadline = min(time.monotonic() + self.config.session_timeout, until)
         base = len(session.transcript)  # banner .. MAIL FROM: every transaction's evidence
         state = _SessionState(deadline=deadline, base=base, start=base)
         box.append(state)
@@ -904,20 +927,61 @@ class SmtpProber:
         self, domain: _Domain, session: SmtpSession, state: _SessionState
     ) -> bool:
         """RSET and MAIL FROM for the next domain; False when the server will not (the session
-        ends and the domain's own sessions serve it)."""
+        ends and the domain's own sessions serve it). On a host whose RSET is known to work and
+        that offers PIPELINING, they wait to go out with the first RCPT (`_send`)."""
         state.start = len(session.transcript)
+        params = " SMTPUTF8" if "SMTPUTF8" in session.extensions else ""
+        mail = f"MAIL FROM:<{self.config.sender}>{params}"
+        host = self._host_state(session.ip)
+        pipelined = session.pipelining and not host.no_pipelining
+        if pipelined and host.rset_works:
+            state.opening = ["RSET", mail]
+            return True
         try:
-            reply = await session.command("RSET")
-            if reply.code != 250:
-                return False
-            params = " SMTPUTF8" if "SMTPUTF8" in session.extensions else ""
-            reply = await session.command(f"MAIL FROM:<{self.config.sender}>{params}", label="MAIL")
-        except SmtpFailure:
+            if pipelined:
+                # RSET and MAIL FROM in one group; a refused RSET makes the MAIL FROM fail too
+                # ("nested MAIL"), and the session ends either way.
+                rset, reply = await session.pipeline(["RSET", mail], ["RSET", "MAIL"])
+            else:
+                rset = await session.command("RSET")
+                if rset.code != 250:
+                    return False
+                reply = await session.command(mail, label="MAIL")
+        except SmtpFailure as failure:
+            if pipelined and failure.kind in ("timeout", "protocol"):
+                host.no_pipelining = True  # out of step: its later sessions wait for each reply
+                self.counters["pipelining_out_of_step"] += 1
             return False
-        if not reply.positive:
+        if rset.code != 250 or not reply.positive:
             return False
+        host.rset_works = True
         self.counters["sessions_shared"] += 1
         return True
+
+    async def _send(
+        self, session: SmtpSession, state: _SessionState, lines: list[str], label: str
+    ) -> list[Reply]:
+        """Send RCPT `lines` (pipelined when more than one), with the transaction's opening
+        (RSET, MAIL FROM) in front when it is still unsent; their replies. Raises
+        `_OpeningRefused` when the opening failed: the RCPT replies are then no verdicts."""
+        opening, state.opening = state.opening, []
+        if not opening:
+            if len(lines) == 1:
+                return [await session.command(lines[0], label=label)]
+            return await session.pipeline(lines, label)
+        labels = ["RSET", "MAIL", *([label] * len(lines))]
+        try:
+            replies = await session.pipeline([*opening, *lines], labels)
+        except SmtpFailure as failure:
+            if failure.kind in ("timeout", "protocol"):
+                self._host_state(session.ip).no_pipelining = True
+                self.counters["pipelining_out_of_step"] += 1
+            raise
+        rset, mail = replies[0], replies[1]
+        if rset.code != 250 or not mail.positive:
+            raise _OpeningRefused
+        self.counters["sessions_shared"] += 1
+        return replies[2:]
 
     async def _transaction(
         self,
@@ -936,9 +1000,12 @@ class SmtpProber:
                 domain.probing.set()
                 domain.probing = None
 
-    def _evidence_base(self, session: SmtpSession, state: _SessionState) -> list[SmtpReply]:
-        """The session's setup and this transaction's own replies: never another domain's."""
-        transcript = session.transcript
+    def _evidence_base(
+        self, session: SmtpSession, state: _SessionState, end: int | None = None
+    ) -> list[SmtpReply]:
+        """The session's setup and this transaction's own replies (up to `end`): never another
+        domain's."""
+        transcript = session.transcript[:end]
         if state.start == state.base:
             return list(transcript)
         return [*transcript[: state.base], *transcript[state.start :]]
@@ -954,6 +1021,7 @@ class SmtpProber:
         setup = self._evidence_base(session, state)
         sent = 0  # RCPTs in this transaction, the catch-all probe included (servers count it too)
         if prober and domain.catch_all_due <= time.monotonic():
+            opened = bool(state.opening)  # a timeout then says: out of step, not a tarpit
             try:
                 sent += 1
                 state.sent += 1
@@ -962,16 +1030,21 @@ class SmtpProber:
                 self._host_state(session.ip).reserve(
                     time.monotonic(), self.config.max_rcpt_per_minute_per_mx
                 )
-                reply = await session.command(
-                    f"RCPT TO:<{self._catch_all_address(domain.route.domain)}>",
-                    label="RCPT (catch-all probe)",
+                (reply,) = await self._send(
+                    session,
+                    state,
+                    [f"RCPT TO:<{self._catch_all_address(domain.route.domain)}>"],
+                    "RCPT (catch-all probe)",
                 )
                 reading = self._judge(domain, session.host, reply)
                 self._settle_catch_all(domain, reply, reading)
+            except _OpeningRefused:
+                return False  # the domain's own sessions ask it
             except SmtpFailure as failure:
-                if failure.kind == "timeout":
+                if failure.kind == "timeout" and not opened:
                     self._tarpit(domain, session, tried)
-                else:  # dropped: give up on the probe (the real RCPTs count their own attempts)
+                elif failure.kind != "timeout":
+                    # dropped: give up on the probe (the real RCPTs count their own attempts)
                     domain.catch_all_due = float("inf")
                 return False
             finally:
@@ -1015,19 +1088,27 @@ class SmtpProber:
             asked += len(batch)
             sent += len(batch)
             state.sent += len(batch)
+            opened = bool(state.opening)
+            grouped = len(batch) > 1 or opened
             try:
                 if len(batch) > 1:
                     self.counters["rcpts_pipelined"] += len(batch)
-                    replies = await session.pipeline(
-                        [f"RCPT TO:<{item.address}>" for item in batch], "RCPT"
-                    )
-                else:
-                    replies = [await session.command(f"RCPT TO:<{batch[0].address}>", label="RCPT")]
+                replies = await self._send(
+                    session, state, [f"RCPT TO:<{item.address}>" for item in batch], "RCPT"
+                )
+            except _OpeningRefused:
+                state.in_flight = []
+                for item in batch:  # nothing was asked about them
+                    item.attempts -= 1
+                self._requeue(domain, batch)
+                return False
             except SmtpFailure as failure:
                 state.in_flight = []
-                self._batch_failed(domain, session, batch, failure, tried)
+                self._batch_failed(domain, session, batch, failure, tried, grouped)
                 return False
             state.in_flight = []
+            if opened:  # the evidence gains the transaction's RSET and MAIL FROM
+                setup = self._evidence_base(session, state, -len(batch))
             for item, reply in zip(batch, replies, strict=True):
                 keep_going = self._answer_rcpt(domain, session, item, reply, setup, tried, sent)
                 if not keep_going:
@@ -1076,9 +1157,10 @@ class SmtpProber:
         batch: list[_Pending],
         failure: SmtpFailure,
         tried: list[str],
+        grouped: bool,
     ) -> None:
         """The connection failed while RCPTs were out: no reply is paired with a recipient."""
-        if len(batch) > 1 and failure.kind in ("timeout", "protocol"):
+        if grouped and failure.kind in ("timeout", "protocol"):
             # A server out of step with its pipelined replies (fewer or more than commands):
             # nothing it said is trusted; ask these recipients again, one at a time.
             self._host_state(session.ip).no_pipelining = True
@@ -1208,6 +1290,7 @@ class SmtpProber:
         wait = host.reserve(now, self.config.max_rcpt_per_minute_per_mx)
         if wait > 0:
             self.counters["rate_waits"] += 1
+            leave_slot()  # the wait is ours: the next address may do its DNS meanwhile
             async with deadline_paused():
                 await asyncio.sleep(wait)
         return None

@@ -164,27 +164,32 @@ class SmtpSession:
         """The server offers PIPELINING (RFC 2920): commands may be sent without waiting."""
         return "PIPELINING" in self.extensions
 
-    async def pipeline(self, lines: list[str], label: str) -> list[Reply]:
-        """Send `lines` in one write and read one reply for each, in order (RFC 2920).
+    async def pipeline(self, lines: list[str], label: str | list[str]) -> list[Reply]:
+        """Send `lines` in one write and read one reply for each, in order (RFC 2920); `label`
+        names the replies in the transcript, one for all or one per line.
 
         A server that answers fewer lines makes a read time out; one that answers more leaves bytes
         behind the last reply: both raise `SmtpFailure` (protocol or timeout) and leave the session
         broken, since no reply can then be paired with its command with certainty.
         """
         assert self._writer is not None
+        labels = [label] * len(lines) if isinstance(label, str) else label
         if any(char in line for line in lines for char in "\r\n\0"):
-            raise SmtpFailure("protocol", label, "refused to send a command with a line break")
+            raise SmtpFailure("protocol", labels[0], "refused to send a command with a line break")
+        if self._unread():
+            self.broken = True
+            raise SmtpFailure("protocol", labels[0], "a reply arrived before the command")
         try:
             self._writer.write(b"".join(line.encode("utf-8") + b"\r\n" for line in lines))
             await self._writer.drain()
         except (OSError, RuntimeError):
             self.broken = True
-            raise SmtpFailure("closed", label) from None
-        replies = [await self._read(label, self.timeouts.command) for _ in lines]
+            raise SmtpFailure("closed", labels[0]) from None
+        replies = [await self._read(stage, self.timeouts.command) for stage in labels]
         await asyncio.sleep(0)  # let bytes that arrived with the last reply reach the buffer
         if self._unread():
             self.broken = True
-            raise SmtpFailure("protocol", label, "more replies than commands")
+            raise SmtpFailure("protocol", labels[-1], "more replies than commands")
         return replies
 
     def _unread(self) -> bool:
