@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PACKAGES := sandbox tap-customerio-people mapper-emailverify target-customerio-ev
 STAMP := $(VENV)/.installed
 
-.PHONY: install check test test-fast demo bench clean
+.PHONY: install check test test-fast demo bench clean browser
 
 $(STAMP): $(foreach p,$(PACKAGES),$(p)/pyproject.toml) requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,15 @@ check: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(STAMP)
-	$(BIN)/python -m pytest
+# The HTML report's browser test needs Chromium: installed here when missing (as root, apt-get).
+browser:
+	@sh scripts/ensure_chromium.sh
 
-test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+test: $(STAMP) browser
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+test-fast: $(STAMP) browser
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow"
 
 demo: $(STAMP)
 	$(BIN)/cio-sandbox demo

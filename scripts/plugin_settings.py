@@ -1,9 +1,9 @@
-"""Keep README.md's settings tables and meltano.yml's setting lists true to the plugins' `--about`
-output.
+"""Keep README.md's settings tables, meltano.yml's setting and capability lists and the Meltano Hub
+definitions in hub/ true to the plugins' `--about` output.
 
-python scripts/plugin_settings.py --write    # regenerate the README tables
-python scripts/plugin_settings.py --check    # exit 1 when README.md or meltano.yml drifted
-                                             # (run by the tests)
+python scripts/plugin_settings.py --write    # regenerate the README tables, the hub/ definitions
+                                             # and meltano.yml's capabilities
+python scripts/plugin_settings.py --check    # exit 1 when any of them drifted (run by the tests)
 """
 
 from __future__ import annotations
@@ -17,13 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hub_definitions import PLUGIN_TYPES, definition, hub_problems, path_of
 
 ROOT = Path(__file__).resolve().parent.parent
-PLUGINS = {
-    "tap-customerio-people": "extractors",
-    "mapper-emailverify": "mappers",
-    "target-customerio-ev": "loaders",
-}
+PLUGINS = PLUGIN_TYPES
+WRITE_HINT = "run scripts/plugin_settings.py --write"
+HUB_HEADER = (
+    "# Meltano Hub definition of {plugin}, generated from `{plugin} --about` by\n"
+    "# scripts/plugin_settings.py --write: do not edit by hand. Add it to a Meltano project as\n"
+    '# README.md says ("Add to an existing Meltano project").\n'
+)
 # Settings every singer-sdk plugin gets for free; documented by the SDK, not by us.
 SDK_BUILTINS = {
     "stream_maps",
@@ -108,18 +111,57 @@ def render_readme(readme: str, tables: dict[str, str]) -> str:
     return readme
 
 
+def project_plugin(project: dict[str, Any], plugin: str) -> dict[str, Any]:
+    """`plugin`'s entry in meltano.yml."""
+    [entry] = [p for p in project["plugins"][PLUGINS[plugin]] if p["name"] == plugin]
+    return dict(entry)
+
+
+def declared_settings(project: dict[str, Any], plugin: str) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in project_plugin(project, plugin).get("settings", [])}
+
+
+def hub_files(
+    infos: dict[str, dict[str, Any]], project: dict[str, Any]
+) -> tuple[dict[Path, str], list[str]]:
+    """The text of each hub/ definition, and what would make one an invalid Hub definition."""
+    files, problems = {}, []
+    for plugin in PLUGINS:
+        entry = project_plugin(project, plugin)
+        data = definition(
+            plugin, infos[plugin], declared_settings(project, plugin), entry.get("select")
+        )
+        problems += hub_problems(plugin, data)
+        body = yaml.safe_dump(data, sort_keys=True, allow_unicode=True, width=100)
+        files[ROOT / path_of(plugin)] = HUB_HEADER.format(plugin=plugin) + body
+    return files, problems
+
+
+def with_capabilities(text: str, plugin: str, capabilities: list[str]) -> str:
+    """meltano.yml's text with `plugin`'s `capabilities: [...]` line set to `capabilities` (a
+    line edit, so the file's comments and layout stay)."""
+    lines = text.split("\n")
+    start = lines.index(f"  - name: {plugin}")
+    for i in range(start + 1, len(lines)):
+        if lines[i].startswith("  - name:"):
+            break
+        key, _, _ = lines[i].partition(":")
+        if key.strip() == "capabilities" and key.startswith("    ") and not key.startswith("     "):
+            lines[i] = f"{key}: [{', '.join(capabilities)}]"
+            return "\n".join(lines)
+    raise SystemExit(f"meltano.yml: {plugin} has no one-line capabilities: [...] to update")
+
+
 def meltano_drift(infos: dict[str, dict[str, Any]]) -> list[str]:
     """Settings missing from meltano.yml, or whose sensitivity disagrees with the plugin's
-    `secret`."""
+    `secret`; capabilities other than the plugin's."""
     project = yaml.safe_load((ROOT / "meltano.yml").read_text())
     problems = []
-    for plugin, kind in PLUGINS.items():
-        declared = {
-            s["name"]: s
-            for p in project["plugins"][kind]
-            if p["name"] == plugin
-            for s in p.get("settings", [])
-        }
+    for plugin in PLUGINS:
+        declared = declared_settings(project, plugin)
+        listed = project_plugin(project, plugin).get("capabilities") or []
+        if sorted(listed) != sorted(infos[plugin]["capabilities"]):
+            problems.append(f"meltano.yml: {plugin} capabilities differ from --about: {WRITE_HINT}")
         for name, spec in own_settings(infos[plugin]).items():
             if name not in declared:
                 problems.append(f"meltano.yml: {plugin} does not declare setting {name}")
@@ -145,15 +187,27 @@ def main() -> int:
     path = ROOT / "README.md"
     current = path.read_text()
     wanted = render_readme(current, tables)
+    meltano_yml = ROOT / "meltano.yml"
+    hub, invalid = hub_files(infos, yaml.safe_load(meltano_yml.read_text()))
     if args.write:
         path.write_text(wanted)
-        return 0
-    problems = meltano_drift(infos)
+        for hub_path, text in hub.items():
+            hub_path.parent.mkdir(parents=True, exist_ok=True)
+            hub_path.write_text(text)
+        project_text = meltano_yml.read_text()
+        for plugin, info in infos.items():
+            project_text = with_capabilities(project_text, plugin, info["capabilities"])
+        meltano_yml.write_text(project_text)
+        for problem in invalid:
+            print(problem, file=sys.stderr)
+        return 1 if invalid else 0
+    problems = meltano_drift(infos) + invalid
     if wanted != current:
-        problems.insert(
-            0,
-            "README.md settings tables differ from --about: run scripts/plugin_settings.py --write",
-        )
+        problems.insert(0, f"README.md settings tables differ from --about: {WRITE_HINT}")
+    for hub_path, text in hub.items():
+        shown = hub_path.relative_to(ROOT)
+        if not hub_path.exists() or hub_path.read_text() != text:
+            problems.insert(0, f"{shown} differs from --about: {WRITE_HINT}")
     for problem in problems:
         print(problem, file=sys.stderr)
     return 1 if problems else 0

@@ -151,6 +151,7 @@ def test_the_readme_demo_runs(meltano_dir: Path) -> None:
     assert "coverage 100.0%" in result.stdout
     assert "false Invalids: 0" in result.stdout
     assert "Target: landing: 50 of 50 sampled People show the new values." in result.stdout
+    assert "Report to look at:" in result.stdout  # the HTML page, mapper and target drawn
     assert (
         "Second run:" in result.stdout
         and "0 SMTP connections, 0 identify calls landed" in result.stdout

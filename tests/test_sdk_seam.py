@@ -66,6 +66,18 @@ SEAM: list[tuple[str, str, str, str | None]] = [
         "_request",
         "(self, prepared_request, context)",
     ),
+    (
+        "streams.py: PeopleStream holds its SCHEMA until the listing has counted the People",
+        "singer_sdk.streams.core:Stream",
+        "_write_schema_message",
+        "(self)",
+    ),
+    (
+        "streams.py: PeopleStream's SCHEMA carries expected_record_count",
+        "singer_sdk.streams.core:Stream",
+        "_generate_schema_messages",
+        "(self)",
+    ),
     # -- mapper
     (
         "stream_map/mapper.py: EmailVerifyMapper.map_schema_message",

@@ -183,6 +183,29 @@ def test_fresh_verdict_from_customerio_attributes_and_from_top_level_fields():
     assert carried_verdict({"attributes": future}, NAMES, now, 90 * DAY) is None
 
 
+def test_fresh_verdict_from_attributes_a_flattening_wrote_as_fields():
+    """The tap's `flattening_enabled` writes `attributes.EV_Status` as `attributes__EV_Status`
+    (or with another `flattening_separator`)."""
+    now = time.time()
+    attrs = {
+        "EV_Status": "Valid",
+        "EV_SubStatus": "mailbox_exists",
+        "EV_Validation_Timestamp": str(int(now - 10 * DAY)),
+        "plan": "pro",
+    }
+    expected = Verdict("Valid", "mailbox_exists", int(now - 10 * DAY))
+    for separator in ("__", ".", "_", "/"):
+        flat = {"cio_id": "1", **{f"attributes{separator}{k}": v for k, v in attrs.items()}}
+        assert carried_verdict(flat, NAMES, now, 90 * DAY) == expected, separator
+    stale = {f"attributes__{k}": v for k, v in attrs.items()}
+    stale["attributes__EV_Validation_Timestamp"] = str(int(now - 200 * DAY))
+    assert carried_verdict(stale, NAMES, now, 90 * DAY) is None
+    # Not a flattening of `attributes`: another object's field, or a name that only ends alike.
+    for parent in ("profile__", "attributesX"):
+        other = {f"{parent}{k}": v for k, v in attrs.items()}
+        assert carried_verdict(other, NAMES, now, 90 * DAY) is None, parent
+
+
 # -- results cache
 # ------------------------------------------------------------------------------------
 
@@ -390,10 +413,12 @@ def test_progress_line_summary_and_report(tmp_path, caplog):
     for _ in range(3):
         progress.count_engine("Invalid", "mailbox_not_found")
     with caplog.at_level(logging.INFO, logger="test-progress"):
-        progress.maybe_log()
+        progress.maybe_log()  # log_every=0: no line until the last one
+        progress.log_final()
         progress.log_summary()
     text = caplog.text
-    assert "Progress: 5 records done" in text and "3 verifications" in text and "Invalid 3" in text
+    assert text.count("Progress: ") == 1
+    assert "Progress: 5 records, " in text and "Invalid 3" in text and "engine 3" in text
     assert "mailbox_not_found" in text and "total" in text
     progress.write_report(tmp_path / "r" / "report.json")
     report = json.loads((tmp_path / "r" / "report.json").read_text())

@@ -210,5 +210,8 @@ class Sandbox:
                 "track_api_url": self.track_url,
                 "track_site_id": self.keys.track_site_id,
                 "track_api_key": self.keys.track_api_key,
+                # The landing check reads back through the sandbox's App API, never the real one.
+                "app_api_key": self.keys.app_api_key,
+                "app_api_url": self.app_api_url,
             },
         }

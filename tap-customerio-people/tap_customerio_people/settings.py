@@ -26,6 +26,7 @@ REGION_HOSTS = {"us": "https://api.customer.io", "eu": "https://api-eu.customer.
 WORKSPACE_HOSTS = {"fly.customer.io": "us", "us.fly.customer.io": "us", "eu.fly.customer.io": "eu"}
 WORKSPACE_URL_EXAMPLE = "https://fly.customer.io/workspaces/123456"
 MAX_PAGE_SIZE = 1000  # the search endpoint's maximum `limit`
+METRICS_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 CONFIG_SCHEMA = th.PropertiesList(
     th.Property(
@@ -140,6 +141,17 @@ CONFIG_SCHEMA = th.PropertiesList(
             "answer) before it is retried."
         ),
     ),
+    th.Property(
+        "metrics_log_level",
+        th.StringType(nullable=False),
+        default="WARNING",
+        allowed_values=list(METRICS_LOG_LEVELS),
+        title="Metrics log level",
+        description=(
+            "Level of singer-sdk's METRIC lines (one per request, per stream): INFO or DEBUG logs "
+            "them for machines that read them; WARNING or ERROR keeps them off the console."
+        ),
+    ),
 ).to_dict()
 
 # The tap's own settings, copied before the SDK appends its built-ins to CONFIG_SCHEMA in place.
@@ -229,6 +241,13 @@ def workspace_region(workspace_url: str) -> tuple[str | None, str | None]:
     return WORKSPACE_HOSTS[host], None
 
 
+#: The SDK would write BATCH files from `batch_config` even though the tap does not declare `batch`.
+BATCH_REFUSED = (
+    "batch_config is not supported: mapper-emailverify cannot read BATCH messages; remove "
+    "batch_config from the tap's config"
+)
+
+
 def config_errors(config: Mapping[str, Any], *, region_given: bool) -> list[str]:
     """Problems JSON Schema cannot see. ``region_given``: the user set region (not the default)."""
     errors: list[str] = []
@@ -253,6 +272,8 @@ def config_errors(config: Mapping[str, Any], *, region_given: bool) -> list[str]
         errors.append(error)
     if error := filter_error(config.get("filter")):
         errors.append(error)
+    if config.get("batch_config"):
+        errors.append(BATCH_REFUSED)
     return errors
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from singer_sdk import typing as th
 from singer_sdk.pagination import OffsetPaginator
+from singer_sdk.singerlib import SchemaMessage
 from typing_extensions import override
 
 from . import errors, settings
@@ -19,7 +21,7 @@ from .people import HYDRATION_BATCH, Hydrator, search_filter
 from .pipeline import run_ahead
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Generator, Iterable
 
     import requests
     from singer_sdk.helpers.types import Context
@@ -28,6 +30,18 @@ SEGMENT_READY_STATES = frozenset({"finished"})
 SUPPRESSION_TYPES = ("bounces", "blocks", "spam_reports", "invalid_emails")
 SUPPRESSION_PAGE_SIZE = 1000
 PAGES_AHEAD = 3  # search pages' worth of hydration chunks queued ahead of the consumer
+
+
+@dataclass(slots=True)
+class CountedSchemaMessage(SchemaMessage):
+    """A SCHEMA message that says how many records of its stream follow (README, "Progress").
+
+    An extra top-level key, not a new message type (Singer readers such as singer-sdk's refuse
+    unknown types) and not inside `schema` (a changed schema makes SDK targets start a new sink):
+    targets read the keys they know from a SCHEMA message and ignore the others.
+    """
+
+    expected_record_count: int | None = None
 
 
 class PeopleStream(CustomerIOStream):
@@ -60,6 +74,34 @@ class PeopleStream(CustomerIOStream):
         th.Property("unsubscribed", th.BooleanType, description="Unsubscribed from all messages."),
     ).to_dict()
 
+    #: People the listing found, once it has (the SCHEMA message carries it); None before.
+    expected: int | None = None
+    _schema_held = False
+
+    @override
+    def _write_schema_message(self) -> None:
+        """Held back (`sync` calls this before `get_records`) until the listing has counted the
+        People: `announce` writes it then, with the count, still before the first record."""
+        self._schema_held = True
+
+    def announce(self, count: int) -> None:
+        """Write the held SCHEMA message, saying that `count` records follow."""
+        self.expected = count
+        if self._schema_held:
+            self._schema_held = False
+            super()._write_schema_message()
+
+    @override
+    def _generate_schema_messages(self) -> Generator[SchemaMessage, None, None]:
+        for message in super()._generate_schema_messages():
+            yield CountedSchemaMessage(
+                message.stream,
+                message.schema,
+                message.key_properties,
+                message.bookmark_properties,
+                expected_record_count=self.expected,
+            )
+
     @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """List every matching Person first (`listing.py` says why), then hydrate that snapshot."""
@@ -77,6 +119,7 @@ class PeopleStream(CustomerIOStream):
         listing = PeopleListing(self, body, page_size, stats=self.run.stats)
         snapshot = listing.run()
         listed_in = time.monotonic() - started
+        self.announce(len(snapshot))
         self.cancelled = threading.Event()
         hydrator = Hydrator(self, self.run.stats, self.logger)
         emitted = 0

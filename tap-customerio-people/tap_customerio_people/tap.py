@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from singer_sdk import Tap
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 from typing_extensions import override
 
 from . import errors, settings
@@ -37,12 +39,29 @@ class TapCustomerIOPeople(Tap):
     name = "tap-customerio-people"
     package_name = "tap-customerio-people"
     config_jsonschema = settings.CONFIG_SCHEMA
+    #: Only what works through mapper-emailverify and target-customerio-ev
+    #: (tests/test_capabilities.py): not `batch` (the mapper reads no BATCH messages, so
+    #: `batch_config` is refused), not `activate-version` (the target deletes no People, so it
+    #: would ignore the messages).
+    capabilities: ClassVar[list[Any]] = [
+        TapCapabilities.CATALOG,
+        TapCapabilities.STATE,
+        TapCapabilities.DISCOVER,
+        PluginCapabilities.ABOUT,
+        PluginCapabilities.STREAM_MAPS,
+        PluginCapabilities.FLATTENING,
+        PluginCapabilities.STRUCTURED_LOGGING,
+    ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Built before any stream runs, so that every thread shares the very same budget.
         self.rate_limiter = RateLimiter(settings.number(self.config, "requests_per_second"))
         self.stats = RunStats()
+        # The SDK logs its METRIC lines at the plugin's level (INFO): one per request drowns the
+        # progress a person follows, so they wait for `metrics_log_level` (README, "Logging").
+        wanted = logging.getLevelName(str(settings.value(self.config, "metrics_log_level")))
+        self.metrics_logger.setLevel(max(self.metrics_logger.getEffectiveLevel(), wanted))
 
     @override
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:

@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import threading
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ from .identify import Identifier
 MAX_REASON = MAX_MESSAGE  # characters of one reason, once redacted
 
 _EMAIL = re.compile(r"[^\s\"'<>(),;:]+@[^\s\"'<>(),;:]+")
+#: Distinct reasons counted for the run report (`report_path`); later new ones count as "other".
+MAX_REASONS = 50
+OTHER_REASONS = "(other reasons)"
 
 
 class DeadLetterError(DeliveryError):
@@ -54,6 +58,20 @@ class DeadLetters:
         self.logger = logger
         self.secrets = tuple(s for s in secrets if s)
         self._lock = threading.Lock()
+        #: Rejections by reason, addresses masked: the run report's, never the file's.
+        self._reasons: Counter[str] = Counter()
+
+    def reasons(self) -> list[tuple[str, int]]:
+        """Rejections by reason (addresses masked), most frequent first."""
+        with self._lock:
+            return self._reasons.most_common()
+
+    def _count(self, reason: str) -> None:
+        shown = mask_emails(reason)
+        with self._lock:
+            if shown not in self._reasons and len(self._reasons) >= MAX_REASONS:
+                shown = OTHER_REASONS
+            self._reasons[shown] += 1
 
     def add(
         self,
@@ -66,6 +84,7 @@ class DeadLetters:
     ) -> None:
         """One rejected write, kept (or logged); `DeadLetterError` when the file cannot take it."""
         reason = one_line(redact(reason, self.secrets))
+        self._count(reason)
         if self.path is None:
             self.logger.warning(
                 "Dead letter (stream %s, cio_id %s, %s): %s",

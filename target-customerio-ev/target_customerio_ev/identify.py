@@ -197,7 +197,7 @@ class WriteBuilder:
         who = identify(record, self.identify_by)
         if isinstance(who, str):
             return Rejected(who, cio_id)
-        if self.skip_unchanged and self.unchanged(record.get("attributes"), traits):
+        if self.skip_unchanged and self.unchanged(stored_attributes(record, traits), traits):
             return SKIPPED_UNCHANGED
         return Write(who, traits, message_id(who, traits), cio_id)
 
@@ -212,6 +212,26 @@ class WriteBuilder:
             if stored != value and comparable(stored) != comparable(value):
                 return False
         return True
+
+
+_PARENT = "attributes"
+
+
+def stored_attributes(record: Mapping[str, Any], names: Iterable[str]) -> Any:
+    """The Person's current attributes as the tap read them: the `attributes` object, or, after a
+    Singer flattening (the tap's or this target's `flattening_enabled`), the fields
+    `attributes{sep}{name}` for `names` (`sep` is `flattening_separator`, `__` unless set)."""
+    attributes = record.get(_PARENT)
+    if attributes is not None:
+        return attributes
+    wanted = tuple(names)
+    for key in record:
+        for name in wanted:
+            if isinstance(key, str) and key.endswith(name) and key.startswith(_PARENT):
+                separator = key[len(_PARENT) : len(key) - len(name)]
+                if separator and not any(char.isalnum() for char in separator):
+                    return {n: record.get(f"{_PARENT}{separator}{n}") for n in wanted}
+    return None
 
 
 def datetime_properties(schema: Mapping[str, Any]) -> Iterable[str]:

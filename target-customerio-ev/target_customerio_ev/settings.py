@@ -57,7 +57,8 @@ CONFIG_SCHEMA = th.PropertiesList(
         "traits",
         th.ArrayType(th.StringType),
         default=list(DEFAULT_TRAITS),
-        description="Record fields sent as traits (attributes).",
+        description="Record fields sent as traits (attributes). Add EV_Provider, EV_Free, "
+        "EV_Role or EV_DidYouMean to send the mapper's extra_fields; a null field is not sent.",
     ),
     th.Property(
         "timestamp_format",
@@ -84,6 +85,13 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.StringType,
         description="JSONL file that receives every message Customer.io rejects for good, with the "
         "reason. Without it, rejections are logged without personal data.",
+    ),
+    th.Property(
+        "report_path",
+        th.StringType,
+        description="JSON file that receives the run's summary at the end (counts written, "
+        "skipped and dead-lettered, the dead letters' reasons, the landing check): what "
+        "emailverify-report draws as the report's 'Written to Customer.io' part. No personal data.",
     ),
     th.Property(
         "api",
@@ -188,6 +196,14 @@ CONFIG_SCHEMA = th.PropertiesList(
         default=300.0,
         description="Drain every pending batch and emit the latest STATE at least this often.",
     ),
+    th.Property(
+        "metrics_log_level",
+        th.StringType,
+        default="WARNING",
+        allowed_values=["DEBUG", "INFO", "WARNING", "ERROR"],
+        description="Level of singer-sdk's METRIC lines (one per batch, per stream): INFO or DEBUG "
+        "logs them for machines that read them; WARNING or ERROR keeps them off the console.",
+    ),
 ).to_dict()
 
 PROPERTIES: dict[str, dict[str, Any]] = CONFIG_SCHEMA["properties"]
@@ -216,6 +232,7 @@ class Settings:
     skip_unchanged: bool
     dry_run: bool
     dead_letter_path: str | None
+    report_path: str | None
     track_site_id: str
     track_api_key: str
     update_only: bool
@@ -227,6 +244,7 @@ class Settings:
     max_backoff_seconds: float
     request_timeout: float
     checkpoint_interval_seconds: float
+    metrics_log_level: str
     email_only_identify: str
     app_api_key: str
     app_base_url: str
@@ -255,6 +273,7 @@ class Settings:
             skip_unchanged=bool(setting(config, "skip_unchanged")),
             dry_run=bool(setting(config, "dry_run")),
             dead_letter_path=setting(config, "dead_letter_path") or None,
+            report_path=setting(config, "report_path") or None,
             track_site_id=setting(config, "track_site_id") or "",
             track_api_key=setting(config, "track_api_key") or "",
             update_only=bool(setting(config, "update_only")),
@@ -266,6 +285,7 @@ class Settings:
             max_backoff_seconds=float(setting(config, "max_backoff_seconds")),
             request_timeout=float(setting(config, "request_timeout")),
             checkpoint_interval_seconds=float(setting(config, "checkpoint_interval_seconds")),
+            metrics_log_level=str(setting(config, "metrics_log_level")),
             email_only_identify=str(setting(config, "email_only_identify")),
             app_api_key=setting(config, "app_api_key") or "",
             app_base_url=normalized_origin(str(app)),

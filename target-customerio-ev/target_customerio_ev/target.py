@@ -15,6 +15,7 @@ next run resume past writes found lost (Meltano keeps STATE from a failed run).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -29,6 +30,7 @@ from .landing import LandingChecker, LandingReport, LandingSample
 from .pipelines import PipelinesSender
 from .reader import LineNumberingReader
 from .routing import SplitSender
+from .run_report import run_report, write_report
 from .settings import CONFIG_SCHEMA, Settings, config_errors
 from .sinks import CustomerIOSink
 from .stats import RunStats
@@ -65,6 +67,7 @@ class TargetCustomerIOEV(Target):
             self.settings.dead_letter_path, self.logger, secrets=self.settings.secrets
         )
         bounded.redact_logs(self.settings.secrets)  # servers' reason phrases in httpx's lines
+        self.quiet_console()
         self.landing_sample = (
             LandingSample(self.settings.landing_check_sample)
             if self.settings.landing_check
@@ -73,6 +76,7 @@ class TargetCustomerIOEV(Target):
         self.landing_report = LandingReport.not_checked(self.unchecked_reason())
         self.sender = self.make_sender()
         self.ending = False  # the final drain: its STATE waits for the end-of-run checks
+        self.completed = False  # the end-of-run checks passed (and the final STATE went out)
         self.held_state: dict[str, Any] | None = None
         # How often pending batches drain and STATE is emitted (the SDK's max record age, 5 min).
         self._MAX_RECORD_AGE_IN_MINUTES = self.settings.checkpoint_interval_seconds / 60
@@ -89,6 +93,15 @@ class TargetCustomerIOEV(Target):
                 "Landing check on: STATE is written once a sample of the People written has been "
                 "read back with the new values."
             )
+
+    def quiet_console(self) -> None:
+        """Keep per-request lines off the console a person follows: the SDK's METRIC lines wait
+        for `metrics_log_level`, httpx's status line per request for LOGLEVEL=DEBUG."""
+        plugin_level = self.metrics_logger.getEffectiveLevel()  # the SDK set it from LOGLEVEL
+        wanted = logging.getLevelName(self.settings.metrics_log_level)
+        self.metrics_logger.setLevel(max(plugin_level, wanted))
+        if plugin_level > logging.DEBUG:
+            logging.getLogger("httpx").setLevel(logging.WARNING)
 
     def unchecked_reason(self) -> str:
         """Why the landing check does not run (or, when it does, the reason if it never gets to)."""
@@ -122,6 +135,26 @@ class TargetCustomerIOEV(Target):
             "%s",
             self.stats.line(dry_run=self.settings.dry_run, landing=self.landing_report.phrase()),
         )
+        if self.settings.report_path:
+            self.write_run_report(self.settings.report_path)
+
+    def write_run_report(self, path: str) -> None:
+        """The summary as JSON (`report_path`); a failure to write it is logged, never fatal: what
+        it describes has already happened."""
+        report = run_report(
+            self.stats,
+            self.landing_report,
+            self.dead_letters,
+            dry_run=self.settings.dry_run,
+            completed=self.completed,
+        )
+        try:
+            write_report(path, report)
+        except OSError as exc:
+            self.logger.error(
+                "Could not write report_path (%s): check the directory is writable.",
+                exc.strerror or type(exc).__name__,
+            )
 
     def verify_landing(self) -> None:
         """Read a sample of this run's writes back through the App API; raise when some never
@@ -182,6 +215,7 @@ class TargetCustomerIOEV(Target):
             self.verify_landing()
             if self.held_state is not None:
                 super()._write_state_message(self.held_state)
+            self.completed = True
         finally:
             self.finish()
 

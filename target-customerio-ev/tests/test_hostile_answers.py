@@ -91,7 +91,7 @@ def run_target(h: Any, tmp_path: Path, config: dict[str, Any], lines: list[str],
         capture_output=True,
         text=True,
         timeout=kw.get("timeout", 60),
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **kw.get("env", {})},
         preexec_fn=_limit_memory,
         check=False,
     )
@@ -226,9 +226,10 @@ def test_a_400_quoting_the_request_leaks_no_key_into_dead_letters(h, tmp_path, s
 
 
 def test_a_status_phrase_quoting_the_key_reaches_no_log(h, tmp_path, serve):
-    """httpx logs each answer's status line at INFO: a server may put the key in its phrase."""
+    """httpx logs each answer's status line (at LOGLEVEL=DEBUG: the console a person follows at
+    INFO is spared one line per request): a server may put the key in its phrase."""
     server = serve(hostile.echoing(400, in_reason=True))
-    run = run_target(h, tmp_path, pipelines(server), records(3))
+    run = run_target(h, tmp_path, pipelines(server), records(3), env={"LOGLEVEL": "DEBUG"})
     assert run.returncode == 1, run.stderr[-2000:]
     assert "Refused /v1/batch Authorization: [redacted]" in run.stderr
     assert_no_key(run.stderr, "stderr")

@@ -137,6 +137,24 @@ def test_skip_unchanged_compares_with_stored_strings():
     assert isinstance(builder().build(record(attributes=None)), Write)
 
 
+@pytest.mark.parametrize("separator", ["__", ".", "_"])
+def test_skip_unchanged_reads_attributes_a_flattening_wrote_as_fields(separator):
+    """The tap's or the target's `flattening_enabled` writes `attributes.EV_Status` as
+    `attributes__EV_Status` (or with another `flattening_separator`)."""
+    stored = {
+        "EV_Status": "Valid",
+        "EV_SubStatus": "mailbox_exists",
+        "EV_Validation_Timestamp": str(UNIX),
+        "plan": "pro",
+    }
+    flat = {f"attributes{separator}{k}": v for k, v in stored.items()}
+    base = {k: v for k, v in record().items() if k != "attributes"}
+    assert builder().build({**base, **flat}) == SKIPPED_UNCHANGED
+    changed = {**flat, f"attributes{separator}EV_Status": "Invalid"}
+    assert isinstance(builder().build({**base, **changed}), Write)
+    assert isinstance(builder().build(base), Write)
+
+
 @pytest.mark.parametrize(
     ("a", "b"),
     [

@@ -291,7 +291,12 @@ class VerifierConfig:
         kind="strings",
     )
     dns_timeout: float = setting(5.0, "Seconds per DNS lookup.", exclusive_minimum=0)
-    concurrency: int = setting(100, "Verifications in flight.", minimum=1)
+    concurrency: int = setting(
+        100,
+        "Verifications at work at once (DNS, connecting, asking); those waiting in a mail host's "
+        "queue or for its recipient rate hold none.",
+        minimum=1,
+    )
     max_connections_per_mx: int = setting(
         3, "Simultaneous SMTP sessions per mail server (politeness).", minimum=1
     )

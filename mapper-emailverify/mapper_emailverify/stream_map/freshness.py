@@ -2,7 +2,9 @@
 
 Two places are read, first match wins: the record's own `{prefix}*` fields (an upstream mapper or an
 earlier run's output), then `attributes.{prefix}*` as the tap reads them from Customer.io, where
-every value is a string and the timestamp is Unix seconds.
+every value is a string and the timestamp is Unix seconds. With the tap's `flattening_enabled`, the
+`attributes` object arrives as fields `attributes__{prefix}Status` (`__`, or whatever the tap's
+`flattening_separator` is): those are read too, or every Person would be probed again.
 """
 
 from __future__ import annotations
@@ -77,14 +79,41 @@ def _carried(source: Mapping[str, Any], names: FieldNames) -> Verdict | None:
 
 def carried(record: Mapping[str, Any], names: FieldNames) -> Verdict | None:
     """The verification the record carries, however old: its own fields first, then
-    `attributes` as the tap reads them from Customer.io."""
+    `attributes` as the tap reads them from Customer.io (an object, or flattened into fields)."""
     verdict = _carried(record, names)
     if verdict is None:
         attributes = record.get("attributes")
         # `type is dict` first: the ABC check alone costs more than the rest for a plain record
         if type(attributes) is dict or isinstance(attributes, Mapping):
             verdict = _carried(attributes, names)
+        elif attributes is None:
+            verdict = _flattened(record, names)
     return verdict
+
+
+_PARENT = "attributes"
+
+
+def _flattened(record: Mapping[str, Any], names: FieldNames) -> Verdict | None:
+    """`attributes.{prefix}*` as a Singer flattening writes them: `attributes{sep}{prefix}Status`,
+    whatever the separator (the SDK's `flattening_separator`, `__` unless set)."""
+    suffix = names.status
+    for key in record:
+        if (
+            isinstance(key, str)
+            and key.endswith(suffix)
+            and key.startswith(_PARENT)
+            and _is_separator(key[len(_PARENT) : len(key) - len(suffix)])
+        ):
+            separator = key[len(_PARENT) : len(key) - len(suffix)]
+            fields = (names.status, names.substatus, names.timestamp)
+            return _carried({n: record.get(f"{_PARENT}{separator}{n}") for n in fields}, names)
+    return None
+
+
+def _is_separator(text: str) -> bool:
+    """A flattening separator joins two names: not empty, no letters or digits."""
+    return bool(text) and not any(char.isalnum() for char in text)
 
 
 def carried_verdict(

@@ -21,6 +21,7 @@ import contextlib
 import sqlite3
 import sys
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, ClassVar
 
 from singer_sdk.exceptions import ConfigValidationError
@@ -35,18 +36,20 @@ from mapper_emailverify.stream_map.domain_cache import (
     open_domain_knowledge,
 )
 from mapper_emailverify.stream_map.engine_thread import Engine, EngineThread
+from mapper_emailverify.stream_map.extra_fields import OTHER
 from mapper_emailverify.stream_map.gate import FirstContactGate
 from mapper_emailverify.stream_map.meltano_config import describe as describe_meltano
 from mapper_emailverify.stream_map.meltano_config import meltano_plugin_config
 from mapper_emailverify.stream_map.ordering import ReorderBuffer
 from mapper_emailverify.stream_map.plan import PASS, Planner, Treatment, with_verdict_fields
-from mapper_emailverify.stream_map.progress import Progress, Ticker
+from mapper_emailverify.stream_map.progress import Progress, Ticker, expected_count
 from mapper_emailverify.stream_map.records import RecordVerifier
 from mapper_emailverify.stream_map.settings import CONFIG_SCHEMA, MapperSettings
 from mapper_emailverify.stream_map.singer_io import (
     FLUSH_BYTES,
     BufferedMsgSpecWriter,
     EmailVerifyReader,
+    InputError,
     Interrupted,
     InterruptibleInput,
 )
@@ -142,16 +145,23 @@ class EmailVerifyMapper(InlineMapper):
                 # Imported on first use: a run answered from freshness and the cache never loads it.
                 from mapper_emailverify.engine.verifier import Verifier
 
-                self._knowledge = open_domain_knowledge(
-                    settings.cache_path or None, settings.domain_cache_ttl_days, self.logger
-                )
+                if self._knowledge is None:
+                    self._knowledge = open_domain_knowledge(
+                        settings.cache_path or None, settings.domain_cache_ttl_days, self.logger
+                    )
                 return Verifier(engine_config, knowledge=self._knowledge)
 
         self._engine = EngineThread(engine_factory, self.logger, on_fatal=self._guard.fail)
-        self.progress = Progress(self.logger)
+        self.progress = Progress(self.logger, log_every=settings.progress_interval_seconds)
         self._records = RecordVerifier(
             settings, cache, self._engine, self._out, self.progress, self.logger
         )
+        if "Provider" in settings.extras:
+            # Opened now, not with the engine: cached and fresh records read providers from it.
+            self._knowledge = open_domain_knowledge(
+                settings.cache_path or None, settings.domain_cache_ttl_days, self.logger
+            )
+            self._records.extras.domain_provider = self._known_provider
         self.progress.engine_counters = self._engine_counters
         probing = engine_config.uses_builtin and engine_config.smtp_check
         self._gate = FirstContactGate(
@@ -162,7 +172,14 @@ class EmailVerifyMapper(InlineMapper):
         self._records.on_fatal = self._guard.fail
         self._input_ended = False
         self._ticker = Ticker(
-            0.2, [self._flush_if_pending, cache.commit, self.progress.maybe_log], self.logger
+            0.2,
+            [
+                self._flush_if_pending,
+                cache.commit,
+                self.progress.maybe_log,
+                self.progress.maybe_sample,
+            ],
+            self.logger,
         ).start()
 
     @property
@@ -174,7 +191,8 @@ class EmailVerifyMapper(InlineMapper):
 
     @override
     def map_schema_message(self, message_dict: dict[str, Any]) -> Iterable[Any]:
-        """Decide per stream; verified streams get the three nullable fields in their schema.
+        """Decide per stream; verified streams get the three nullable fields in their schema, and
+        the record count a tap announces (`expected_record_count`) becomes the progress total.
 
         Messages leave through the reorder buffer, not the return value, because verdicts finish
         later.
@@ -182,7 +200,10 @@ class EmailVerifyMapper(InlineMapper):
         self._assert_line_requires(message_dict, requires={"stream", "schema"})
         plan = self._planner.on_schema(message_dict["stream"], message_dict["schema"])
         if plan.kind is Treatment.VERIFY:
-            message_dict = with_verdict_fields(message_dict, self._records.names)
+            self.progress.expect(str(message_dict["stream"]), expected_count(message_dict))
+            message_dict = with_verdict_fields(
+                message_dict, self._records.names, self._records.extras.properties()
+            )
         self._out.barrier(message_dict)
         self._gate.check()
         return ()
@@ -209,6 +230,12 @@ class EmailVerifyMapper(InlineMapper):
             self._writer.flush()
         return ()
 
+    def _known_provider(self, domain: str) -> str | None:
+        """The provider the domain knowledge in `cache_path` holds for `domain` (see
+        `extra_fields`)."""
+        facts = self._knowledge.domain(domain) if self._knowledge is not None else None
+        return None if facts is None else facts.provider or OTHER
+
     def _look_ahead(self, messages: list[dict[str, Any]]) -> None:
         """RECORD messages the reader decoded ahead (see `singer_io.EmailVerifyReader`): those of
         verified streams have their addresses looked up in the cache together."""
@@ -233,6 +260,15 @@ class EmailVerifyMapper(InlineMapper):
         self._out.barrier(message_dict)
         self._gate.check()
         return ()
+
+    @override
+    def map_batch_message(self, message_dict: dict[str, Any]) -> Iterable[Any]:
+        """Refused in one line: the records sit in files this mapper does not read, and passing
+        the message on would send them to the target unverified (the SDK raises a traceback)."""
+        raise InputError(
+            f"Input line {self._reader.line_number}: mapper-emailverify cannot read BATCH "
+            "messages: turn off batch_config on the tap (plain RECORD messages are verified)."
+        )
 
     @override
     def process_endofpipe(self) -> None:
@@ -334,6 +370,7 @@ class EmailVerifyMapper(InlineMapper):
         self._cache.close()
         if self._knowledge is not None:
             self._knowledge.close()
+        self.progress.log_final()
         self.progress.log_summary()
         if self._reader.repaired_records:
             self.logger.info(
@@ -341,14 +378,34 @@ class EmailVerifyMapper(InlineMapper):
                 "replaced with U+FFFD, kept and verified.",
                 self._reader.repaired_records,
             )
+        report = self.progress.report(interrupted=interrupted)
         if self.settings.report_path:
             try:
-                self.progress.write_report(self.settings.report_path, interrupted=interrupted)
+                self.progress.write_report(self.settings.report_path, report=report)
             except OSError as exc:
                 self.logger.error(
                     "Could not write report_path (%s): check the directory is writable.",
                     exc.strerror,
                 )
+        if self.settings.report_html_path:
+            self._write_html_report(self.settings.report_html_path, report)
+
+    def _write_html_report(self, path: str, report: dict[str, Any]) -> None:
+        """The page of `report_html_path`; drawing it must never cost the run (its records are
+        already out), so any failure is one ERROR line."""
+        try:
+            # Imported here: plotly loads only for the runs that draw the page.
+            from mapper_emailverify.report.output import write_atomically
+            from mapper_emailverify.report.page import render_html
+
+            write_atomically(Path(path), render_html(report))
+        except OSError as exc:
+            self.logger.error(
+                "Could not write report_html_path (%s): check the directory is writable.",
+                exc.strerror or type(exc).__name__,
+            )
+        except Exception as exc:
+            self.logger.error("Could not draw report_html_path: %s", type(exc).__name__)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ its records, with one line naming the setting and the fields that do exist.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -98,8 +99,11 @@ def _address_fields(schema: Any) -> list[str]:
     ]
 
 
-def with_verdict_fields(message: dict[str, Any], names: FieldNames) -> dict[str, Any]:
-    """The SCHEMA message with the three nullable output fields added."""
+def with_verdict_fields(
+    message: dict[str, Any], names: FieldNames, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The SCHEMA message with the three nullable output fields added, then the `extra_fields`
+    selected (`extra`: their properties; none by default)."""
     schema = message["schema"]
     properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
     return {
@@ -111,6 +115,7 @@ def with_verdict_fields(message: dict[str, Any], names: FieldNames) -> dict[str,
                 names.status: {"type": ["string", "null"]},
                 names.substatus: {"type": ["string", "null"]},
                 names.timestamp: {"type": ["string", "null"], "format": "date-time"},
+                **(extra or {}),
             },
         },
     }

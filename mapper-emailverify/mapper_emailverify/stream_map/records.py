@@ -23,6 +23,7 @@ from typing import Any
 
 from mapper_emailverify.engine.errors import UserError
 from mapper_emailverify.stream_map.engine_thread import EngineThread
+from mapper_emailverify.stream_map.extra_fields import ExtraFields
 from mapper_emailverify.stream_map.freshness import FieldNames, carried, carried_verdict, definite
 from mapper_emailverify.stream_map.health import InfrastructureWatch
 from mapper_emailverify.stream_map.ordering import ReorderBuffer, Ticket
@@ -86,6 +87,8 @@ class RecordVerifier:
         logger: logging.Logger,
     ) -> None:
         self.names = FieldNames.for_prefix(settings.field_prefix)
+        #: The `extra_fields` selected (none: records get the three fields only).
+        self.extras = ExtraFields(settings.field_prefix, settings.extras)
         self.max_age = settings.max_age
         self.transient_max_age = settings.transient_max_age
         self.not_before = settings.not_before
@@ -152,13 +155,13 @@ class RecordVerifier:
             key, fresh = address_key(value), self._carried(record)
         # A bounce seen since that verification outranks it (unless it already said Invalid).
         if fresh is not None and (fresh.status == "Invalid" or not self._is_bounce(key)):
-            self._finish_now(message, record, "fresh", fresh, size)
+            self._finish_now(message, record, "fresh", fresh, size, value)
             return
         cached = self.cache.get(key)  # a bounce voids the cached verdict, so no bounce check here
         if cached is not None and (
             self.not_before is None or cached.validated_at >= self.not_before
         ):
-            self._finish_now(message, record, "cache", cached, size)
+            self._finish_now(message, record, "cache", cached, size, value)
             return
         ticket = self.out.reserve(size)
         domain = value.rpartition("@")[2].strip().lower()
@@ -166,7 +169,7 @@ class RecordVerifier:
         self.engine.submit(
             value,
             self._is_bounce(key),
-            partial(self._on_verdict, ticket, message, key, domain, size),
+            partial(self._on_verdict, ticket, message, key, domain, size, value),
             on_wait=partial(self.out.park, ticket),
         )
 
@@ -219,13 +222,18 @@ class RecordVerifier:
         source: str,
         verdict: Verdict,
         size: int,
+        address: str | None = None,
     ) -> None:
         if verdict.status == "Unknown":  # only an Unknown can be transient
             kept = self._earlier_definite(record, verdict)
             if kept is not None:
                 source, verdict = "kept", kept
         self._write(record, verdict.status, verdict.substatus, verdict.validated_at)
+        if self.extras:
+            self.extras.write(record, address, verdict.substatus)
         self.progress.count(source, verdict.status, verdict.substatus)
+        if address is not None:
+            self.progress.count_domain(verdict.status, address)
         self.out.ready(message, size)
 
     def _earlier_definite(self, record: dict[str, Any], new: Verdict) -> Verdict | None:
@@ -242,6 +250,7 @@ class RecordVerifier:
         key: str,
         domain: str,
         size: int,
+        address: str,
         status: str,
         substatus: str,
         rule: str,
@@ -263,9 +272,14 @@ class RecordVerifier:
         if kept is not None:
             self._write(record, kept.status, kept.substatus, kept.validated_at)
             self.progress.count_engine_kept(kept.status, kept.substatus)
+            self.progress.count_engine_domain(kept.status, address)
         else:
             self._write(record, status, substatus, now)
             self.progress.count_engine(status, substatus, rule)
+            self.progress.count_engine_domain(status, address)
+        if self.extras:
+            mx_hosts = getattr(getattr(result, "evidence", None), "mx_hosts", None) or ()
+            self.extras.write_verified(record, address, substatus, mx_hosts)
         if status == "Unknown":
             self.progress.explain(result)
         self.out.complete(ticket, message, size)

@@ -22,11 +22,12 @@ from mapper_emailverify.engine.config import (
     setting,
 )
 from mapper_emailverify.engine.errors import ConfigError
+from mapper_emailverify.stream_map.extra_fields import parse_extra_fields
 
 DAY = 86400.0
 HOUR = 3600.0
 #: Settings shown before the engine's: what a user sets first.
-_LEADING = ("email_field", "stream_email_fields", "field_prefix")
+_LEADING = ("email_field", "stream_email_fields", "field_prefix", "extra_fields")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,15 @@ class MapperSettings:
         "EV_",
         "Fields added: {prefix}Status, {prefix}SubStatus, {prefix}Validation_Timestamp.",
         blank_is_value=True,
+    )
+    extra_fields: tuple[str, ...] = setting(
+        (),
+        "Fields for marketers added besides the verdict, none by default: any of Provider "
+        "(gmail, google_workspace, outlook, microsoft365, yahoo, mailru, yandex, zoho, icloud, "
+        "gmx, proton or other), Free (a free mail provider), Role (a role account such as "
+        "info@), DidYouMean (the address with a likely typo of a big provider's domain "
+        "corrected: jane@gmial.com gives jane@gmail.com); added as {prefix}Provider and so on.",
+        kind="strings",
     )
     cache_path: str | None = setting(
         description="SQLite file of past verdicts (hashed addresses only), reused across runs."
@@ -90,7 +100,19 @@ class MapperSettings:
         "Stream whose bounces / invalid_emails records feed the hard-bounce check.",
         blank_is_value=True,
     )
+    progress_interval_seconds: float = setting(
+        10.0,
+        "Seconds between two progress lines in the log: records done of the total the tap "
+        "announced (its SCHEMA's expected_record_count), rate, time left, counts by status; "
+        "0 logs only the last one.",
+        minimum=0,
+    )
     report_path: str | None = setting(description="Write the run summary as JSON to this file.")
+    report_html_path: str | None = setting(
+        description="Write the run summary as a self-contained HTML page with charts to this file "
+        "(opens without a network; about 5 MB, plotly.js inline). emailverify-report draws the "
+        "same page from report_path's JSON, with the target's report added."
+    )
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> MapperSettings:
@@ -106,6 +128,7 @@ class MapperSettings:
             values[item.name] = value
         settings = cls(**values)
         _ = settings.not_before  # a time that cannot be read is a configuration error now
+        _ = settings.extras  # so is a field name that is not one
         return settings
 
     @property
@@ -121,6 +144,11 @@ class MapperSettings:
                 f"{self.reverify_before[:40]!r}"
             ) from None
         return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+
+    @property
+    def extras(self) -> tuple[str, ...]:
+        """`extra_fields` as names of `extra_fields.EXTRA_FIELDS`, in their order."""
+        return parse_extra_fields(self.extra_fields, self.field_prefix)
 
     @property
     def email_fields(self) -> dict[str, str]:
