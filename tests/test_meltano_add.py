@@ -5,10 +5,11 @@ to meltano.yml, each setting `cio-sandbox serve --write-config` writes set with
 
 The commands are read from the README itself, so the README cannot say something the test does not
 do. The one line not run is `export CUSTOMERIO_EV_CHECKOUT=...`, which names the user's own path:
-the test sets the variable to this checkout. The production settings' block has placeholders; its
-setting names are checked against the definitions instead. The sandbox's ~20 `meltano config set`
-commands run in one interpreter through Meltano's own CLI entry point (same arguments, one import of
-Meltano instead of twenty: each costs seconds).
+the test sets the variable to this checkout. The settings' block runs as written, with the
+sandbox's keys in `$APP_API_KEY` and `$PIPELINES_API_KEY` (its setting names are also checked
+against the definitions); the sandbox's settings then point the plugins at the sandbox. The ~25
+`meltano config set` commands run in one interpreter through Meltano's own CLI entry point (same
+arguments, one import of Meltano instead of twenty-five: each costs seconds).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ BATCH = """
 import shlex, sys
 from meltano.cli import cli
 for line in sys.stdin.read().splitlines():
-    argv = shlex.split(line)
+    argv = shlex.split(line, comments=True)
     assert argv[0] == "meltano", line
     try:
         cli.main(argv[1:], prog_name="meltano", standalone_mode=False)
@@ -97,6 +98,12 @@ def run_all(lines: list[str], cwd: Path, env: dict[str, str]) -> None:
     for line in lines:
         done = shell(line, cwd, env)
         assert done.returncode == 0, (line, done.stdout[-2000:], done.stderr[-3000:])
+
+
+def with_variables(line: str, values: dict[str, str]) -> str:
+    """`line` with each `$NAME` of `values` replaced, as the shell would (the values are plain
+    keys: no quoting needed)."""
+    return re.sub(r"\$(\w+)", lambda m: values[m.group(1)], line)
 
 
 def config_set(plugin: str, setting: str, value: Any) -> str:
@@ -144,7 +151,7 @@ def test_a_fresh_project_adds_configures_and_runs_the_three_plugins(tmp_path: Pa
     assert init.returncode == 0, init.stderr[-3000:]
     project = tmp_path / "project"
 
-    [add_block, mapping_block, _, run_block] = readme_blocks()
+    [add_block, mapping_block, settings_block, run_block] = readme_blocks()
     run_all([c for c in commands(add_block[1]) if not c.startswith("export ")], project, env)
 
     meltano_yml = project / "meltano.yml"
@@ -155,10 +162,12 @@ def test_a_fresh_project_adds_configures_and_runs_the_three_plugins(tmp_path: Pa
 
     with Sandbox(World(seed=25, people=150)) as sb:
         sb.obs.faults.app_rate_limit = 0
-        # What `cio-sandbox serve --write-config sandbox-config` writes, set "strings as they are
-        # and other values as JSON".
+        keys = {"APP_API_KEY": sb.keys.app_api_key, "PIPELINES_API_KEY": sb.keys.pipelines_api_key}
+        # The README's settings block as written, then what `cio-sandbox serve --write-config
+        # sandbox-config` writes, set "strings as they are and other values as JSON".
         run_batch(
-            [
+            [with_variables(line, keys) for line in commands(settings_block[1])]
+            + [
                 config_set(plugin, name, value)
                 for plugin, path in write_configs(sb, project / "sandbox-config").items()
                 for name, value in json.loads(path.read_text()).items()
