@@ -34,6 +34,10 @@ case), or twice by one pass (a live cursor moved back by People created before i
 marks which passes saw each Person, so the summary tells the two apart however the passes
 interleave, and counts the People the second pass alone listed once both are over.
 
+**Partitions.** With ``keep`` (the ``partition`` setting), People outside it are counted
+(`outside`) and dropped as each page arrives: they take no place in the snapshot, the total or
+hydration; the search requests are the same as without.
+
 **Memory.** The dedupe keeps no strings: each cio_id is a 64-bit BLAKE2b digest under a key drawn
 per run, in open-addressing tables (`array('Q')`, linear probing, 3/8 to 3/4 full, 256 of them so
 that growing one never needs the whole table twice): 11 to 21 bytes a Person, 134 MB at 10 million,
@@ -54,7 +58,7 @@ import os
 import tempfile
 import threading
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 from .people import HYDRATION_BATCH, Identifier, PeopleSearch
@@ -262,17 +266,21 @@ class PeopleListing:
         stats: RunStats | None = None,
         passes: int = LISTING_PASSES,
         spill_after: int = SPILL_AFTER,
+        keep: Callable[[str], bool] | None = None,
     ) -> None:
+        """``keep``: whether a cio_id is this run's (a partition); None keeps everyone."""
         if passes not in (1, 2):
             raise ValueError("passes must be 1 or 2")
         self.api, self.body, self.page_size = api, body, page_size
         self.stats = stats
         self.passes = passes
+        self.keep = keep
         self.snapshot = Snapshot(spill_after)
         self.passes_run = 0
         self.pages = 0  # search requests answered, every pass
         self.hits = 0  # identifiers they held, repeats included
         self.duplicates = 0  # listed twice by the same pass
+        self.outside = 0  # identifiers `keep` dropped, every pass (so about passes x the others)
         self.second_pass_only = 0  # listed by the second pass alone: skipped by the first, or new
         self._adding = threading.Lock()  # the snapshot and the counts, shared by both passes
         self._turn = threading.Condition()  # the second pass waits on the first's progress
@@ -370,6 +378,9 @@ class PeopleListing:
             self.pages += 1
             self.hits += len(page)
             for hit in page:
+                if self.keep is not None and not self.keep(hit.cio_id):
+                    self.outside += 1
+                    continue
                 seen = self.snapshot.add(hit, number)
                 if seen is Seen.REPEAT:
                     self.duplicates += 1

@@ -46,6 +46,7 @@ class RateLimiter:
     ) -> None:
         if not rate > 0:
             raise ValueError("rate must be greater than 0 requests per second")
+        self.rate = rate
         # "r per second" as the server counts it: N requests per window of N / r seconds
         # (below 1/s: 1 request per 1 / r seconds).
         self.window_count = max(1, math.floor(rate))

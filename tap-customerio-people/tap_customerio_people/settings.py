@@ -20,6 +20,7 @@ from singer_sdk import typing as th
 from singer_sdk.plugin_base import JSONSchemaValidator
 
 from .audience import filter_error
+from .partition import Partition, partition_error
 from .urls import normalized_origin, origin_error
 
 REGION_HOSTS = {"us": "https://api.customer.io", "eu": "https://api-eu.customer.io"}
@@ -93,12 +94,23 @@ CONFIG_SCHEMA = th.PropertiesList(
         ),
     ),
     th.Property(
+        "partition",
+        th.StringType,
+        title="Partition",
+        description=(
+            "Optional i/N (0 <= i < N), e.g. 0/3, 1/3 and 2/3 for three jobs: only the People "
+            "whose cio_id hashes to share i of N, so N jobs together read every Person once; "
+            "each uses requests_per_second / N."
+        ),
+    ),
+    th.Property(
         "requests_per_second",
         th.NumberType(nullable=False, exclusive_minimum=0),
         default=10,
         title="Requests per second",
         description=(
-            "Client-side budget shared by every request of the run (Customer.io allows 10/s)."
+            "Client-side budget shared by every request of the run (Customer.io allows 10/s); "
+            "with partition i/N, the workspace's budget, of which each partition uses 1/N."
         ),
     ),
     th.Property(
@@ -272,6 +284,8 @@ def config_errors(config: Mapping[str, Any], *, region_given: bool) -> list[str]
         errors.append(error)
     if error := filter_error(config.get("filter")):
         errors.append(error)
+    if error := partition_error(config.get("partition")):
+        errors.append(error)
     if config.get("batch_config"):
         errors.append(BATCH_REFUSED)
     return errors
@@ -301,3 +315,15 @@ def api_origin(config: Mapping[str, Any], region: str) -> str:
 def segment_ids(config: Mapping[str, Any]) -> list[int]:
     """Configured segment ids, de-duplicated, in the order given (none set: every Person)."""
     return list(dict.fromkeys(config.get("segment_ids") or []))
+
+
+def partition(config: Mapping[str, Any]) -> Partition | None:
+    """The configured partition; None when unset (every Person)."""
+    return Partition.parse(config.get("partition"))
+
+
+def request_rate(config: Mapping[str, Any]) -> float:
+    """Requests per second for this job: the budget, or a partition's 1/N of it."""
+    budget = number(config, "requests_per_second")
+    chosen = partition(config)
+    return budget / chosen.count if chosen else budget

@@ -116,9 +116,20 @@ class PeopleStream(CustomerIOStream):
         page_size = settings.integer(self.config, "page_size")
         workers = settings.integer(self.config, "hydration_concurrency")
         started = time.monotonic()
-        listing = PeopleListing(self, body, page_size, stats=self.run.stats)
+        partition = settings.partition(self.config)
+        # Before hydration, as early as the App API allows: its search cannot filter by hash.
+        keep = partition.selects if partition else None
+        listing = PeopleListing(self, body, page_size, stats=self.run.stats, keep=keep)
         snapshot = listing.run()
         listed_in = time.monotonic() - started
+        if partition:
+            self.logger.info(
+                "people: partition %s: hydrating the %d listed People of this partition only "
+                "(%d search hits of the other partitions dropped, over every pass)",
+                partition,
+                len(snapshot),
+                listing.outside,
+            )
         self.announce(len(snapshot))
         self.cancelled = threading.Event()
         hydrator = Hydrator(self, self.run.stats, self.logger)

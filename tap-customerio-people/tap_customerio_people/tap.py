@@ -55,8 +55,21 @@ class TapCustomerIOPeople(Tap):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Built before any stream runs, so that every thread shares the very same budget.
-        self.rate_limiter = RateLimiter(settings.number(self.config, "requests_per_second"))
+        # Built before any stream runs, so that every thread shares the very same budget: with a
+        # partition, its share of the workspace's (README, "Partitioned runs").
+        self.rate_limiter = RateLimiter(settings.request_rate(self.config))
+        if partition := settings.partition(self.config):
+            # Once, before any request (sync_all is final in the SDK: no later hook comes first).
+            self.logger.info(
+                "partition %s: this job reads the People whose cio_id hashes to share %d of %d, "
+                "at %g requests/s (requests_per_second %g / %d)",
+                partition,
+                partition.index,
+                partition.count,
+                self.rate_limiter.rate,
+                settings.number(self.config, "requests_per_second"),
+                partition.count,
+            )
         self.stats = RunStats()
         # The SDK logs its METRIC lines at the plugin's level (INFO): one per request drowns the
         # progress a person follows, so they wait for `metrics_log_level` (README, "Logging").
