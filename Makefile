@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PACKAGES := sandbox tap-customerio-people mapper-emailverify target-customerio-ev
 STAMP := $(VENV)/.installed
 
-.PHONY: install check test test-fast demo bench clean browser
+.PHONY: install check test test-fast demo bench clean browser postgres
 
 $(STAMP): $(foreach p,$(PACKAGES),$(p)/pyproject.toml) requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,10 +27,14 @@ check: $(STAMP)
 browser:
 	@sh scripts/ensure_chromium.sh
 
-test: $(STAMP) browser
+# The cache_url tests start a throwaway PostgreSQL: installed here when missing (as root, apt-get).
+postgres:
+	@sh scripts/ensure_postgres.sh
+
+test: $(STAMP) browser postgres
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
-test-fast: $(STAMP) browser
+test-fast: $(STAMP) browser postgres
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow"
 
 demo: $(STAMP)

@@ -46,3 +46,44 @@ def make_sandbox() -> Iterator[Callable[..., Sandbox]]:
     yield make
     for sb in started:
         sb.stop()
+
+
+def _postgres_or_skip() -> Any:
+    from .postgres import PostgresServer, find_bin_dir
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip(
+            "PostgreSQL binaries (initdb, pg_ctl) not found: run scripts/ensure_postgres.sh "
+            "(as root: apt-get install postgresql)"
+        )
+    return PostgresServer(bin_dir)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server on loopback for the session: its postgresql://…@127.0.0.1:PORT/db URL."""
+    server = _postgres_or_skip()
+    try:
+        server.start()
+        server.wait_ready()
+        yield server.url
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def make_postgres() -> Iterator[Callable[[], Any]]:
+    """Start PostgreSQL servers of the test's own (to stop one mid-run): ``make_postgres()``."""
+    started: list[Any] = []
+
+    def make() -> Any:
+        server = _postgres_or_skip()
+        started.append(server)
+        server.start()
+        server.wait_ready()
+        return server
+
+    yield make
+    for server in started:
+        server.cleanup()

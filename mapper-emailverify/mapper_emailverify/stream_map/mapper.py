@@ -31,6 +31,7 @@ from typing_extensions import override
 
 from mapper_emailverify.engine.config import VerifierConfig
 from mapper_emailverify.engine.errors import ConfigError, UserError, exit_with
+from mapper_emailverify.stream_map.cache_choice import open_cache
 from mapper_emailverify.stream_map.domain_cache import (
     SqliteDomainKnowledge,
     open_domain_knowledge,
@@ -53,7 +54,6 @@ from mapper_emailverify.stream_map.singer_io import (
     Interrupted,
     InterruptibleInput,
 )
-from mapper_emailverify.stream_map.verdict_cache import open_cache
 
 WINDOW_PER_SLOT = 4  # records in flight or held, per unit of `concurrency`
 MIN_WINDOW = 64
@@ -119,6 +119,7 @@ class EmailVerifyMapper(InlineMapper):
                 settings.cache_ttl_days,
                 settings.reverify_unknown_after_hours,
                 self.logger,
+                url=settings.cache_url or None,
             )
         except (OSError, sqlite3.Error) as exc:
             raise _config_error(

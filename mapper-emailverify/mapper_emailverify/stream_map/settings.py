@@ -57,6 +57,12 @@ class MapperSettings:
     cache_path: str | None = setting(
         description="SQLite file of past verdicts (hashed addresses only), reused across runs."
     )
+    cache_url: str | None = setting(
+        description="PostgreSQL URL (postgresql://user:password@host:5432/db) of a verdict cache "
+        "shared by several workers, instead of cache_path; same hashed keys and TTLs. A worker "
+        "that loses the database warns once and goes on without it.",
+        secret=True,
+    )
     cache_ttl_days: float = setting(
         30.0,
         "Days a cached verdict is reused (transient Unknown ones: see "
@@ -127,6 +133,15 @@ class MapperSettings:
                 raise ConfigError(problem)
             values[item.name] = value
         settings = cls(**values)
+        if settings.cache_path and settings.cache_url:
+            raise ConfigError(
+                "cache_path and cache_url are both set: pick one (cache_path for a SQLite file on "
+                "this machine, cache_url for a PostgreSQL cache shared by several workers)"
+            )
+        if settings.cache_url and not settings.cache_url.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ConfigError("cache_url must be a PostgreSQL URL: postgresql://user@host:5432/db")
         _ = settings.not_before  # a time that cannot be read is a configuration error now
         _ = settings.extras  # so is a field name that is not one
         return settings

@@ -578,14 +578,3 @@ class MemoryResultsCache:
 
     def close(self) -> None:
         pass
-
-
-def open_cache(
-    path: str | None,
-    ttl_days: float,
-    transient_hours: float = DEFAULT_TRANSIENT_HOURS,
-    logger: logging.Logger | None = None,
-) -> ResultsCache:
-    if path:
-        return SqliteResultsCache(path, ttl_days, transient_hours, logger=logger)
-    return MemoryResultsCache(ttl_days, transient_hours)
