@@ -4,7 +4,10 @@
 whose `cache_path` already holds a verdict for every address, and through `meltano-map-transform`
 passing the same input through (`stream_maps: {people: {}}`), in the same run, each as its own
 process reading a file on stdin and writing to /dev/null. The figure is the ratio of the two rates
-(goal: at least 1.0, issue 19).
+(goal: at least 1.0, issue 19). In full mode, when PostgreSQL is installed, the same verdicts also
+go into a throwaway PostgreSQL server (`cio_sandbox.postgres`) and the mapper runs a third time in
+each round with `cache_url` instead of `cache_path`: the shared cache's cost against SQLite's
+(issue 21).
 
 Both executables start from compiled bytecode, as installed plugins do: they run with one bytecode
 cache (`PYTHONPYCACHEPREFIX` in the benchmark's temporary directory, `PYTHONDONTWRITEBYTECODE`
@@ -22,14 +25,18 @@ pip so that the project's own versions never move.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from cio_sandbox.postgres import PostgresServer, find_bin_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / ".venv-peers"
@@ -119,6 +126,34 @@ def fill_cache(path: Path, verdicts: list[tuple[str, str, str]]) -> None:
     cache.close()
 
 
+def fill_postgres(url: str, verdicts: list[tuple[str, str, str]]) -> None:
+    from mapper_emailverify.stream_map.verdict_cache import Verdict, address_key
+    from mapper_emailverify.stream_map.verdict_cache_pg import PostgresResultsCache
+
+    cache = PostgresResultsCache(url, ttl_days=30)
+    now = time.time()
+    for address, status, substatus in verdicts:
+        cache.put(address_key(address), Verdict(status, substatus, now))
+    cache.close()
+
+
+@contextlib.contextmanager
+def postgres_url(quick: bool) -> Iterator[str | None]:
+    """A throwaway PostgreSQL server's URL for the `cache_url` run (full mode, when PostgreSQL is
+    installed), else None."""
+    bin_dir = None if quick else find_bin_dir()
+    if bin_dir is None:
+        yield None
+        return
+    server = PostgresServer(bin_dir).start()
+    try:
+        server.wait_ready()
+        yield server.url
+    finally:
+        server.stop()
+        server.cleanup()
+
+
 def bytecode_env(work: Path) -> dict[str, str]:
     """The environment both executables run in: one bytecode cache, written (see the docstring)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -144,7 +179,10 @@ def run(quick: bool = False) -> dict[str, Any]:
     count = 10_000 if quick else 100_000
     repeats = 1 if quick else 2
     bin_dir = ensure_peers()
-    with tempfile.TemporaryDirectory(prefix="bench-mapper-cached-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-mapper-cached-") as tmp,
+        postgres_url(quick) as url,
+    ):
         work = Path(tmp)
         data = work / "people.singer"
         verdicts = people_input(count, data)
@@ -163,12 +201,30 @@ def run(quick: bool = False) -> dict[str, Any]:
             warm_up.write_bytes(b"".join(line for _, line in zip(range(100), whole, strict=False)))
         timed(peer_cmd, warm_up, "meltano-map-transform", env)
         timed(ours_cmd, warm_up, "mapper-emailverify", env)  # all cached: nothing is probed
-        ours_times, peer_times = [], []
-        for _ in range(repeats):  # interleaved, best of N, so both see the same machine load
+        pg_cmd: list[str] = []
+        if url is not None:  # the same cache in PostgreSQL (`cache_url`), timed in the same rounds
+            fill_postgres(url, verdicts)
+            pg_cfg = work / "mapper-pg.json"
+            pg_cfg.write_text(json.dumps({"cache_url": url}))
+            pg_cmd = [str(MAPPER), "--config", str(pg_cfg)]
+            timed(pg_cmd, warm_up, "mapper-emailverify (cache_url)", env)
+        ours_times, peer_times, pg_times = [], [], []
+        for _ in range(repeats):  # interleaved, best of N, so all see the same machine load
             peer_times.append(timed(peer_cmd, data, "meltano-map-transform", env)[0])
             ours_times.append(timed(ours_cmd, data, "mapper-emailverify", env)[0])
+            if pg_cmd:
+                pg_times.append(timed(pg_cmd, data, "mapper-emailverify (cache_url)", env)[0])
         figures = json.loads(report.read_text())
     ours, peer = count / min(ours_times), count / min(peer_times)
+    postgres: dict[str, Any] = {"measured": False, "why": "quick mode or no PostgreSQL installed"}
+    if pg_times:
+        pg = count / min(pg_times)
+        postgres = {
+            "measured": True,
+            "records_per_second": round(pg, 1),
+            "vs_sqlite": round(pg / ours, 3),
+            "seconds": [round(t, 2) for t in pg_times],
+        }
     return {
         "benchmark": "mapper_cached",
         "records": count,
@@ -177,6 +233,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "ratio": round(ours / peer, 3),
         "goal_ratio": 1.0,
         "verdict_sources": figures["by_source"],
+        "postgres_cache": postgres,
         "seconds": {
             "mapper_emailverify": [round(t, 2) for t in ours_times],
             "meltano_map_transform": [round(t, 2) for t in peer_times],

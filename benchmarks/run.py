@@ -99,7 +99,19 @@ def mapper_cached_rows(r: dict[str, Any]) -> list[Row]:
             f"{r['ratio']:.2f}x meltano-map-transform "
             f"({r['meltano_map_transform_records_per_second']:.0f}/s)",
             met=r["ratio"] >= r["goal_ratio"],
-        )
+        ),
+        *(
+            [
+                Row(
+                    "2. Mapper, cached path with the cache in PostgreSQL (`cache_url`), same run",
+                    f"{pg['records_per_second']:.0f}/s = {pg['vs_sqlite']:.2f}x SQLite "
+                    "(`cache_path`)",
+                    "reported (issue 21)",
+                )
+            ]
+            if (pg := r.get("postgres_cache", {})).get("measured")
+            else []
+        ),
     ]
 
 
