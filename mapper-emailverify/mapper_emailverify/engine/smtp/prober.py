@@ -237,6 +237,12 @@ class _Domain:
         #: The first address a session for this domain dials: domains sharing it share sessions.
         self.lane_ip: str | None = None
 
+    def end_probe(self) -> None:
+        """The session asking the random mailbox is done with it: its waiters go on."""
+        if self.probing is not None:
+            self.probing.set()
+            self.probing = None
+
     def rcpt_cap(self) -> int:
         """Recipients one connection may carry for this domain: the provider's rule or what the
         server taught us (a limit learned from a 452 is kept per connection, as Outlook.com and
@@ -573,9 +579,7 @@ class SmtpProber:
         try:
             yield True
         finally:
-            if domain.probing is not None:
-                domain.probing.set()
-                domain.probing = None
+            domain.end_probe()
 
     def _addresses(self, domain: _Domain, tried: list[str]) -> list[tuple[str, str]]:
         """(host, ip) pairs to dial, in MX preference order: at most `MX_ADDRESS_LIMIT`, and only
@@ -886,9 +890,8 @@ class SmtpProber:
                     current.probing, probing = asyncio.Event(), True
         finally:
             # A claim this session could not use (RSET refused, cancelled): its own sessions ask.
-            if probing and current is not None and current.probing is not None:
-                current.probing.set()
-                current.probing = None
+            if probing and current is not None:
+                current.end_probe()
 
     def _next_domain(
         self, session: SmtpSession, served: _Domain, state: _SessionState
@@ -933,26 +936,25 @@ class SmtpProber:
         params = " SMTPUTF8" if "SMTPUTF8" in session.extensions else ""
         mail = f"MAIL FROM:<{self.config.sender}>{params}"
         host = self._host_state(session.ip)
-        pipelined = session.pipelining and not host.no_pipelining
-        if pipelined and host.rset_works:
+        if session.pipelining and not host.no_pipelining:
             state.opening = ["RSET", mail]
+            if host.rset_works:
+                return True
+            # RSET and MAIL FROM in a group of their own; a refused RSET makes the MAIL FROM fail
+            # too ("nested MAIL"), and the session ends either way.
+            try:
+                await self._send(session, state, [], "RSET")
+            except (SmtpFailure, _OpeningRefused):
+                return False
             return True
         try:
-            if pipelined:
-                # RSET and MAIL FROM in one group; a refused RSET makes the MAIL FROM fail too
-                # ("nested MAIL"), and the session ends either way.
-                rset, reply = await session.pipeline(["RSET", mail], ["RSET", "MAIL"])
-            else:
-                rset = await session.command("RSET")
-                if rset.code != 250:
-                    return False
-                reply = await session.command(mail, label="MAIL")
-        except SmtpFailure as failure:
-            if pipelined and failure.kind in ("timeout", "protocol"):
-                host.no_pipelining = True  # out of step: its later sessions wait for each reply
-                self.counters["pipelining_out_of_step"] += 1
+            rset = await session.command("RSET")
+            if rset.code != 250:
+                return False
+            reply = await session.command(mail, label="MAIL")
+        except SmtpFailure:
             return False
-        if rset.code != 250 or not reply.positive:
+        if not reply.positive:
             return False
         host.rset_works = True
         self.counters["sessions_shared"] += 1
@@ -963,7 +965,8 @@ class SmtpProber:
     ) -> list[Reply]:
         """Send RCPT `lines` (pipelined when more than one), with the transaction's opening
         (RSET, MAIL FROM) in front when it is still unsent; their replies. Raises
-        `_OpeningRefused` when the opening failed: the RCPT replies are then no verdicts."""
+        `_OpeningRefused` when the opening failed: the RCPT replies are then no verdicts. A
+        pipelined group the server answers out of step marks the host (`_out_of_step`)."""
         opening, state.opening = state.opening, []
         if not opening:
             if len(lines) == 1:
@@ -974,14 +977,20 @@ class SmtpProber:
             replies = await session.pipeline([*opening, *lines], labels)
         except SmtpFailure as failure:
             if failure.kind in ("timeout", "protocol"):
-                self._host_state(session.ip).no_pipelining = True
-                self.counters["pipelining_out_of_step"] += 1
+                self._out_of_step(session.ip)
             raise
         rset, mail = replies[0], replies[1]
         if rset.code != 250 or not mail.positive:
             raise _OpeningRefused
+        self._host_state(session.ip).rset_works = True
         self.counters["sessions_shared"] += 1
         return replies[2:]
+
+    def _out_of_step(self, ip: str) -> None:
+        """The host answered a pipelined group with fewer or more replies than commands: nothing
+        it said there is trusted, and its later sessions wait for each reply."""
+        self._host_state(ip).no_pipelining = True
+        self.counters["pipelining_out_of_step"] += 1
 
     async def _transaction(
         self,
@@ -996,9 +1005,8 @@ class SmtpProber:
         try:
             return await self._ask(domain, session, prober, tried, state)
         finally:
-            if prober and domain.probing is not None:
-                domain.probing.set()
-                domain.probing = None
+            if prober:
+                domain.end_probe()
 
     def _evidence_base(
         self, session: SmtpSession, state: _SessionState, end: int | None = None
@@ -1163,8 +1171,7 @@ class SmtpProber:
         if grouped and failure.kind in ("timeout", "protocol"):
             # A server out of step with its pipelined replies (fewer or more than commands):
             # nothing it said is trusted; ask these recipients again, one at a time.
-            self._host_state(session.ip).no_pipelining = True
-            self.counters["pipelining_out_of_step"] += 1
+            self._out_of_step(session.ip)
             for item in batch:
                 item.attempts -= 1
             self._requeue(domain, batch)
