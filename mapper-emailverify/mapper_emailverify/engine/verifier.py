@@ -26,6 +26,7 @@ from mapper_emailverify.engine.domain_knowledge import DomainKnowledge
 from mapper_emailverify.engine.emailverify_api import EmailVerifyClient, RemoteAnswer
 from mapper_emailverify.engine.errors import UserError
 from mapper_emailverify.engine.hooks import DEADLINE, LEAVE_SLOT, ON_GREYLIST_WAIT
+from mapper_emailverify.engine.host_limits import SharedHostLimits
 from mapper_emailverify.engine.providers import identify
 from mapper_emailverify.engine.result import Evidence, Result
 from mapper_emailverify.engine.smtp.prober import Probe, SmtpProber
@@ -108,6 +109,8 @@ class Verifier:
 
     The collaborators are built from the config unless given: tests and embedders pass their own
     `dns`, `prober` or `remote` (the remote checker is used when `backend` is `emailverify`).
+    `knowledge` keeps what is learned of domains across runs; `host_limits` shares each mail
+    host's caps with the other workers on this egress IP (the prober closes it).
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class Verifier:
         prober: Prober | None = None,
         remote: RemoteChecker | None = None,
         knowledge: DomainKnowledge | None = None,
+        host_limits: SharedHostLimits | None = None,
     ) -> None:
         self.config = (
             config if isinstance(config, VerifierConfig) else VerifierConfig.from_settings(config)
@@ -129,7 +133,7 @@ class Verifier:
         #: Events of the run worth a figure in the report (catch-all probes, greylist retries).
         self.counters: collections.Counter[str] = collections.Counter()
         self._prober: Prober = prober or SmtpProber(
-            self.config, knowledge=knowledge, counters=self.counters
+            self.config, knowledge=knowledge, counters=self.counters, shared=host_limits
         )
         self._remote: RemoteChecker | None = None
         if self.config.uses_remote:

@@ -31,6 +31,7 @@ from typing_extensions import override
 
 from mapper_emailverify.engine.config import VerifierConfig
 from mapper_emailverify.engine.errors import ConfigError, UserError, exit_with
+from mapper_emailverify.engine.host_limits import SharedHostLimits
 from mapper_emailverify.stream_map.cache_choice import open_cache
 from mapper_emailverify.stream_map.domain_cache import (
     SqliteDomainKnowledge,
@@ -150,7 +151,11 @@ class EmailVerifyMapper(InlineMapper):
                     self._knowledge = open_domain_knowledge(
                         settings.cache_path or None, settings.domain_cache_ttl_days, self.logger
                     )
-                return Verifier(engine_config, knowledge=self._knowledge)
+                return Verifier(
+                    engine_config,
+                    knowledge=self._knowledge,
+                    host_limits=self._shared_host_limits(settings, engine_config),
+                )
 
         self._engine = EngineThread(engine_factory, self.logger, on_fatal=self._guard.fail)
         self.progress = Progress(self.logger, log_every=settings.progress_interval_seconds)
@@ -230,6 +235,17 @@ class EmailVerifyMapper(InlineMapper):
         if self._writer.pending_bytes >= FLUSH_BYTES:
             self._writer.flush()
         return ()
+
+    def _shared_host_limits(
+        self, settings: MapperSettings, engine_config: VerifierConfig
+    ) -> SharedHostLimits | None:
+        """With `cache_url`, each mail host's caps shared by the workers on this `egress_ip`."""
+        if not (settings.cache_url and engine_config.uses_builtin and engine_config.smtp_check):
+            return None
+        # Imported here: only a run that probes with cache_url loads psycopg for it.
+        from mapper_emailverify.stream_map.host_limits_pg import PostgresHostLimits
+
+        return PostgresHostLimits(settings.cache_url, settings.egress_ip or "", logger=self.logger)
 
     def _known_provider(self, domain: str) -> str | None:
         """The provider the domain knowledge in `cache_path` holds for `domain` (see

@@ -63,6 +63,13 @@ class MapperSettings:
         "that loses the database warns once and goes on without it.",
         secret=True,
     )
+    egress_ip: str | None = setting(
+        description="With cache_url: the public IP this worker probes mail servers from (any name "
+        "of its egress will do). Workers with the same value (or none) share each mail host's "
+        "max_connections_per_mx and max_rcpt_per_minute_per_mx through the database, as the "
+        "host sees them as one client; give workers on different egress IPs different values "
+        "and each keeps its own caps."
+    )
     cache_ttl_days: float = setting(
         30.0,
         "Days a cached verdict is reused (transient Unknown ones: see "

@@ -7,7 +7,8 @@ recipient domains (Gmail refuses that: "451 4.3.0 Multiple destination domains p
 The first session of a domain first asks about a random mailbox: a domain that accepts it is
 catch-all, remembered (for the run, and across runs through a `DomainKnowledge` store), and its
 other recipients need no RCPT at all. Each mail host (by IP) gets at most `max_connections_per_mx`
-sessions at once, whatever the global concurrency.
+sessions at once, whatever the global concurrency; workers that probe from one egress IP share
+those caps through a `SharedHostLimits` store (`host_limits`).
 
 The provider serving the domain (`providers.py`) shapes the conversation: how many recipients a
 session carries (Outlook.com: one), whether the catch-all probe is worth its RCPT (not on Gmail or
@@ -39,6 +40,7 @@ from mapper_emailverify.engine.config import VerifierConfig
 from mapper_emailverify.engine.dns_lookup import DomainRoute
 from mapper_emailverify.engine.domain_knowledge import DomainFacts, DomainKnowledge, mx_digest
 from mapper_emailverify.engine.hooks import deadline_paused, leave_slot, stop_deadline
+from mapper_emailverify.engine.host_limits import SharedHostLimits
 from mapper_emailverify.engine.providers import ProviderRule, identify
 from mapper_emailverify.engine.result import SmtpReply
 from mapper_emailverify.engine.smtp.port25_watch import Port25Watch
@@ -200,11 +202,16 @@ class _HostState:
         #: it would add them to the previous domain's transaction).
         self.rset_works = False
 
-    def reserve(self, now: float, per_minute: int) -> float:
-        """Book one recipient; the seconds to wait before it may go. The steady rate leaves room
-        for the burst, so no 60-second window holds more than `per_minute` recipients."""
+    def pace(self, per_minute: int) -> tuple[float, int]:
+        """Seconds between two recipients at the steady rate, and the recipients of the burst.
+        The steady rate leaves room for the burst, so no 60-second window holds more than
+        `per_minute` recipients."""
         burst = min(RATE_BURST, max(per_minute // 10, 1))
-        interval = 60.0 / (max(per_minute - burst, 1) * self.factor)
+        return 60.0 / (max(per_minute - burst, 1) * self.factor), burst
+
+    def reserve(self, now: float, per_minute: int) -> float:
+        """Book one recipient; the seconds to wait before it may go."""
+        interval, burst = self.pace(per_minute)
         self.tat = max(self.tat, now, self.paused_until) + interval
         return max(0.0, self.tat - now - burst * interval)
 
@@ -260,9 +267,12 @@ class SmtpProber:
         *,
         knowledge: DomainKnowledge | None = None,
         counters: collections.Counter[str] | None = None,
+        shared: SharedHostLimits | None = None,
     ) -> None:
         self.config = config
         self.knowledge = knowledge
+        #: Caps shared with the workers on this egress IP (closed by `aclose`).
+        self.shared = shared
         #: catch_all_probes, catch_all_skipped, catch_all_cached (see `Verifier.counters`).
         self.counters: collections.Counter[str] = (
             counters if counters is not None else collections.Counter()
@@ -307,6 +317,8 @@ class SmtpProber:
             self._domains[name] = learned
         self._host_slots.clear()
         self._lanes.clear()
+        if self.shared is not None:
+            self.shared.reset_loop()
         self.watch.reset_loop()
         self.setup.reset_loop()
 
@@ -501,6 +513,8 @@ class SmtpProber:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.shared is not None:
+            await self.shared.aclose()
 
     # -- workers ---------------------------------------------------------------------------------
 
@@ -547,7 +561,8 @@ class SmtpProber:
 
     @contextlib.asynccontextmanager
     async def _host(self, ip: str) -> AsyncIterator[None]:
-        """One of the `max_connections_per_mx` sessions a mail host (by IP) may have at once."""
+        """One of the `max_connections_per_mx` sessions a mail host (by IP) may have at once:
+        this worker's slot, then the slot shared with the workers on its egress IP."""
         slot = self._host_slots.get(ip)
         if slot is None:
             if len(self._host_slots) >= self._memory:  # forget the oldest unused hosts
@@ -559,7 +574,11 @@ class SmtpProber:
         self._host_users[ip] = self._host_users.get(ip, 0) + 1
         try:
             async with slot:
-                yield
+                if self.shared is None:
+                    yield
+                else:
+                    async with self.shared.slot(ip, self.config.max_connections_per_mx):
+                        yield
         finally:
             users = self._host_users.pop(ip) - 1
             if users:
@@ -1212,6 +1231,7 @@ class SmtpProber:
         if rate_limited(reply) and outcome not in (Outcome.ACCEPTED, Outcome.TOO_MANY_RECIPIENTS):
             host = self._host_state(session.ip)
             host.slow_down(time.monotonic())
+            self._pause_others(session.ip, host)
             item.attempts -= 1
             self._defer_for_rate(domain, [item], host, replies, tried)
             return False
@@ -1287,20 +1307,39 @@ class SmtpProber:
         host = self._host_state(ip)
         now = time.monotonic()
         if host.paused_until - now > PAUSE_DEFERS:
-            self.counters["rate_deferrals"] += 1
-            wait = host.paused_until - now
-            return Probe(
-                SubStatus.GREYLISTED,
-                rule=f"the mail host asked us to slow down: asked again in {wait:.0f} s",
-                retry_after=wait,
-            )
-        wait = host.reserve(now, self.config.max_rcpt_per_minute_per_mx)
+            return self._deferred(host.paused_until - now)
+        per_minute = self.config.max_rcpt_per_minute_per_mx
+        wait = host.reserve(now, per_minute)
+        if self.shared is not None:  # the workers on this egress IP share the host's rate
+            interval, burst = host.pace(per_minute)
+            async with deadline_paused():
+                shared, paused = await self.shared.book(ip, interval, burst * interval)
+            if paused > PAUSE_DEFERS:  # the host asked another worker on this IP to slow down
+                host.paused_until = max(host.paused_until, time.monotonic() + paused)
+                return self._deferred(paused)
+            wait = max(wait - (time.monotonic() - now), shared)
         if wait > 0:
             self.counters["rate_waits"] += 1
             leave_slot()  # the wait is ours: the next address may do its DNS meanwhile
             async with deadline_paused():
                 await asyncio.sleep(wait)
         return None
+
+    def _deferred(self, wait: float) -> Probe:
+        """The recipient goes to the in-run retry: its host is paused for `wait` seconds."""
+        self.counters["rate_deferrals"] += 1
+        return Probe(
+            SubStatus.GREYLISTED,
+            rule=f"the mail host asked us to slow down: asked again in {wait:.0f} s",
+            retry_after=wait,
+        )
+
+    def _pause_others(self, ip: str, host: _HostState) -> None:
+        """The workers sharing this egress IP pause the host too (in the background)."""
+        if self.shared is not None:
+            task = asyncio.create_task(self.shared.pause(ip, host.paused_until - time.monotonic()))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _paused(self, ip: str) -> bool:
         """The host asked us to slow down and its pause is not over."""
