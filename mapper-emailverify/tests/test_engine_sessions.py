@@ -70,7 +70,7 @@ def test_rcpts_are_pipelined_when_offered(sandbox: Sandbox) -> None:
 @pytest.mark.parametrize("behaviour", ["pipelining_fewer", "pipelining_more"])
 def test_replies_out_of_step_are_never_paired(sandbox: Sandbox, behaviour: str) -> None:
     results, counters, commands, _ = asyncio.run(_against(sandbox, behaviour, ADDRESSES))
-    assert counters["pipelining_out_of_step"] >= 1
+    assert counters["pipelining_out_of_step"] == 1  # one host, counted once
     # Nothing the out-of-step batch said decided a verdict: its recipients were asked again (some
     # at least twice), and every verdict is the server's real answer (it accepts everyone) or an
     # Unknown, never Invalid.

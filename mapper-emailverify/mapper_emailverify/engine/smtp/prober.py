@@ -1007,9 +1007,12 @@ class SmtpProber:
 
     def _out_of_step(self, ip: str) -> None:
         """The host answered a pipelined group with fewer or more replies than commands: nothing
-        it said there is trusted, and its later sessions wait for each reply."""
-        self._host_state(ip).no_pipelining = True
-        self.counters["pipelining_out_of_step"] += 1
+        it said there is trusted, and its later sessions wait for each reply. Counted once per
+        host (a group carrying the opening is seen failing twice: here and by its batch)."""
+        host = self._host_state(ip)
+        if not host.no_pipelining:
+            host.no_pipelining = True
+            self.counters["pipelining_out_of_step"] += 1
 
     async def _transaction(
         self,
