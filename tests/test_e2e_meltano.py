@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from cio_sandbox import Sandbox, World
-from cio_sandbox.demo import meltano_env
+from cio_sandbox.demo import meltano_env, meltano_install
 from cio_sandbox.report import evaluate
 
 pytestmark = pytest.mark.slow
@@ -29,20 +29,7 @@ PLUGINS = ["tap-customerio-people", "mapper-emailverify", "target-customerio-ev"
 def meltano_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private Meltano system dir with the project's plugins installed once for the module."""
     sys_dir = tmp_path_factory.mktemp("meltano") / ".meltano"
-    env = {
-        **os.environ,
-        "MELTANO_SYS_DIR_ROOT": str(sys_dir),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    result = subprocess.run(
-        [MELTANO, "install", *PLUGINS, "tap-jsonl", "target-csv"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    meltano_install(sys_dir, [*PLUGINS, "tap-jsonl", "target-csv"], ROOT)
     return sys_dir
 
 

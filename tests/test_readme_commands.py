@@ -53,6 +53,7 @@ DOCS = (
     "tap-customerio-people/README.md",
     "mapper-emailverify/README.md",
     "target-customerio-ev/README.md",
+    "orchestration/README.md",
 )
 #: Markdown files not held to this rule, and why.
 NOT_IN_SCOPE = {"CHANGELOG.md": "history: each entry says what was true when it was written"}
@@ -216,6 +217,12 @@ MELTANO_ADD = (
 SMOKE = "tests/test_benchmarks_smoke.py::test_benchmark_runs_and_feeds_the_table"
 PLUGINS = ("mapper-emailverify", "tap-customerio-people", "target-customerio-ev")
 RUNS_CIO_SANDBOX_DEMO = ("tests/test_e2e_meltano.py", '/ "cio-sandbox"), "demo"')
+ORCHESTRATION = "tests/test_orchestration.py"
+DAGSTER_DEFINITIONS = "-f orchestration/emailverify_dagster/definitions.py"
+ORCHESTRATION_RUNS = (
+    f"{ORCHESTRATION}::"
+    "test_three_partitions_at_once_verify_everyone_once_within_shared_caps_then_from_the_cache"
+)
 
 ELSEWHERE = (
     Elsewhere(
@@ -229,6 +236,37 @@ ELSEWHERE = (
         ".venv/bin/meltano install",
         f"{SMOKE}[job]",
         (("benchmarks/bench_job.py", '[str(MELTANO), "install"],\n            cwd=root,'),),
+    ),
+    # orchestration/README.md: test_orchestration.py holds each line and runs it (run_readme).
+    Elsewhere(
+        f".venv/bin/dagster definitions validate {DAGSTER_DEFINITIONS}",
+        f"{ORCHESTRATION}::test_the_definitions_load_with_both_jobs_and_their_schedules",
+        (
+            (ORCHESTRATION, f'".venv/bin/dagster definitions validate {DAGSTER_DEFINITIONS}"'),
+            (ORCHESTRATION, "run_readme(VALIDATE, "),
+        ),
+    ),
+    Elsewhere(
+        f".venv/bin/dagster job execute {DAGSTER_DEFINITIONS} -j verify_people",
+        ORCHESTRATION_RUNS,
+        (
+            (
+                ORCHESTRATION,
+                f'".venv/bin/dagster job execute {DAGSTER_DEFINITIONS} -j verify_people"',
+            ),
+            (ORCHESTRATION, "run_readme(VERIFY_PEOPLE, "),
+        ),
+    ),
+    Elsewhere(
+        f".venv/bin/dagster job execute {DAGSTER_DEFINITIONS} -j verify_new_people",
+        ORCHESTRATION_RUNS,
+        (
+            (
+                ORCHESTRATION,
+                f'".venv/bin/dagster job execute {DAGSTER_DEFINITIONS} -j verify_new_people"',
+            ),
+            (ORCHESTRATION, "run_readme(VERIFY_NEW_PEOPLE, "),
+        ),
     ),
     # The target README's job line is the line test_meltano_add reads from README.md.
     Elsewhere(

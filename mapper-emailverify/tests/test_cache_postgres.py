@@ -3,19 +3,22 @@
 Issue 21, item 1 (first part). The same assertions run over `SqliteResultsCache` and
 `PostgresResultsCache` (keys, TTLs, transient verdicts, bounces are the same); then the real
 executable: two mappers writing the same addresses at once, a third run answered from the database
-without SMTP, and a database stopped mid-run (one WARNING, the run completes). The URL's password
-never reaches stderr.
+without SMTP, and a database stopped mid-run (one WARNING, the run completes). A database that
+cannot be used at start (refused, unknown host, wrong password, no such database, no answer) stops
+the run before any record, in one line. The URL's password never reaches stderr.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -28,7 +31,16 @@ from mapper_emailverify.stream_map.verdict_cache import (
 )
 from mapper_emailverify.stream_map.verdict_cache_pg import PostgresResultsCache, redacted
 
-MAPPER = str(Path(sys.executable).parent / "mapper-emailverify")
+sys.path.insert(0, str(Path(__file__).parent))
+from cache_helpers import (  # beside the tests
+    MAPPER,
+    cache_warnings,
+    config_file,
+    empty_database,
+    password_of,
+    stop_server_mid_run,
+)
+
 HOUR = 3600.0
 DAY = 86400.0
 SCHEMA = {
@@ -41,19 +53,6 @@ SCHEMA = {
     },
 }
 STATE = {"type": "STATE", "value": {"bookmarks": {"people": {"done": True}}}}
-
-
-def password_of(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    password = urlsplit(url).password
-    assert password
-    return password
-
-
-def empty_database(url: str) -> None:
-    with psycopg.connect(url, autocommit=True) as db:
-        db.execute("DROP TABLE IF EXISTS results, bounces")
 
 
 def rows(url: str) -> list[tuple[Any, ...]]:
@@ -145,17 +144,6 @@ def singer_input(addresses: list[str]) -> str:
     return "".join(json.dumps(line) + "\n" for line in lines)
 
 
-def config_file(sandbox: Any, tmp_path: Path, url: str, **over: Any) -> Path:
-    path = tmp_path / f"mapper-{time.monotonic_ns()}.json"
-    config = sandbox.mapper_config(smtp_timeout=2, dns_timeout=2, cache_url=url, **over)
-    path.write_text(json.dumps(config))
-    return path
-
-
-def cache_warnings(stderr: str) -> list[str]:
-    return [row for row in stderr.splitlines() if "WARNING" in row and "cache" in row.lower()]
-
-
 def records_of(stdout: str) -> list[dict[str, Any]]:
     out = [json.loads(raw) for raw in stdout.splitlines()]
     return [m["record"] for m in out if m["type"] == "RECORD"]
@@ -212,33 +200,68 @@ def test_a_database_lost_mid_run_costs_one_warning_and_no_record(
     config = config_file(sandbox, tmp_path, server.url, smtp_check=False)
     count = 400
     lines = singer_input([f"user{i}@gone-{i % 7}.example" for i in range(count)]).splitlines(True)
-    proc = subprocess.Popen(
-        [MAPPER, "--config", str(config)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdin is not None
-    half = 1 + count // 2
-    proc.stdin.writelines(lines[:half])
-    proc.stdin.flush()
-    deadline = time.monotonic() + 20
-    while True:  # the first half's verdicts reached the database
-        try:
-            if len(rows(server.url)) > 0:
-                break
-        except psycopg.errors.UndefinedTable:
-            pass
-        assert time.monotonic() < deadline, "no verdict reached the database"
-        time.sleep(0.1)
-    server.stop()
-    stdout, stderr = proc.communicate("".join(lines[half:]), timeout=60)
-    assert proc.returncode == 0, stderr[-3000:]
-    assert "Traceback" not in stderr, stderr[-3000:]
+
+    def reached() -> bool:  # the first half's verdicts are in the database
+        return len(rows(server.url)) > 0
+
+    stdout, stderr = stop_server_mid_run(config, lines, 1 + count // 2, server, reached)
     [warning] = cache_warnings(stderr)
     assert "cache_url" in warning and "***" in warning, warning
-    assert password_of(server.url) not in stderr
     records = records_of(stdout)
     assert sorted(int(r["cio_id"]) for r in records) == list(range(count))
     assert {r["EV_Status"] for r in records} == {"Invalid"}
+
+
+# -- a database that cannot be used at start -------------------------------------------------------
+
+
+def unusable(url: str, problem: str) -> str:
+    """`url` (the session's server) made unusable in one way, the password kept in it."""
+    parts = urlsplit(url)
+    login = f"{parts.username}:{parts.password}"
+    if problem == "refused":
+        with socket.socket() as probe:  # a port nobody listens on
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        return urlunsplit(parts._replace(netloc=f"{login}@127.0.0.1:{port}"))
+    if problem == "unknown host":
+        return urlunsplit(parts._replace(netloc=f"{login}@no-such-host.invalid:5432"))
+    if problem == "password":
+        return url.replace(f":{parts.password}@", ":Wr0ng-Pa55word@")
+    assert problem == "database"
+    return urlunsplit(parts._replace(path="/no_such_database"))
+
+
+@pytest.mark.parametrize("problem", ["refused", "unknown host", "password", "database"])
+def test_a_database_unusable_at_start_stops_the_run_in_one_line(
+    sandbox: Any, postgres_url: str, tmp_path: Path, problem: str
+) -> None:
+    url = unusable(postgres_url, problem)
+    config = config_file(sandbox, tmp_path, url, smtp_check=False)
+    done = subprocess.run(
+        [MAPPER, "--config", str(config)],
+        input=singer_input([f"user{i}@example.com" for i in range(5)]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0, done.stderr[-3000:]
+    assert done.stdout == ""  # not a record, not the SCHEMA
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    [line] = [row for row in done.stderr.splitlines() if "cache_url" in row]
+    assert "ERROR" in line and "***" in line and "remove cache_url" in line, line
+    assert password_of(url) not in done.stderr
+
+
+def test_a_server_that_never_answers_stops_the_start_after_the_connect_timeout() -> None:
+    with socket.socket() as silent:  # accepts the connection, says nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"postgresql://ev:Sil3nt-Pa55@127.0.0.1:{silent.getsockname()[1]}/ev"
+        began = time.monotonic()
+        with pytest.raises(ConfigError) as raised:
+            PostgresResultsCache(url, 30, connect_timeout=2)
+    assert time.monotonic() - began < 10
+    message = str(raised.value)
+    assert "cache_url" in message and "***" in message and "Sil3nt" not in message
+    assert "\n" not in message

@@ -2,13 +2,19 @@
 
 `SqliteDomainKnowledge` keeps what the engine learns about domains and mail hosts in the
 `cache_path` file for `domain_cache_ttl_days`: a second store on the same file (the next run) reads
-what the first learned, entries past the TTL are not returned, the file names no domain or host,
-several stores write the same domains at once, and a damaged, foreign, unwritable or locked file
-gives one WARNING naming `cache_path` while the store answers from memory.
+what the first learned, entries past the TTL are not returned, a domain whose MX set changed is
+learned again, the file names no domain or host, several stores write the same domains at once,
+and a damaged, foreign, unwritable or locked file gives one WARNING naming `cache_path` while the
+store answers from memory.
+
+The cases of a store's answers run over both backends (`backend`): `PostgresDomainKnowledge`
+(`cache_url`, issue 21) must answer as SQLite does for the same writes. Its own cases (a database
+lost or frozen mid-run, several workers) are in `test_domain_cache_pg.py`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -17,17 +23,19 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mapper_emailverify.engine.domain_knowledge import DomainFacts, DomainKnowledge, mx_digest
+from mapper_emailverify import Verifier
+from mapper_emailverify.engine.domain_knowledge import DomainKnowledge, mx_digest
 from mapper_emailverify.engine.errors import ConfigError
+from mapper_emailverify.stream_map.cache_choice import open_domain_knowledge
 from mapper_emailverify.stream_map.domain_cache import (
     SqliteDomainKnowledge,
     domain_key,
     host_key,
-    open_domain_knowledge,
 )
 from mapper_emailverify.stream_map.settings import DAY, MapperSettings
 from mapper_emailverify.stream_map.verdict_cache import (
@@ -36,30 +44,13 @@ from mapper_emailverify.stream_map.verdict_cache import (
     address_key,
 )
 
-DIGEST = mx_digest(["mx1.example.net", "mx2.example.net"])
+sys.path.insert(0, str(Path(__file__).parent))
+from cache_helpers import DIGEST, MAPPER, Backend, Clock, facts, warnings_of  # beside the tests
 
 
-class Clock:
-    def __init__(self, now: float | None = None) -> None:
-        self.now = time.time() if now is None else now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def facts(**over: Any) -> DomainFacts:
-    values: dict[str, Any] = {
-        "mx_digest": DIGEST,
-        "provider": "google_workspace",
-        "catch_all": True,
-        "greylisting": False,
-    }
-    values.update(over)
-    return DomainFacts(**values)
-
-
-def warnings_of(caplog: Any) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: Any, tmp_path: Path) -> Backend:
+    return Backend.of(request, tmp_path)
 
 
 def test_the_store_is_the_engines_domain_knowledge(tmp_path: Path) -> None:
@@ -71,10 +62,9 @@ def test_the_store_is_the_engines_domain_knowledge(tmp_path: Path) -> None:
 # -- across runs -----------------------------------------------------------------------------------
 
 
-def test_a_second_run_reads_what_the_first_learned(tmp_path: Path, caplog: Any) -> None:
-    path = tmp_path / "cache.sqlite"
+def test_a_second_run_reads_what_the_first_learned(backend: Backend, caplog: Any) -> None:
     with caplog.at_level(logging.WARNING):
-        first = SqliteDomainKnowledge(path, 7)
+        first = backend.open()
         first.learn_domain("Catch.Example.", facts())
         first.learn_domain("strict.example", facts(catch_all=False, provider=None))
         first.learn_domain("unknown.example", facts(catch_all=None, greylisting=True))
@@ -84,7 +74,7 @@ def test_a_second_run_reads_what_the_first_learned(tmp_path: Path, caplog: Any) 
         assert first.domain("catch.example") == first.domain("CATCH.EXAMPLE")
         first.close()
 
-        second = SqliteDomainKnowledge(path, 7)
+        second = backend.open()
         caught = second.domain("catch.example")
         assert caught is not None
         assert (caught.mx_digest, caught.provider, caught.catch_all, caught.greylisting) == (
@@ -106,31 +96,29 @@ def test_a_second_run_reads_what_the_first_learned(tmp_path: Path, caplog: Any) 
     assert warnings_of(caplog) == []
 
 
-def test_the_newer_fact_wins_and_a_given_learned_at_is_kept(tmp_path: Path) -> None:
-    path = tmp_path / "cache.sqlite"
+def test_the_newer_fact_wins_and_a_given_learned_at_is_kept(backend: Backend) -> None:
     now = time.time()
-    store = SqliteDomainKnowledge(path, 7)
+    store = backend.open()
     store.learn_domain("a.example", facts(catch_all=False, learned_at=now - 3600))
     store.close()
-    later = SqliteDomainKnowledge(path, 7)
+    later = backend.open()
     later.learn_domain("a.example", facts(catch_all=True, learned_at=now - 7200))  # older
     later.close()
-    found = SqliteDomainKnowledge(path, 7).domain("a.example")
+    found = backend.open().domain("a.example")
     assert found is not None and found.catch_all is False
     assert found.learned_at == pytest.approx(now - 3600)
 
 
-def test_writes_are_committed_while_the_run_goes_on(tmp_path: Path) -> None:
-    path = tmp_path / "cache.sqlite"
-    store = SqliteDomainKnowledge(path, 7)
+def test_writes_are_committed_while_the_run_goes_on(backend: Backend) -> None:
+    store = backend.open()
     store.learn_domain("early.example", facts())
     deadline = time.monotonic() + 10
-    other = SqliteDomainKnowledge(path, 7)
+    other = backend.open()
     while other.domain("early.example") is None:  # a miss is remembered: ask a new store
         assert time.monotonic() < deadline, "never committed before close()"
         time.sleep(0.2)
         other.close()
-        other = SqliteDomainKnowledge(path, 7)
+        other = backend.open()
     other.close()
     store.close()
 
@@ -138,10 +126,9 @@ def test_writes_are_committed_while_the_run_goes_on(tmp_path: Path) -> None:
 # -- the TTL ---------------------------------------------------------------------------------------
 
 
-def test_entries_older_than_the_ttl_are_not_returned_and_are_pruned(tmp_path: Path) -> None:
-    path = tmp_path / "cache.sqlite"
+def test_entries_older_than_the_ttl_are_not_returned_and_are_pruned(backend: Backend) -> None:
     clock = Clock()
-    first = SqliteDomainKnowledge(path, 7, clock=clock)
+    first = backend.open(clock=clock)
     first.learn_domain("old.example", facts())
     first.learn_tls("mx.old.example", True)
     assert first.domain("old.example") is not None
@@ -151,32 +138,28 @@ def test_entries_older_than_the_ttl_are_not_returned_and_are_pruned(tmp_path: Pa
     first.close()
 
     clock.now -= 60 + DAY  # six days later
-    six_days = SqliteDomainKnowledge(path, 7, clock=clock)
+    six_days = backend.open(clock=clock)
     assert six_days.domain("old.example") is not None
     assert six_days.tls_works("mx.old.example") is True
     six_days.close()
 
     clock.now += 2 * DAY  # eight days later
-    eight_days = SqliteDomainKnowledge(path, 7, clock=clock)
+    eight_days = backend.open(clock=clock)
     assert eight_days.domain("old.example") is None
     assert eight_days.tls_works("mx.old.example") is None
     eight_days.learn_domain("new.example", facts())  # the first write prunes what expired
     eight_days.close()
-    db = sqlite3.connect(path)
-    assert db.execute("SELECT COUNT(*) FROM domains").fetchone() == (1,)
-    assert db.execute("SELECT COUNT(*) FROM mail_hosts").fetchone() == (0,)
-    db.close()
+    assert (backend.count("domains"), backend.count("mail_hosts")) == (1, 0)
 
 
-def test_a_longer_ttl_reads_what_a_shorter_one_would_not(tmp_path: Path) -> None:
-    path = tmp_path / "cache.sqlite"
+def test_a_longer_ttl_reads_what_a_shorter_one_would_not(backend: Backend) -> None:
     clock = Clock()
-    store = SqliteDomainKnowledge(path, 30, clock=clock)
+    store = backend.open(30, clock=clock)
     store.learn_domain("a.example", facts())
     store.close()
     clock.now += 10 * DAY
-    assert SqliteDomainKnowledge(path, 7, clock=clock).domain("a.example") is None
-    assert SqliteDomainKnowledge(path, 30, clock=clock).domain("a.example") is not None
+    assert backend.open(7, clock=clock).domain("a.example") is None
+    assert backend.open(30, clock=clock).domain("a.example") is not None
 
 
 def test_ttl_zero_reuses_nothing_and_the_mapper_then_opens_no_store(tmp_path: Path) -> None:
@@ -198,6 +181,41 @@ def test_the_setting_is_declared_once_with_its_default_and_limit() -> None:
     assert MapperSettings.from_config({"domain_cache_ttl_days": 0}).domain_cache_ttl_days == 0
     with pytest.raises(ConfigError, match="domain_cache_ttl_days"):
         MapperSettings.from_config({"domain_cache_ttl_days": -1})
+
+
+# -- an MX change, through the engine --------------------------------------------------------------
+
+
+def test_an_mx_change_is_learned_again_and_then_reused(backend: Backend, sandbox: Any) -> None:
+    first, second = [
+        p.email.strip()
+        for p in sandbox.world.iter_people()
+        if p.email and p.truth.case == "catch_all" and p.email.strip().endswith("-1.example")
+    ][:2]
+    domain = first.rsplit("@", 1)[1]
+    stale = facts(mx_digest=mx_digest(["mx.old-provider.example"]), catch_all=False, provider=None)
+    store = backend.open()
+    store.learn_domain(domain, stale)  # learned on another MX set: the domain moved since
+    store.close()
+
+    def run(address: str) -> tuple[str, int, int]:
+        """A run of the engine with a store: (status, catch-all probes, answers from the store)."""
+        store = backend.open()
+
+        async def go() -> tuple[str, Counter[str]]:
+            config = sandbox.mapper_config(smtp_timeout=2, dns_timeout=2)
+            async with Verifier(config, knowledge=store) as verifier:
+                return str((await verifier.verify(address)).status), Counter(verifier.counters)
+
+        status, counters = asyncio.run(go())
+        store.close()
+        return status, counters["catch_all_probes"], counters["catch_all_cached"]
+
+    assert run(first) == ("Catch-All", 1, 0)  # the stale facts are not used
+    relearned = backend.open().domain(domain)
+    assert relearned is not None and relearned.catch_all is True
+    assert relearned.mx_digest != stale.mx_digest
+    assert run(second) == ("Catch-All", 0, 1)  # the next run
 
 
 # -- privacy ---------------------------------------------------------------------------------------
@@ -233,15 +251,14 @@ def test_the_file_names_no_domain_and_no_host(tmp_path: Path) -> None:
 # -- several runs at once --------------------------------------------------------------------------
 
 
-def test_two_runs_writing_the_same_domains_at_once(tmp_path: Path, caplog: Any) -> None:
-    path = tmp_path / "cache.sqlite"
+def test_two_runs_writing_the_same_domains_at_once(backend: Backend, caplog: Any) -> None:
     names = [f"d{i}.example" for i in range(600)]
     errors: list[BaseException] = []
     start = threading.Barrier(3)
 
     def run(catch_all: bool) -> None:
         try:
-            store = SqliteDomainKnowledge(path, 7)
+            store = backend.open()
             start.wait(30)
             for round_ in range(3):
                 for name in names:
@@ -253,8 +270,9 @@ def test_two_runs_writing_the_same_domains_at_once(tmp_path: Path, caplog: Any) 
         except BaseException as exc:
             errors.append(exc)
 
-    # The verdict cache shares the file, holding its write lock between its own commits.
-    results = SqliteResultsCache(path, 30)
+    # The verdict cache shares the file (the database), holding its write lock between its own
+    # commits in SQLite.
+    results = backend.verdicts()
     threads = [threading.Thread(target=run, args=(flag,)) for flag in (True, False)]
     with caplog.at_level(logging.WARNING):
         for thread in threads:
@@ -269,7 +287,7 @@ def test_two_runs_writing_the_same_domains_at_once(tmp_path: Path, caplog: Any) 
             thread.join(60)
     assert errors == []
     assert warnings_of(caplog) == []
-    reader = SqliteDomainKnowledge(path, 7)
+    reader = backend.open()
     for name in names:
         found = reader.domain(name)
         assert found is not None and found.catch_all in (True, False)
@@ -435,8 +453,6 @@ def test_memory_stays_bounded(tmp_path: Path) -> None:
 
 
 # -- through the mapper ----------------------------------------------------------------------------
-
-MAPPER = str(Path(sys.executable).parent / "mapper-emailverify")
 
 
 @pytest.mark.slow

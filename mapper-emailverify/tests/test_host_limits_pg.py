@@ -21,11 +21,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-import psycopg
 import pytest
 from cio_sandbox import Sandbox, World
+from cio_sandbox.postgres import new_database
 from cio_sandbox.world import SHARED_HOST_CASE_WEIGHTS
 from mapper_emailverify.stream_map.host_limits_pg import PostgresHostLimits
 
@@ -236,14 +236,6 @@ def shared_host_addresses(sb: Sandbox) -> list[str]:
     ]
 
 
-def fresh_database(url: str) -> str:
-    """A new, empty database on the server of `url` (each run starts with no cached verdict)."""
-    name = f"limits_{time.monotonic_ns()}"
-    with psycopg.connect(url, autocommit=True) as db:
-        db.execute(f"CREATE DATABASE {name}")
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
 def mapper_input(addresses: list[str]) -> str:
     schema = {
         "type": "SCHEMA",
@@ -264,7 +256,7 @@ def three_mappers(sb: Sandbox, url: str, tmp_path: Path, egress: list[str | None
     connections one mail host had at once."""
     addresses = shared_host_addresses(sb)
     assert len(addresses) >= 150, len(addresses)
-    url = fresh_database(url)
+    url = new_database(url, "limits")
     sb.obs.reset_counters()
     workers = []
     for i, name in enumerate(egress):

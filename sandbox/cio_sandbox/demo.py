@@ -33,6 +33,28 @@ def project_root() -> Path:
     raise FileNotFoundError("meltano.yml not found: run the demo from the repository (make demo)")
 
 
+def meltano_install(sys_dir: Path, plugins: list[str], root: Path | None = None) -> None:
+    """`meltano install` of `plugins` into the Meltano system directory `sys_dir` (tests give
+    each module a private one, so they never touch or race with a developer's `.meltano/`)."""
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "MELTANO_SYS_DIR_ROOT": str(sys_dir),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    done = subprocess.run(
+        [str(Path(bin_dir) / "meltano"), "install", *plugins],
+        cwd=root or project_root(),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"meltano install failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+
+
 def landing_line(log: Path, since: int) -> str:
     """What the target's landing check found in the run logged after byte `since`."""
     with log.open(encoding="utf-8", errors="replace") as handle:

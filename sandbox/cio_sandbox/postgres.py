@@ -16,7 +16,9 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 #: A throwaway server's; tests check it never reaches a log line.
 PASSWORD = "s3cret-pg-Pa55"
@@ -37,6 +39,21 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def new_database(url: str, prefix: str = "test") -> str:
+    """A new, empty database on the server of `url` (a test's rows of its own): its URL."""
+    parts = urlsplit(url)
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    bin_dir = find_bin_dir()
+    createdb = str(bin_dir / "createdb") if bin_dir else "createdb"
+    subprocess.run(
+        [createdb, "-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 5432),
+         "-U", parts.username or USER, name],
+        env={**os.environ, "PGPASSWORD": parts.password or ""},
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 class PostgresServer:

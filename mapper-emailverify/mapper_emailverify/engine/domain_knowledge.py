@@ -38,8 +38,9 @@ class DomainFacts:
 class DomainKnowledge(Protocol):
     """A store of `DomainFacts` by domain and STARTTLS outcomes by mail host name.
 
-    Called from the engine's event loop: every method must return quickly (a local file, not a
-    network round trip) and never raise; a store that fails answers None and forgets the write.
+    Called from the engine's event loop: every method must return quickly (a local file, or a
+    network read bounded to about a second) and never raise; a store that fails answers None and
+    forgets the write.
     Entries older than the store's TTL are not returned.
     """
 

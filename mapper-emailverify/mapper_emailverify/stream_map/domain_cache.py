@@ -20,6 +20,10 @@ commits every few seconds and at `close()`, with upserts so that several runs wr
 domain never fail. Any SQLite error (a damaged file, a file that is not a database, a read-only
 directory, a full disk, a lock held too long) gives one WARNING naming `cache_path`; the run then
 goes on with what it learned in memory. The store is an optimisation, safe to delete with the file.
+
+`DomainStore` is what this store shares with its PostgreSQL twin (`domain_cache_pg`, for
+`cache_url`): keys, LRU, pending writes, writer thread and failure handling; a backend adds its
+reads, its commit and its WARNING. `cache_choice.open_domain_knowledge` picks one.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, ClassVar, Generic, Literal, NamedTuple, TypeVar
 
 from mapper_emailverify.engine.domain_knowledge import DomainFacts
 from mapper_emailverify.stream_map.settings import DAY
@@ -70,6 +74,14 @@ _UPSERT_HOST = (
     "tls_works = excluded.tls_works, learned_at = excluded.learned_at "
     "WHERE excluded.learned_at >= mail_hosts.learned_at"
 )
+#: A store's two reads; both backends give the same columns.
+Kind = Literal["domain", "host"]
+DOMAIN_COLUMNS = "mx_digest, provider, catch_all, greylisting, learned_at"
+HOST_COLUMNS = "tls_works, learned_at"
+_SELECT: dict[Kind, str] = {
+    "domain": f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE key = ?",
+    "host": f"SELECT {HOST_COLUMNS} FROM mail_hosts WHERE key = ?",
+}
 
 
 def normalize_name(name: str) -> str:
@@ -99,6 +111,7 @@ class HostFact(NamedTuple):
 
 
 V = TypeVar("V")
+C = TypeVar("C")  # a backend's connection
 _MISSING = object()
 
 
@@ -127,48 +140,76 @@ class _Lru(Generic[V]):
         return len(self._items)
 
 
-class SqliteDomainKnowledge:
-    """`DomainKnowledge` in the SQLite file at `path` (the mapper's `cache_path`), reused for
-    `ttl_days`; see the module docstring. `clock` gives Unix seconds (tests move it)."""
+class DomainStore(Generic[C]):
+    """What the SQLite and PostgreSQL stores share (`DomainKnowledge`, see the module docstring):
+    the LRU of answers, this run's facts waiting for the writer thread, which commits them every
+    `_COMMIT_SECONDS` and at `close()`, and memory only after the first failure (one WARNING).
+
+    A backend opens `_reader` (the event loop's, used under `_lock`) and `_writer` (the writer
+    thread's) and gives `_row` (one primary-key read), `_commit` (one short transaction),
+    `_passing` (a failure that is only a miss), `_close_db` and `_report` (the WARNING)."""
+
+    #: What the backend raises when it fails.
+    _ERRORS: ClassVar[tuple[type[BaseException], ...]]
 
     def __init__(
         self,
-        path: str | Path,
         ttl_days: float,
         *,
-        logger: logging.Logger | None = None,
-        busy_timeout: float = 30.0,
-        max_entries: int = MAX_ENTRIES,
-        clock: Callable[[], float] = time.time,
+        logger: logging.Logger | None,
+        max_entries: int,
+        clock: Callable[[], float],
+        close_timeout: float,
     ) -> None:
-        self.path = Path(path).expanduser()
         self.ttl = max(0.0, float(ttl_days)) * DAY
         self.logger = logger or logging.getLogger(__name__)
-        self.busy_timeout = busy_timeout
         self.max_entries = max_entries
         self._clock = clock
+        self._close_timeout = close_timeout
         self._lock = threading.Lock()
         self._domains: _Lru[DomainFacts] = _Lru(max_entries)
         self._hosts: _Lru[HostFact] = _Lru(max_entries)
-        #: Learned since the last commit (only while the file takes writes).
+        #: Learned since the last commit (only while the store takes writes).
         self._pending_domains: dict[str, DomainFacts] = {}
         self._pending_hosts: dict[str, HostFact] = {}
-        self._reader: sqlite3.Connection | None = None  # the event loop's, under `_lock`
-        self._writer: sqlite3.Connection | None = None  # the writer thread's
+        self._reader: C | None = None  # the event loop's, under `_lock`
+        self._writer: C | None = None  # the writer thread's
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._pruned = False
-        self._failed = False  # the file failed once: memory only for the rest of the run
+        self._failed = False  # the store failed once: memory only for the rest of the run
         self._closed = False
-        try:
-            self._writer = self._open_writer()
-            self._reader = sqlite3.connect(
-                self.path, timeout=_READ_TIMEOUT, check_same_thread=False, isolation_level=None
-            )
-            self._reader.execute("PRAGMA query_only = 1")
-            self._reader.execute("SELECT 1 FROM domains LIMIT 1").fetchone()  # not a database?
-        except (sqlite3.Error, OSError) as exc:
-            self._fail(exc)
+
+    # -- the backend -----------------------------------------------------------------------------
+
+    def _row(self, db: C, kind: Kind, key: str) -> tuple[Any, ...] | None:
+        """The row of `key` (`DOMAIN_COLUMNS` or `HOST_COLUMNS`), None when there is none."""
+        raise NotImplementedError
+
+    def _commit(
+        self,
+        db: C,
+        domains: dict[str, DomainFacts],
+        hosts: dict[str, HostFact],
+        oldest: float | None,
+    ) -> None:
+        """Upsert the facts, newer wins (first deleting rows learned before `oldest`)."""
+        raise NotImplementedError
+
+    def _passing(self, exc: BaseException) -> bool:
+        """Under the lock: whether a failed read is only a miss (the store goes on)."""
+        return False
+
+    def _gone(self) -> bool:
+        """Under the lock: whether the store was lost elsewhere (say nothing, stop using it)."""
+        return False
+
+    def _close_db(self, db: C) -> None:
+        raise NotImplementedError
+
+    def _report(self, exc: BaseException) -> None:
+        """The run's one WARNING about this store."""
+        raise NotImplementedError
 
     # -- DomainKnowledge -------------------------------------------------------------------------
 
@@ -176,12 +217,8 @@ class SqliteDomainKnowledge:
         key = domain_key(name)
         with self._lock:
             known, facts = self._domains.lookup(key)
-            if not known and self._reader is not None:
-                read, row = self._read(
-                    "SELECT mx_digest, provider, catch_all, greylisting, learned_at "
-                    "FROM domains WHERE key = ?",
-                    key,
-                )
+            if not known:
+                read, row = self._read("domain", key)
                 if read:
                     facts = None if row is None else _facts(row)
                     self._domains.put(key, facts)
@@ -203,10 +240,8 @@ class SqliteDomainKnowledge:
         key = host_key(host)
         with self._lock:
             known, fact = self._hosts.lookup(key)
-            if not known and self._reader is not None:
-                read, row = self._read(
-                    "SELECT tls_works, learned_at FROM mail_hosts WHERE key = ?", key
-                )
+            if not known:
+                read, row = self._read("host", key)
                 if read:
                     fact = None if row is None else HostFact(bool(row[0]), float(row[1]))
                     self._hosts.put(key, fact)
@@ -226,7 +261,7 @@ class SqliteDomainKnowledge:
     # -- the run's end ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Commit what is pending and close the file (later calls answer from memory)."""
+        """Commit what is pending and close the store (later calls answer from memory)."""
         with self._lock:
             if self._closed:
                 return
@@ -234,14 +269,13 @@ class SqliteDomainKnowledge:
             thread = self._thread
         self._stop.set()
         if thread is not None:
-            thread.join(timeout=self.busy_timeout + 5)
+            thread.join(timeout=self._close_timeout)
         else:
             self._close_writer()
         with self._lock:
             reader, self._reader = self._reader, None
         if reader is not None:
-            with contextlib.suppress(sqlite3.Error):
-                reader.close()
+            self._close_db(reader)
 
     @property
     def in_memory(self) -> tuple[int, int]:
@@ -254,17 +288,19 @@ class SqliteDomainKnowledge:
     def _fresh(self, learned_at: float) -> bool:
         return learned_at + self.ttl >= self._clock() and self.ttl > 0
 
-    def _read(self, sql: str, key: str) -> tuple[bool, tuple[Any, ...] | None]:
-        """Under the lock: (read, row); not read when the file could not answer now."""
-        assert self._reader is not None
+    def _read(self, kind: Kind, key: str) -> tuple[bool, tuple[Any, ...] | None]:
+        """Under the lock: (read, row); not read without a reader, or when the store could not
+        answer now."""
+        if self._reader is not None and self._gone():
+            self._fail_locked(None)
+        if self._reader is None:
+            return False, None
         try:
-            row: tuple[Any, ...] | None = self._reader.execute(sql, (key,)).fetchone()
-        except sqlite3.Error as exc:
-            # busy: another connection holds the file a moment, a miss
-            if failure_kind(exc) != "busy":
+            return True, self._row(self._reader, kind, key)
+        except self._ERRORS as exc:
+            if not self._passing(exc):
                 self._fail_locked(exc)
             return False, None
-        return True, row
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -292,6 +328,8 @@ class SqliteDomainKnowledge:
     def _flush(self) -> None:
         """On the writer thread: commit the pending facts (and, first, forget expired ones)."""
         with self._lock:
+            if self._writer is not None and self._gone():
+                self._fail_locked(None)
             db = self._writer
             if db is None or self._failed:
                 return
@@ -300,36 +338,8 @@ class SqliteDomainKnowledge:
         if not domains and not hosts:
             return
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if not self._pruned:
-                    oldest = self._clock() - self.ttl
-                    db.execute("DELETE FROM domains WHERE learned_at < ?", (oldest,))
-                    db.execute("DELETE FROM mail_hosts WHERE learned_at < ?", (oldest,))
-                db.executemany(
-                    _UPSERT_DOMAIN,
-                    [
-                        (
-                            key,
-                            f.mx_digest,
-                            f.provider,
-                            None if f.catch_all is None else int(f.catch_all),
-                            int(f.greylisting),
-                            f.learned_at,
-                        )
-                        for key, f in domains.items()
-                    ],
-                )
-                db.executemany(
-                    _UPSERT_HOST,
-                    [(key, int(h.tls_works), h.learned_at) for key, h in hosts.items()],
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
+            self._commit(db, domains, hosts, None if self._pruned else self._clock() - self.ttl)
+        except self._ERRORS as exc:
             self._fail(exc)  # the facts stay in the LRU for this run
             return
         self._pruned = True
@@ -338,18 +348,17 @@ class SqliteDomainKnowledge:
         with self._lock:
             db, self._writer = self._writer, None
         if db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                db.close()
+            self._close_db(db)
 
     # -- failures --------------------------------------------------------------------------------
 
-    def _fail(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException | None) -> None:
         with self._lock:
             self._fail_locked(exc)
 
-    def _fail_locked(self, exc: BaseException) -> None:
-        """Under the lock: one WARNING, then memory only (the writer thread closes its own
-        connection when it sees `_failed`)."""
+    def _fail_locked(self, exc: BaseException | None) -> None:
+        """Under the lock: one WARNING (none for None), then memory only (the writer thread
+        closes its own connection when it sees `_failed`)."""
         if self._failed:
             return
         self._failed = True
@@ -357,14 +366,98 @@ class SqliteDomainKnowledge:
         self._pending_hosts.clear()
         reader, self._reader = self._reader, None
         if reader is not None:
-            with contextlib.suppress(sqlite3.Error):
-                reader.close()
+            self._close_db(reader)
         if self._thread is None:
             writer, self._writer = self._writer, None
             if writer is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    writer.close()
+                self._close_db(writer)
         self._stop.set()
+        if exc is not None:
+            self._report(exc)
+
+
+def domain_rows(domains: dict[str, DomainFacts]) -> list[tuple[Any, ...]]:
+    """The rows of `domains` in column order (the key, then `DOMAIN_COLUMNS`), by key."""
+    return [
+        (key, f.mx_digest, f.provider, f.catch_all, f.greylisting, f.learned_at)
+        for key, f in sorted(domains.items())
+    ]
+
+
+def host_rows(hosts: dict[str, HostFact]) -> list[tuple[Any, ...]]:
+    return [(key, h.tls_works, h.learned_at) for key, h in sorted(hosts.items())]
+
+
+class SqliteDomainKnowledge(DomainStore[sqlite3.Connection]):
+    """`DomainKnowledge` in the SQLite file at `path` (the mapper's `cache_path`), reused for
+    `ttl_days`; see the module docstring. `clock` gives Unix seconds (tests move it)."""
+
+    _ERRORS = (sqlite3.Error, OSError)
+
+    def __init__(
+        self,
+        path: str | Path,
+        ttl_days: float,
+        *,
+        logger: logging.Logger | None = None,
+        busy_timeout: float = 30.0,
+        max_entries: int = MAX_ENTRIES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            ttl_days,
+            logger=logger,
+            max_entries=max_entries,
+            clock=clock,
+            close_timeout=busy_timeout + 5,
+        )
+        self.path = Path(path).expanduser()
+        self.busy_timeout = busy_timeout
+        try:
+            self._writer = self._open_writer()
+            self._reader = sqlite3.connect(
+                self.path, timeout=_READ_TIMEOUT, check_same_thread=False, isolation_level=None
+            )
+            self._reader.execute("PRAGMA query_only = 1")
+            self._reader.execute("SELECT 1 FROM domains LIMIT 1").fetchone()  # not a database?
+        except self._ERRORS as exc:
+            self._fail(exc)
+
+    # -- the backend -----------------------------------------------------------------------------
+
+    def _row(self, db: sqlite3.Connection, kind: Kind, key: str) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = db.execute(_SELECT[kind], (key,)).fetchone()
+        return row
+
+    def _passing(self, exc: BaseException) -> bool:
+        # busy: another connection holds the file a moment, a miss
+        return isinstance(exc, sqlite3.Error) and failure_kind(exc) == "busy"
+
+    def _commit(
+        self,
+        db: sqlite3.Connection,
+        domains: dict[str, DomainFacts],
+        hosts: dict[str, HostFact],
+        oldest: float | None,
+    ) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if oldest is not None:
+                db.execute("DELETE FROM domains WHERE learned_at < ?", (oldest,))
+                db.execute("DELETE FROM mail_hosts WHERE learned_at < ?", (oldest,))
+            db.executemany(_UPSERT_DOMAIN, domain_rows(domains))
+            db.executemany(_UPSERT_HOST, host_rows(hosts))
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+
+    def _close_db(self, db: sqlite3.Connection) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            db.close()
+
+    def _report(self, exc: BaseException) -> None:
         self.logger.warning(
             "cache_path %s cannot keep domain knowledge (%s): this run goes on without domain "
             "knowledge from earlier runs, keeps what it learns in memory only, and the next run "
@@ -394,15 +487,6 @@ class SqliteDomainKnowledge:
 
     def _patiently(self, step: Callable[[], object]) -> None:
         while_busy(step, self.busy_timeout)
-
-
-def open_domain_knowledge(
-    cache_path: str | None, ttl_days: float, logger: logging.Logger | None = None
-) -> SqliteDomainKnowledge | None:
-    """The mapper's store: None without `cache_path` or when `domain_cache_ttl_days` is 0."""
-    if not cache_path or ttl_days <= 0:
-        return None
-    return SqliteDomainKnowledge(cache_path, ttl_days, logger=logger)
 
 
 def _facts(row: tuple[Any, ...]) -> DomainFacts:

@@ -13,8 +13,9 @@ Every call is one autocommit statement, so no lock outlives it and none is held 
 server talks. A slot is a lease that its worker renews while it runs: a worker that dies frees its
 slots within `LEASE_SECONDS`. The rate is the prober's GCRA booked in one `UPSERT ... RETURNING`
 on the database's clock, the one clock all workers share. A database that fails (or answers
-slower than `_OP_TIMEOUT`) gets one WARNING; this worker then keeps its own caps for the rest of
-the run, as it would without `cache_url`.
+slower than `_OP_TIMEOUT`) gets the run's one WARNING about `cache_url` (`CacheUrl`, shared with
+the caches); this worker then keeps its own caps for the rest of the run, as it would without
+`cache_url`.
 """
 
 from __future__ import annotations
@@ -29,8 +30,7 @@ from typing import Any
 
 import psycopg
 
-from mapper_emailverify.stream_map.verdict_cache import brief
-from mapper_emailverify.stream_map.verdict_cache_pg import _SETUP_LOCK, _password, redacted
+from mapper_emailverify.stream_map.verdict_cache_pg import _SETUP_LOCK, CacheUrl, connect_options
 
 #: A slot not renewed for this long is free again (its worker died or lost the database).
 LEASE_SECONDS = 60.0
@@ -102,24 +102,23 @@ class PostgresHostLimits:
 
     def __init__(
         self,
-        url: str,
+        url: str | CacheUrl,
         egress: str = "",
         *,
         logger: logging.Logger | None = None,
         lease_seconds: float = LEASE_SECONDS,
         connect_timeout: float = 10.0,
     ) -> None:
-        self.url = url
+        #: The run's `cache_url`, shared with its caches (one WARNING, no dialling once lost).
+        self.link = url if isinstance(url, CacheUrl) else CacheUrl(url, logger)
         self.egress = egress
-        self.logger = logger or logging.getLogger(__name__)
+        self.logger = self.link.logger
         self.lease = float(lease_seconds)
         self.connect_timeout = connect_timeout
         self.holder = uuid.uuid4().hex
-        self.lost = False
         #: Slots waited for and seconds spent waiting (the prober's politeness, for the report).
         self.waits = 0
         self.waited = 0.0
-        self._secrets = _password(url)
         self._stale: list[str] = []  # holders of an earlier loop, whose slots are given back
         self._db: psycopg.AsyncConnection[Any] | None = None
         self._opening: asyncio.Lock | None = None
@@ -242,14 +241,16 @@ class PostgresHostLimits:
 
     async def _run(self, sql: str, params: Any) -> psycopg.AsyncCursor[Any]:
         """Run one statement; raises `_Gone` (after one WARNING) when the database fails."""
-        if self.lost:
+        if self.link.down:
+            self._drop()
             raise _Gone
         try:
             async with asyncio.timeout(_OP_TIMEOUT):
                 db = await self._connection()
                 return await db.execute(sql, params)
         except (psycopg.Error, OSError, TimeoutError) as exc:
-            self._fail(exc)
+            self.link.lost(exc)
+            self._drop()
             raise _Gone from None
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
@@ -264,15 +265,7 @@ class PostgresHostLimits:
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         db = await psycopg.AsyncConnection.connect(
-            self.url,
-            autocommit=True,
-            connect_timeout=max(1, round(self.connect_timeout)),
-            options=f"-c statement_timeout={round(_OP_TIMEOUT * 1000)}",
-            application_name="mapper-emailverify",
-            keepalives=1,
-            keepalives_idle=10,
-            keepalives_interval=5,
-            keepalives_count=3,
+            self.link.url, **connect_options(self.connect_timeout, _OP_TIMEOUT)
         )
         try:
             async with db.transaction():
@@ -290,22 +283,9 @@ class PostgresHostLimits:
             raise
         return db
 
-    def _fail(self, exc: BaseException) -> None:
-        """Say once that sharing stopped; this worker keeps its own caps from now on."""
-        if self.lost:
-            return
-        self.lost = True
+    def _drop(self) -> None:
+        """Close the connection of a lost database (in the background: it may hang)."""
         db, self._db = self._db, None
         if db is not None:
             task = asyncio.ensure_future(db.close())
             task.add_done_callback(lambda _: None)
-        text = brief(exc) if not isinstance(exc, TimeoutError) else "no answer in time"
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        self.logger.warning(
-            "cache_url %s cannot share the mail hosts' caps any more (%s): this worker goes on "
-            "with its own max_connections_per_mx and max_rcpt_per_minute_per_mx, which other "
-            "workers on its egress IP may now add to; check that the database is up.",
-            redacted(self.url),
-            text,
-        )

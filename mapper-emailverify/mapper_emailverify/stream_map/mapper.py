@@ -32,11 +32,12 @@ from typing_extensions import override
 from mapper_emailverify.engine.config import VerifierConfig
 from mapper_emailverify.engine.errors import ConfigError, UserError, exit_with
 from mapper_emailverify.engine.host_limits import SharedHostLimits
-from mapper_emailverify.stream_map.cache_choice import open_cache
-from mapper_emailverify.stream_map.domain_cache import (
-    SqliteDomainKnowledge,
+from mapper_emailverify.stream_map.cache_choice import (
+    open_cache,
     open_domain_knowledge,
+    open_host_limits,
 )
+from mapper_emailverify.stream_map.domain_cache import DomainStore
 from mapper_emailverify.stream_map.engine_thread import Engine, EngineThread
 from mapper_emailverify.stream_map.extra_fields import OTHER
 from mapper_emailverify.stream_map.gate import FirstContactGate
@@ -126,6 +127,8 @@ class EmailVerifyMapper(InlineMapper):
             raise _config_error(
                 f"cache_path cannot be opened as SQLite ({exc}); point it at a writable file."
             ) from None
+        except ConfigError as exc:  # cache_url: a database that cannot be used at start
+            raise _config_error(str(exc)) from None
         self._cache = cache
         self._planner = Planner(
             settings.email_field,
@@ -140,7 +143,7 @@ class EmailVerifyMapper(InlineMapper):
             WINDOW_BYTES,
         )
         #: What the engine learns about domains, kept next to the cache (opened with the engine).
-        self._knowledge: SqliteDomainKnowledge | None = None
+        self._knowledge: DomainStore[Any] | None = None
         if engine_factory is None:
 
             def engine_factory() -> Engine:
@@ -149,7 +152,11 @@ class EmailVerifyMapper(InlineMapper):
 
                 if self._knowledge is None:
                     self._knowledge = open_domain_knowledge(
-                        settings.cache_path or None, settings.domain_cache_ttl_days, self.logger
+                        settings.cache_path or None,
+                        settings.domain_cache_ttl_days,
+                        self.logger,
+                        url=settings.cache_url or None,
+                        beside=cache,
                     )
                 return Verifier(
                     engine_config,
@@ -165,7 +172,11 @@ class EmailVerifyMapper(InlineMapper):
         if "Provider" in settings.extras:
             # Opened now, not with the engine: cached and fresh records read providers from it.
             self._knowledge = open_domain_knowledge(
-                settings.cache_path or None, settings.domain_cache_ttl_days, self.logger
+                settings.cache_path or None,
+                settings.domain_cache_ttl_days,
+                self.logger,
+                url=settings.cache_url or None,
+                beside=cache,
             )
             self._records.extras.domain_provider = self._known_provider
         self.progress.engine_counters = self._engine_counters
@@ -242,13 +253,12 @@ class EmailVerifyMapper(InlineMapper):
         """With `cache_url`, each mail host's caps shared by the workers on this `egress_ip`."""
         if not (settings.cache_url and engine_config.uses_builtin and engine_config.smtp_check):
             return None
-        # Imported here: only a run that probes with cache_url loads psycopg for it.
-        from mapper_emailverify.stream_map.host_limits_pg import PostgresHostLimits
-
-        return PostgresHostLimits(settings.cache_url, settings.egress_ip or "", logger=self.logger)
+        return open_host_limits(
+            settings.cache_url, settings.egress_ip or "", self.logger, beside=self._cache
+        )
 
     def _known_provider(self, domain: str) -> str | None:
-        """The provider the domain knowledge in `cache_path` holds for `domain` (see
+        """The provider the domain knowledge (`cache_path` or `cache_url`) holds for `domain` (see
         `extra_fields`)."""
         facts = self._knowledge.domain(domain) if self._knowledge is not None else None
         return None if facts is None else facts.provider or OTHER

@@ -59,8 +59,10 @@ class MapperSettings:
     )
     cache_url: str | None = setting(
         description="PostgreSQL URL (postgresql://user:password@host:5432/db) of a verdict cache "
-        "shared by several workers, instead of cache_path; same hashed keys and TTLs. A worker "
-        "that loses the database warns once and goes on without it.",
+        "and domain knowledge shared by several workers, instead of cache_path (same hashed keys "
+        "and TTLs); workers on one egress IP also share each mail host's caps there (egress_ip). "
+        "A database that cannot be used at start stops the run; one lost mid-run gives one "
+        "warning and the run goes on without it.",
         secret=True,
     )
     egress_ip: str | None = setting(
@@ -79,8 +81,9 @@ class MapperSettings:
     domain_cache_ttl_days: float = setting(
         7.0,
         "Days what a run learned about a domain (catch-all or not, provider, greylisting, "
-        "STARTTLS per mail host) is reused from cache_path, sparing a catch-all probe per domain "
-        "(domains whose MX set changed are learned again); 0 learns afresh each run.",
+        "STARTTLS per mail host) is reused from cache_path or cache_url, sparing a catch-all "
+        "probe per domain (domains whose MX set changed are learned again); 0 learns afresh "
+        "each run.",
         minimum=0,
     )
     reverify_after_days: float = setting(

@@ -7,8 +7,14 @@ so a SQLite or in-memory run never loads psycopg.
 Writes are kept in this process and sent in one short transaction every `_COMMIT_SECONDS` or
 `_COMMIT_EVERY` writes (the mapper's ticker calls `commit`), so no transaction or lock is held
 while the verifier talks to a mail server. Upserts keep the newer verdict, so two workers writing
-one key lose nothing. A database lost mid-run is reported in one WARNING and the run goes on with
-memory only, as a SQLite file that stops taking writes does.
+one key lose nothing. A database that cannot be used at start is a configuration error
+(`ConfigError`, one line, the password shown as ***): a typo in the URL or a wrong password stops
+the run instead of running it without its cache. A database lost mid-run is reported in one WARNING
+and the run goes on with memory only, as a SQLite file that stops taking writes does.
+
+`CacheUrl` is what the stores on one `cache_url` share (this cache and the domain knowledge of
+`domain_cache_pg`): the redacted URL, the connection settings, the one WARNING of a run and whether
+the database was lost, so that after a loss no store dials it again.
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
 
+from mapper_emailverify.engine.errors import ConfigError
 from mapper_emailverify.stream_map.settings import DAY, HOUR
 from mapper_emailverify.stream_map.verdict_cache import (
     _COMMIT_EVERY,
@@ -30,7 +38,6 @@ from mapper_emailverify.stream_map.verdict_cache import (
     DEFAULT_TRANSIENT_HOURS,
     MemoryResultsCache,
     Verdict,
-    brief,
     lifetime,
 )
 
@@ -78,12 +85,128 @@ def redacted(url: str) -> str:
         return "<cache_url>"
 
 
+def reason(exc: BaseException) -> str:
+    """What a psycopg failure says, without the words around it: `Connection refused`,
+    `password authentication failed for user "ev"`, `database "x" does not exist` ..."""
+    text = str(exc).strip().split("\n", 1)[0].rsplit(" failed: ", 1)[-1]
+    return " ".join(text.removeprefix("FATAL:").split())[:120] or type(exc).__name__
+
+
+class CacheUrl:
+    """One run's `cache_url`, shared by the stores that keep their rows there: how to connect,
+    how it is shown (the password as ***), and whether the database was lost. The first store that
+    loses it says so in one WARNING; from then on `down` is true and no store dials it again."""
+
+    def __init__(self, url: str, logger: logging.Logger | None = None) -> None:
+        self.url = url
+        self.shown = redacted(url)
+        self.logger = logger or logging.getLogger(__name__)
+        self.down = False
+        self._secrets = _password(url)
+        self._lock = threading.Lock()
+
+    def connect(
+        self,
+        tables: Sequence[str],
+        *,
+        connect_timeout: float,
+        statement_timeout: float,
+        give_up_after: float | None = None,
+    ) -> psycopg.Connection[tuple[Any, ...]]:
+        """An autocommit connection whose statements end after `statement_timeout` (server side)
+        and whose unacknowledged writes after `give_up_after` (default twice that), with `tables`
+        created first under an advisory lock (workers starting together do not race)."""
+        db = psycopg.connect(
+            self.url, **connect_options(connect_timeout, statement_timeout, give_up_after)
+        )
+        try:
+            if tables:
+                with db.transaction():
+                    db.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
+                    for statement in tables:
+                        db.execute(statement)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                db.close()
+            raise
+        return db
+
+    def unusable(self, exc: BaseException) -> ConfigError:
+        """The one line that stops a run whose database cannot be used at start."""
+        return ConfigError(
+            f"cache_url {self.shown} cannot be used ({self.scrub(reason(exc))}): check the URL, "
+            "that the server is up and the password, or remove cache_url."
+        )
+
+    def lost(self, exc: BaseException | None) -> None:
+        """The database cannot be used any more: said once per run (None says nothing)."""
+        with self._lock:
+            first, self.down = not self.down, True
+        if first and exc is not None:
+            self.logger.warning(
+                "cache_url %s cannot be used (%s): this run goes on without the shared cache, "
+                "keeps its new verdicts and domain knowledge in memory only and holds each mail "
+                "host to its own caps (other workers on its egress IP may add to them); check "
+                "that the database is up and reachable from this worker.",
+                self.shown,
+                self.scrub(reason(exc)),
+            )
+
+    def scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def connect_options(
+    connect_timeout: float, statement_timeout: float, give_up_after: float | None = None
+) -> dict[str, Any]:
+    """The keyword arguments of `psycopg.connect` (or `AsyncConnection.connect`) for a `cache_url`
+    store: autocommit, bounded connect and statements, TCP keepalives, and unacknowledged writes
+    given up after `give_up_after` (default twice `statement_timeout`)."""
+    give_up = 2 * statement_timeout if give_up_after is None else give_up_after
+    return {
+        "autocommit": True,
+        "connect_timeout": max(1, round(connect_timeout)),
+        "options": f"-c statement_timeout={round(statement_timeout * 1000)}",
+        "application_name": "mapper-emailverify",
+        # A peer that vanishes (no RST) is noticed in about half a minute, not hours.
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": round(give_up * 1000),
+    }
+
+
+def in_one_transaction(
+    db: psycopg.Connection[Any], statements: Sequence[tuple[str, Sequence[object]]]
+) -> bool:
+    """`statements` in one short pipelined transaction, tried again on a deadlock or a
+    serialization failure; False when it kept failing so (other errors are raised). Callers sort
+    their rows by key, so that two workers lock them in one order."""
+    for attempt in range(_TRIES):
+        try:
+            with db.transaction(), db.pipeline():
+                cursor = db.cursor()
+                for sql, params in statements:
+                    cursor.execute(sql, params)
+            return True
+        except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
+            if attempt + 1 < _TRIES:
+                time.sleep(0.05 * (attempt + 1))
+    return False
+
+
 class PostgresResultsCache:
-    """The `ResultsCache` protocol over PostgreSQL (psycopg 3, one autocommit connection)."""
+    """The `ResultsCache` protocol over PostgreSQL (psycopg 3, one autocommit connection).
+
+    `url` is the `cache_url`, or a `CacheUrl` shared with the run's other stores. Raises
+    `ConfigError` when the database cannot be used at start (see the module docstring)."""
 
     def __init__(
         self,
-        url: str,
+        url: str | CacheUrl,
         ttl_days: float,
         transient_hours: float = DEFAULT_TRANSIENT_HOURS,
         *,
@@ -93,12 +216,11 @@ class PostgresResultsCache:
     ) -> None:
         self.ttl = float(ttl_days) * DAY
         self.transient_ttl = float(transient_hours) * HOUR
-        self.url = url
-        self.shown = redacted(url)
-        self.logger = logger or logging.getLogger(__name__)
-        self._secrets = _password(url)
+        self.link = url if isinstance(url, CacheUrl) else CacheUrl(url, logger)
+        self.url = self.link.url
+        self.shown = self.link.shown
+        self.logger = self.link.logger
         self._days = (float(ttl_days), float(transient_hours))
-        self._warned = False
         self._lock = threading.Lock()
         #: Writes not yet sent (in order), and the same writes as answers for this run's reads.
         self._pending: list[tuple[str, Verdict | None]] = []
@@ -110,15 +232,17 @@ class PostgresResultsCache:
         self._last_commit = time.monotonic()
         self._db: psycopg.Connection[tuple[object, ...]] | None = None
         try:
-            self._db = self._connect(connect_timeout, statement_timeout)
+            self._db = self.link.connect(
+                _TABLES, connect_timeout=connect_timeout, statement_timeout=statement_timeout
+            )
         except psycopg.Error as exc:
-            self._lost(exc)
+            raise self.link.unusable(exc) from None
 
     # -- the interface ---------------------------------------------------------------------------
 
     def get(self, key: str) -> Verdict | None:
         with self._lock:
-            if self._db is None:
+            if not self._online():
                 return self._memory.get(key)
             verdict = self._unsent.get(key)
             if verdict is not None:
@@ -135,7 +259,7 @@ class PostgresResultsCache:
         `get` / `is_bounce` of each (one round trip for many keys instead of one each)."""
         with self._lock:
             self._fetched, self._fetched_bounces = {}, {}
-            db = self._db
+            db = self._db if self._online() else None
             if db is None:
                 return
             try:
@@ -175,7 +299,7 @@ class PostgresResultsCache:
 
     def is_bounce(self, key: str) -> bool:
         with self._lock:
-            if self._db is None:
+            if not self._online():
                 return self._memory.is_bounce(key)
             if self._unsent.is_bounce(key):
                 return True
@@ -186,7 +310,7 @@ class PostgresResultsCache:
 
     def has_bounces(self) -> bool:
         with self._lock:
-            if self._db is None:
+            if not self._online():
                 return self._memory.has_bounces()
             if self._unsent.has_bounces():
                 return True
@@ -236,7 +360,7 @@ class PostgresResultsCache:
         """Under the lock: a verdict, or a bounce when `verdict` is None."""
         self._fetched.pop(key, None)
         self._fetched_bounces.pop(key, None)
-        target = self._memory if self._db is None else self._unsent
+        target = self._unsent if self._online() else self._memory
         if verdict is None:
             target.add_bounce(key)
         else:
@@ -254,30 +378,24 @@ class PostgresResultsCache:
         """Under the lock: the pending writes in one short transaction (sorted by key, so two
         workers lock rows in one order; a deadlock or serialization failure is tried again)."""
         self._last_commit = time.monotonic()
-        db = self._db
+        db = self._db if self._online() else None
         if db is None or not self._pending:
             return
         now = time.time()
-        batch = sorted(self._pending, key=lambda item: item[0])  # stable: a key's writes in order
-        for attempt in range(_TRIES):
-            try:
-                with db.transaction(), db.pipeline():
-                    cursor = db.cursor()
-                    for key, verdict in batch:
-                        if verdict is None:
-                            cursor.execute(_BOUNCE, (key, now))
-                            cursor.execute(_UNBOUNCED, (key,))
-                        else:
-                            cursor.execute(_PUT, (key, *verdict, verdict.substatus, key))
-                break
-            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
-                if attempt + 1 == _TRIES:
-                    self._lost_writes()
-                    return
-                time.sleep(0.05 * (attempt + 1))
-            except psycopg.Error as exc:
-                self._lost(exc)
-                return
+        statements: list[tuple[str, Sequence[object]]] = []
+        for key, verdict in sorted(self._pending, key=lambda item: item[0]):  # stable
+            if verdict is None:
+                statements += [(_BOUNCE, (key, now)), (_UNBOUNCED, (key,))]
+            else:
+                statements.append((_PUT, (key, *verdict, verdict.substatus, key)))
+        try:
+            sent = in_one_transaction(db, statements)
+        except psycopg.Error as exc:
+            self._lost(exc)
+            return
+        if not sent:
+            self._lost_writes()
+            return
         self._pending.clear()
         self._unsent = MemoryResultsCache(*self._days)
 
@@ -292,8 +410,15 @@ class PostgresResultsCache:
                 self._memory.put(key, verdict)
         self._pending.clear()
 
-    def _lost(self, exc: BaseException) -> None:
-        """Under the lock: the database cannot be used; say so once and go on with memory only."""
+    def _online(self) -> bool:
+        """Under the lock: whether the database is still used (another store may have lost it)."""
+        if self._db is not None and self.link.down:
+            self._lost(None)
+        return self._db is not None
+
+    def _lost(self, exc: BaseException | None) -> None:
+        """Under the lock: the database cannot be used; said once per run (by `CacheUrl`), and
+        memory only from now on."""
         db, self._db = self._db, None
         self._fetched, self._fetched_bounces = {}, {}
         if db is not None:
@@ -301,49 +426,7 @@ class PostgresResultsCache:
                 db.close()
         self._lost_writes()  # this run's unsent verdicts stay usable
         self._unsent = MemoryResultsCache(*self._days)
-        if not self._warned:
-            self._warned = True
-            self.logger.warning(
-                "cache_url %s cannot be used (%s): this run goes on without the shared cache and "
-                "keeps its new verdicts in memory only; check that the database is up and "
-                "reachable from this worker (or set cache_path instead).",
-                self.shown,
-                self._scrub(brief(exc)),
-            )
-
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    # -- opening ---------------------------------------------------------------------------------
-
-    def _connect(
-        self, connect_timeout: float, statement_timeout: float
-    ) -> psycopg.Connection[tuple[object, ...]]:
-        db = psycopg.connect(
-            self.url,
-            autocommit=True,
-            connect_timeout=max(1, round(connect_timeout)),
-            options=f"-c statement_timeout={round(statement_timeout * 1000)}",
-            application_name="mapper-emailverify",
-            # A peer that vanishes (no RST) is noticed in about half a minute, not hours.
-            keepalives=1,
-            keepalives_idle=10,
-            keepalives_interval=5,
-            keepalives_count=3,
-            tcp_user_timeout=round(statement_timeout * 2000),
-        )
-        try:
-            with db.transaction():
-                db.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
-                for statement in _TABLES:
-                    db.execute(statement)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                db.close()
-            raise
-        return db
+        self.link.lost(exc)
 
 
 def _password(url: str) -> tuple[str, ...]:

@@ -1,0 +1,1 @@
+"""Dagster definitions for the repository's Meltano jobs (see orchestration/README.md)."""
