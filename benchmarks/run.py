@@ -42,6 +42,7 @@ import bench_rerun
 import bench_sessions
 import bench_tap
 import bench_target
+import bench_workers
 
 HERE = Path(__file__).resolve().parent
 
@@ -56,6 +57,7 @@ BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
     "incremental": bench_incremental.run,
     "providers": bench_providers.run,
     "sessions": bench_sessions.run,
+    "workers": bench_workers.run,
 }
 
 
@@ -384,6 +386,37 @@ def sessions_rows(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def workers_rows(r: dict[str, Any]) -> list[Row]:
+    ways = r["ways"]
+    one, shared, apart = (
+        ways["one_worker"],
+        ways["three_workers_one_ip"],
+        ways["three_workers_three_ips"],
+    )
+    caps = (
+        f"caps {r['max_connections_per_mx']} connections, {r['max_rcpt_per_minute_per_mx']:,}/min"
+    )
+    return [
+        Row(
+            f"11. Workers sharing cache_url ({r['addresses']:,} addresses, 80 % on 3 mail hosts, "
+            f"{caps}): addresses/s of 3 workers on one egress IP, x one worker",
+            f"{shared['addresses_per_second']:.1f}/s vs {one['addresses_per_second']:.1f}/s = "
+            f"**{shared['x_one_worker']:.2f}x**; peak connections per host "
+            f"{shared['peak_connections_per_host']}, peak recipients per host in 60 s "
+            f"{shared['peak_rcpt_per_minute_per_host']:,}",
+            "about 1x, within the caps",
+            met=shared["peak_connections_per_host"] <= r["max_connections_per_mx"]
+            and shared["peak_rcpt_per_minute_per_host"] <= r["max_rcpt_per_minute_per_mx"],
+        ),
+        Row(
+            "11. The same 3 workers told they are on 3 egress IPs (`egress_ip`), x one worker",
+            f"{apart['addresses_per_second']:.1f}/s = **{apart['x_one_worker']:.2f}x**; peak "
+            f"connections per host {apart['peak_connections_per_host']} (3 IPs' together)",
+            "reported",
+        ),
+    ]
+
+
 def rows_for(name: str, result: dict[str, Any]) -> list[Row]:
     if "error" in result:
         return [Row(f"{name}: FAILED", result["error"].splitlines()[-1][:120], "runs", met=False)]
@@ -399,6 +432,7 @@ def rows_for(name: str, result: dict[str, Any]) -> list[Row]:
         "incremental": incremental_rows,
         "providers": providers_rows,
         "sessions": sessions_rows,
+        "workers": workers_rows,
     }[name](result)
 
 

@@ -64,6 +64,7 @@ EXPECTED: dict[str, set[str]] = {
         "peak_rcpt_per_minute_per_host",
         "false_invalid",
     },
+    "workers": {"addresses", "max_connections_per_mx", "max_rcpt_per_minute_per_mx", "ways"},
 }
 NEEDS_PEERS = {"mapper_cached", "mapper_probe"}
 
