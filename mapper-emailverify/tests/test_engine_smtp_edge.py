@@ -10,9 +10,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+import pytest
 from mapper_emailverify import Status, SubStatus, VerifierConfig
 from mapper_emailverify.engine.dns_lookup import DomainRoute, MailHost
 from mapper_emailverify.engine.smtp.prober import Probe, SmtpProber
+from mapper_emailverify.engine.smtp.session import SmtpSession, Timeouts
 
 Script = Callable[
     [str, int], Awaitable[bytes | None]
@@ -322,3 +324,38 @@ def test_setup_watch_counts_providers_not_hosts() -> None:
         return time.monotonic() - started
 
     assert asyncio.run(go()) < 1
+
+
+def test_a_cancelled_quit_still_waits_for_the_server_to_hang_up() -> None:
+    """The run ending (the prober's `aclose` cancels its sessions) while a session says QUIT:
+    the session still waits, within QUIT's own timeout, for the server to hang up, so the mail
+    host's slot is never given back while the server counts the connection (three mappers on one
+    egress IP briefly held one connection too many this way)."""
+
+    async def go() -> bool:
+        hung_up = asyncio.Event()
+
+        async def slow_quit(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"220 edge.example ESMTP\r\n")
+            await reader.readline()  # QUIT
+            await asyncio.sleep(0.3)
+            writer.write(b"221 2.0.0 Bye\r\n")
+            writer.close()
+            hung_up.set()
+
+        server = await asyncio.start_server(slow_quit, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        session = SmtpSession(
+            "mx.edge.example", "127.0.0.1", port, Timeouts(1.0, 1.0, 1.0), allow_private=True
+        )
+        await session.connect()
+        quitting = asyncio.create_task(session.quit())
+        await asyncio.sleep(0.05)
+        quitting.cancel()
+        with pytest.raises(asyncio.CancelledError):  # it still reaches the caller, after
+            await quitting
+        done = hung_up.is_set()
+        server.close()
+        return done
+
+    assert asyncio.run(go())

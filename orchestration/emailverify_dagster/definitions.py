@@ -202,7 +202,7 @@ PARTITIONS_SCHEMA = {
         default_value=partitions_from_env(),
         description=f"Partitions run at once, 1 to {MAX_PARTITIONS} (default: {PARTITIONS_ENV}, "
         "else 3); each reads the People whose cio_id hashes to its share and uses "
-        "requests_per_second / N.",
+        "floor(requests_per_second / N).",
     )
 }
 

@@ -11,6 +11,7 @@ change.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -100,7 +101,7 @@ CONFIG_SCHEMA = th.PropertiesList(
         description=(
             "Optional i/N (0 <= i < N), e.g. 0/3, 1/3 and 2/3 for three jobs: only the People "
             "whose cio_id hashes to share i of N, so N jobs together read every Person once; "
-            "each uses requests_per_second / N."
+            "each uses floor(requests_per_second / N) (3 of 10 for three jobs)."
         ),
     ),
     th.Property(
@@ -110,7 +111,8 @@ CONFIG_SCHEMA = th.PropertiesList(
         title="Requests per second",
         description=(
             "Client-side budget shared by every request of the run (Customer.io allows 10/s); "
-            "with partition i/N, the workspace's budget, of which each partition uses 1/N."
+            "with partition i/N, the workspace's budget, of which each partition uses "
+            "floor(requests_per_second / N)."
         ),
     ),
     th.Property(
@@ -323,7 +325,17 @@ def partition(config: Mapping[str, Any]) -> Partition | None:
 
 
 def request_rate(config: Mapping[str, Any]) -> float:
-    """Requests per second for this job: the budget, or a partition's 1/N of it."""
+    """Requests per second for this job: the budget, or a partition's share of it.
+
+    The server counts requests per 1 s window over every job at once, and jobs start in any
+    phase: at 3.33/s three jobs may each start 4 requests in one second (12 of 10). So a share is
+    a whole number of the window's requests, `floor(budget / N)`: N jobs never pass the budget in
+    any window. Below one a second (N above the budget) it stays `budget / N`, and jobs in step
+    may meet a 429, which they wait out.
+    """
     budget = number(config, "requests_per_second")
     chosen = partition(config)
-    return budget / chosen.count if chosen else budget
+    if chosen is None:
+        return budget
+    share = budget / chosen.count
+    return float(math.floor(share)) if share >= 1 else share

@@ -62,7 +62,7 @@ class TapCustomerIOPeople(Tap):
             # Once, before any request (sync_all is final in the SDK: no later hook comes first).
             self.logger.info(
                 "partition %s: this job reads the People whose cio_id hashes to share %d of %d, "
-                "at %g requests/s (requests_per_second %g / %d)",
+                "at %g requests/s (requests_per_second %g shared by %d jobs)",
                 partition,
                 partition.index,
                 partition.count,

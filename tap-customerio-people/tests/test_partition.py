@@ -9,6 +9,7 @@ import logging
 import math
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,9 @@ from typing import Any
 import pytest
 from cio_sandbox import Sandbox
 from singer_sdk.exceptions import ConfigValidationError
+from tap_customerio_people import settings
 from tap_customerio_people.partition import Partition, partition_of
+from tap_customerio_people.ratelimit import RateLimiter
 from tap_customerio_people.tap import TapCustomerIOPeople
 
 from .conftest import run_tap
@@ -150,8 +153,47 @@ def test_each_partition_takes_its_share_of_the_budget(
         assert lines == [
             f"partition {partition}: this job reads the People whose cio_id hashes to share "
             f"{partition.split('/')[0]} of {partition.split('/')[1]}, at {rate:g} requests/s "
-            f"(requests_per_second 9 / {partition.split('/')[1]})"
+            f"(requests_per_second 9 shared by {partition.split('/')[1]} jobs)"
         ]
+
+
+@pytest.mark.parametrize(
+    ("budget", "partition", "rate"),
+    [(10, "1/3", 3.0), (10, "0/4", 2.0), (10, "2/10", 1.0), (7.5, "0/2", 3.0), (10, "0/20", 0.5)],
+)
+def test_a_share_is_a_whole_number_of_the_windows_requests(
+    budget: float, partition: str, rate: float
+) -> None:
+    """The server counts 10 requests per 1 s window over every job: 3.33/s each lets three jobs
+    start 4 requests each in one second (12); 3/s each never passes 9."""
+    config = {"requests_per_second": budget, "partition": partition}
+    assert settings.request_rate(config) == rate
+
+
+def test_three_partitions_at_once_never_pass_the_workspaces_window() -> None:
+    """Three jobs' budgets side by side, started together (the worst phase): no 1 s window of
+    their merged request starts holds more than the workspace's 10."""
+    starts: list[float] = []
+    lock = threading.Lock()
+
+    def job() -> None:
+        limiter = RateLimiter(
+            settings.request_rate({"requests_per_second": 10, "partition": "0/3"})
+        )
+        for _ in range(8):
+            ticket = limiter.acquire()
+            with lock:
+                starts.append(ticket.start)
+            limiter.release(ticket, "search")
+
+    threads = [threading.Thread(target=job) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    starts.sort()
+    busiest = max(sum(1 for t in starts if first <= t < first + 1.0) for first in starts)
+    assert busiest <= 10, busiest
 
 
 def test_the_executable_exits_1_with_one_line(

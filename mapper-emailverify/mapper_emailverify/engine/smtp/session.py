@@ -7,6 +7,7 @@ fallback, opportunistic STARTTLS, optional SOCKS5. Every reply is kept for the e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import ssl
@@ -269,13 +270,25 @@ class SmtpSession:
         Releasing a mail host's slot while the server still counts the connection would let the next
         session exceed the host's connection limit from its point of view. Over TLS the server
         completes its shutdown only after our close_notify, so we close, then give it a moment.
+        A cancellation (the run ending while sessions say goodbye) waits for the hang-up too,
+        within QUIT's own timeouts, then goes on: the caller gives the slot back only after it.
         """
         if self._writer is None:
             return
         if self.broken:
             self.close()
             return
+        goodbye = asyncio.ensure_future(self._quit())
+        try:
+            await asyncio.shield(goodbye)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await goodbye
+            raise
+
+    async def _quit(self) -> None:
         writer, self._writer = self._writer, None
+        assert writer is not None
         try:
             writer.write(b"QUIT\r\n")
             async with asyncio.timeout(min(self.timeouts.command, 2.0)):
