@@ -51,7 +51,7 @@ WAYS: dict[str, list[str | None]] = {
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    people = 600 if quick else 3000
+    people = 300 if quick else 3000
     world = World(
         seed=61,
         people=people,
@@ -158,7 +158,7 @@ def _singer(addresses: list[str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="600 People instead of 3,000")
+    parser.add_argument("--quick", action="store_true", help="300 People instead of 3,000")
     print(json.dumps(run(parser.parse_args().quick), indent=2))
 
 
