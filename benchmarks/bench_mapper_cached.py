@@ -145,13 +145,8 @@ def postgres_url(quick: bool) -> Iterator[str | None]:
     if bin_dir is None:
         yield None
         return
-    server = PostgresServer(bin_dir).start()
-    try:
-        server.wait_ready()
+    with PostgresServer(bin_dir) as server:
         yield server.url
-    finally:
-        server.stop()
-        server.cleanup()
 
 
 def bytecode_env(work: Path) -> dict[str, str]:

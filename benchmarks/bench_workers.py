@@ -80,12 +80,8 @@ def _postgres() -> Iterator[str]:
     bin_dir = find_bin_dir()
     if bin_dir is None:
         raise RuntimeError("PostgreSQL is not installed: run scripts/ensure_postgres.sh (as root)")
-    server = PostgresServer(bin_dir).start()
-    try:
-        server.wait_ready()
+    with PostgresServer(bin_dir) as server:
         yield server.url
-    finally:
-        server.cleanup()
 
 
 def _way(

@@ -57,7 +57,8 @@ def new_database(url: str, prefix: str = "test") -> str:
 
 
 class PostgresServer:
-    """One server: `start()`, `url`, `stop()`; `stop()` mid-test simulates a lost database."""
+    """One server: `start()` (or `with`), `url`, `stop()`; `stop()` mid-test simulates a lost
+    database."""
 
     def __init__(self, bin_dir: Path) -> None:
         self.bin_dir = bin_dir
@@ -103,7 +104,19 @@ class PostgresServer:
         )  # fmt: skip
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, DATABASE,
                   env={**os.environ, "PGPASSWORD": PASSWORD})  # fmt: skip
+        self.wait_ready()
         return self
+
+    def __enter__(self) -> PostgresServer:
+        """Started and listening; stopped and its files removed on leaving the block."""
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def __exit__(self, *_: object) -> None:
+        self.cleanup()
 
     def stop(self) -> None:
         """Stop the server (fast: open sessions are cut, as when a database goes away)."""

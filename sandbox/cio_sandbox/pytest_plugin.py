@@ -63,13 +63,8 @@ def _postgres_or_skip() -> Any:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL server on loopback for the session: its postgresql://…@127.0.0.1:PORT/db URL."""
-    server = _postgres_or_skip()
-    try:
-        server.start()
-        server.wait_ready()
+    with _postgres_or_skip() as server:
         yield server.url
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture
@@ -80,9 +75,7 @@ def make_postgres() -> Iterator[Callable[[], Any]]:
     def make() -> Any:
         server = _postgres_or_skip()
         started.append(server)
-        server.start()
-        server.wait_ready()
-        return server
+        return server.start()
 
     yield make
     for server in started:
